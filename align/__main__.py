@@ -1,0 +1,3 @@
+from align.cli.main import main
+
+main()

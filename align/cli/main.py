@@ -1,0 +1,233 @@
+"""The ``align`` command: a thin typer layer over the library; every table is also ``--format csv|json``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+
+from align.errors import AlignError
+from align.output import Format, print_dict, print_frame
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Check a mock layer against the end-to-end run, from Nsight Systems profiles.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+profile_app = typer.Typer(help="Run a command under nsys into the profile store and export it to SQLite.",
+                          no_args_is_help=True)
+app.add_typer(profile_app, name="profile")
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+FormatOpt = typer.Option(Format.table, "--format", "-f", help="table, csv or json")
+StoreOpt = typer.Option(None, "--store", help="profile store folder (default: $ALIGN_STORE or ./profiles)",
+                        show_default=False)
+
+
+class CommandAfterDashes(typer.core.TyperCommand):
+    """Splits ``... -- CMD ARGS`` before parsing, so the profiled command's own flags stay its own."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            i = args.index("--")
+            ctx.meta["align_cmd"] = args[i + 1:]
+            args = args[:i]
+        else:
+            ctx.meta["align_cmd"] = None
+        return super().parse_args(ctx, args)
+
+
+def _store(store: Optional[Path]):
+    from align.profile.store import Store
+
+    return Store(store)
+
+
+# ---- nsys ----------------------------------------------------------------------------------
+@app.command()
+def doctor(fmt: Format = FormatOpt) -> None:
+    """Which nsys align will use, its version, and whether it can turn captures into reports."""
+    from align.nsys.discover import discover
+
+    info = discover()
+    data = info.to_dict()
+    print_dict(data, fmt, title="nsys")
+    if not info.can_import and fmt == Format.table:
+        err.print(f"[yellow]warning:[/] {info.import_problem}; align will run the importer itself")
+
+
+# ---- profile -------------------------------------------------------------------------------
+def _profile(kind: str, ctx: typer.Context, name, store, trace, sample, cpuctxsw, cuda_graph_trace, capture_range,
+             nvtx_capture, capture_range_end, delay, duration, overwrite, quiet, fmt) -> None:
+    from align.nsys.launch import ProfileOptions, profile
+
+    cmd = ctx.meta.get("align_cmd")
+    extra = list(ctx.args)
+    if cmd is None:
+        cmd, extra = extra, []
+        if cmd and cmd[0].startswith("-"):
+            raise AlignError(f"unknown option {cmd[0]}", "put nsys flags before -- and the command after it")
+    options = ProfileOptions(trace=trace, sample=sample, cpuctxsw=cpuctxsw, cuda_graph_trace=cuda_graph_trace,
+                             capture_range=capture_range, nvtx_capture=nvtx_capture,
+                             capture_range_end=capture_range_end, delay=delay, duration=duration, extra=extra)
+    result = profile(cmd, kind=kind, name=name, store=_store(store), options=options, overwrite=overwrite,
+                     quiet=quiet or fmt != Format.table)
+    if fmt == Format.table:
+        err.print(f"[green]saved[/] {result.path} [dim](status {result.status}, exit code {result.exit_code})[/]")
+        if result.sqlite:
+            err.print(f"next: align kernels {result.path}")
+    else:
+        print_dict(result.meta, fmt)
+    if result.status == "app-failed":
+        err.print(f"align: the profiled command exited with {result.exit_code}; its profile was kept")
+        raise typer.Exit(1)
+
+
+def _profile_command(kind: str, doc: str):
+    @profile_app.command(kind, cls=CommandAfterDashes, help=doc,
+                         context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def command(
+        ctx: typer.Context,
+        name: Optional[str] = typer.Option(None, "--name", "-n", help="store entry name (default: KIND-TIMESTAMP)"),
+        store: Optional[Path] = StoreOpt,
+        trace: str = typer.Option("cuda,nvtx", "--trace", "-t", help="nsys --trace"),
+        sample: str = typer.Option("none", "--sample", "-s", help="nsys --sample (CPU sampling)"),
+        cpuctxsw: str = typer.Option("none", "--cpuctxsw", help="nsys --cpuctxsw"),
+        cuda_graph_trace: str = typer.Option("node", "--cuda-graph-trace", help="graph or node"),
+        capture_range: Optional[str] = typer.Option(None, "--capture-range", "-c",
+                                                    help="none, cudaProfilerApi or nvtx"),
+        nvtx_capture: Optional[str] = typer.Option(None, "--nvtx-capture", "-p",
+                                                   help="NVTX range that starts the capture (NAME or NAME@DOMAIN)"),
+        capture_range_end: Optional[str] = typer.Option(None, "--capture-range-end", help="nsys --capture-range-end"),
+        delay: Optional[float] = typer.Option(None, "--delay", "-y", help="seconds before collection starts"),
+        duration: Optional[float] = typer.Option(None, "--duration", "-d", help="seconds of collection"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing entry of that name"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="do not echo the program's output"),
+        fmt: Format = FormatOpt,
+    ) -> None:
+        _profile(kind, ctx, name, store, trace, sample, cpuctxsw, cuda_graph_trace, capture_range, nvtx_capture,
+                 capture_range_end, delay, duration, overwrite, quiet, fmt)
+
+    return command
+
+
+_profile_command("mock", "Profile a mock-layer script: align profile mock [OPTIONS] [NSYS FLAGS] -- CMD ...")
+_profile_command("e2e", "Profile a single-process end-to-end run: align profile e2e [OPTIONS] [NSYS FLAGS] -- CMD ...")
+
+
+@app.command()
+def profiles(store: Optional[Path] = StoreOpt, fmt: Format = FormatOpt) -> None:
+    """List the profiles in the store."""
+    s = _store(store)
+    df = s.list()
+    if df.empty and fmt == Format.table:
+        err.print(f"no profiles in {s.root}; capture one with: align profile mock -- python my_mock.py")
+        return
+    print_frame(df, fmt, title=f"profiles in {s.root}", max_width=60)
+
+
+@app.command()
+def export(
+    report: Path = typer.Argument(..., help=".nsys-rep (or a .qdstrm nsys left behind)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="SQLite file (default: next to the report)"),
+) -> None:
+    """Export one report to SQLite."""
+    from align.profile.load import export as do_export
+
+    if not report.exists():
+        raise AlignError(f"{report}: no such file", "pass an existing .nsys-rep")
+    out = do_export(report, output, quiet=False)
+    err.print(f"[green]wrote[/] {out}")
+
+
+# ---- reading -------------------------------------------------------------------------------
+@app.command()
+def info(profile: str = typer.Argument(..., help="profile file or store name"), store: Optional[Path] = StoreOpt,
+         fmt: Format = FormatOpt) -> None:
+    """What a profile holds: nsys and schema versions, row counts, GPUs, processes."""
+    from align.profile.load import load
+
+    with load(profile, _store(store)) as p:
+        data = p.summary()
+        print_dict(data, fmt, title=str(p.path))
+        if not p.has_kernels and fmt == Format.table:
+            err.print("no CUDA kernels in this profile (CPU-only capture, or CUDA not traced)")
+
+
+TABLES = ("kernels", "nvtx", "api", "graph-nodes", "gpus", "processes", "threads")
+
+
+@app.command()
+def events(
+    profile: str = typer.Argument(..., help="profile file or store name"),
+    kind: str = typer.Option("kernels", "--kind", "-k", help=", ".join(TABLES)),
+    limit: Optional[int] = typer.Option(50, "--limit", "-l", help="rows to print (0: all)"),
+    store: Optional[Path] = StoreOpt,
+    fmt: Format = FormatOpt,
+) -> None:
+    """Dump one decoded table of a profile (what ``align.load(...).<kind>()`` returns)."""
+    from align.profile.load import load
+
+    if kind not in TABLES:
+        raise AlignError(f"unknown kind {kind!r}", f"use one of {', '.join(TABLES)}")
+    with load(profile, _store(store)) as p:
+        df = {"kernels": p.kernels, "nvtx": p.nvtx, "api": p.cuda_api, "graph-nodes": p.graph_nodes,
+              "gpus": p.gpus, "processes": p.processes, "threads": p.threads}[kind]()
+    if limit:
+        df = df.head(limit)
+    print_frame(df, fmt, title=f"{kind} ({len(df)} rows shown)", max_width=60)
+
+
+@app.command()
+def kernels(
+    profile: str = typer.Argument(..., help="profile file or store name"),
+    name: str = typer.Option("demangled", "--name", help="demangled (nsys default), short or mangled"),
+    by_launch: bool = typer.Option(False, "--by-launch", help="also group by grid and block (as nsys 2022.4 did)"),
+    sort: str = typer.Option("total", "--sort", help="total, instances, avg, med, min, max, stddev or name"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-l", help="print only the first N rows"),
+    store: Optional[Path] = StoreOpt,
+    fmt: Format = FormatOpt,
+) -> None:
+    """Per-kernel summary: the numbers of ``nsys stats --report cuda_gpu_kern_sum``."""
+    from align.profile.load import load
+    from align.stats.kernels import kernel_summary, to_nsys_csv_frame
+
+    with load(profile, _store(store)) as p:
+        if not p.has_kernels:
+            raise AlignError(f"{p.path} has no CUDA kernel data",
+                             "profile with --trace cuda (the default of align profile) on a GPU machine")
+        df = kernel_summary(p, name=name, by_launch=by_launch, sort=sort, limit=limit)
+    print_frame(df, fmt, title=f"CUDA GPU kernel summary: {profile}", csv_frame=to_nsys_csv_frame(df), max_width=90)
+
+
+def main() -> None:
+    """Entry point: user mistakes print one line and exit 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except AlignError as exc:
+        err.print(f"align: error: {exc}", markup=False)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("align: aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("align: interrupted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Turn captures into SQLite: ``nsys export``, and the QdstrmImporter step nsys skips when its importer is missing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from align.errors import NsysFailed
+from align.nsys.discover import NsysInfo, discover
+from align.nsys.run import run_logged
+from align.profile.reader import is_sqlite
+
+
+def import_qdstrm(qdstrm: str | os.PathLike, rep: str | os.PathLike | None = None,
+                  nsys: NsysInfo | None = None, log: Path | None = None) -> Path:
+    """Run QdstrmImporter on a ``.qdstrm`` nsys left behind; returns the ``.nsys-rep``."""
+    nsys = nsys or discover()
+    qdstrm = Path(qdstrm)
+    rep = Path(rep) if rep else qdstrm.with_suffix(".nsys-rep")
+    if not nsys.importer:
+        raise NsysFailed(f"nsys left only {qdstrm} and no QdstrmImporter was found next to {nsys.path}",
+                         "set NSYS_IMPORTER=/path/to/QdstrmImporter")
+    cmd = [nsys.importer, "-i", str(qdstrm), "-o", str(rep), "-f"]
+    rc = run_logged(cmd, log, title=f"importing {qdstrm.name}")
+    if rc != 0 or not rep.exists():
+        raise NsysFailed(f"QdstrmImporter failed on {qdstrm} (exit {rc})",
+                         f"see {log}" if log else "run it by hand to see why")
+    return rep
+
+
+def export_sqlite(rep: str | os.PathLike, out: str | os.PathLike | None = None, nsys: NsysInfo | None = None,
+                  log: Path | None = None, quiet: bool = False) -> Path:
+    """``nsys export --type sqlite``; overwrites ``out`` and checks the result is a complete SQLite file."""
+    rep = Path(rep)
+    if not rep.exists():
+        raise NsysFailed(f"{rep}: no such report", "profile first, or pass an existing .nsys-rep")
+    out = Path(out) if out else rep.with_suffix(".sqlite")
+    nsys = nsys or discover()
+    cmd = [nsys.path, "export", "--type", "sqlite", "--force-overwrite", "true", "--output", str(out), str(rep)]
+    rc = run_logged(cmd, log, title=f"exporting {rep.name} to SQLite", quiet=quiet)
+    if rc != 0 or not is_sqlite(out):
+        raise NsysFailed(f"nsys export failed on {rep} (exit {rc})",
+                         f"see {log}" if log else f"run: {subprocess.list2cmdline(cmd)}")
+    return out

@@ -1,0 +1,240 @@
+"""``nsys profile`` a command into a store entry, then export it to SQLite.
+
+Defaults suit a mock layer or a single-process E2E run: CUDA and NVTX tracing, CUDA graphs traced
+per node (so each replayed kernel is its own row), no CPU sampling or context switches (sampling
+turns a tiny PyTorch run's capture into gigabytes). Whatever happens, the entry keeps nsys's log
+and a ``meta.json`` saying how far it got.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shlex
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from align.errors import AlignError, NsysFailed
+from align.nsys.discover import NsysInfo, discover
+from align.nsys.export import export_sqlite, import_qdstrm
+from align.nsys.run import console, run_logged
+from align.profile import store as st
+
+CAPTURE_RANGES = ("none", "cudaProfilerApi", "nvtx")
+
+
+@dataclass
+class ProfileOptions:
+    """How to call ``nsys profile``; ``extra`` flags are passed through unchanged, last."""
+
+    trace: str = "cuda,nvtx"
+    sample: str = "none"
+    cpuctxsw: str = "none"
+    cuda_graph_trace: str = "node"
+    capture_range: str | None = None
+    nvtx_capture: str | None = None
+    capture_range_end: str | None = None
+    delay: float | None = None
+    duration: float | None = None
+    extra: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.capture_range and self.capture_range not in CAPTURE_RANGES:
+            raise AlignError(f"unknown capture range {self.capture_range!r}", f"use one of {', '.join(CAPTURE_RANGES)}")
+        if self.capture_range == "nvtx" and not self.nvtx_capture:
+            raise AlignError("--capture-range nvtx needs the range name", "add --nvtx-capture NAME (or NAME@DOMAIN)")
+        if self.nvtx_capture and self.capture_range not in (None, "nvtx"):
+            raise AlignError("--nvtx-capture only applies to --capture-range nvtx", "drop one of them")
+
+    def nsys_args(self) -> list[str]:
+        args = ["--trace", self.trace, "--sample", self.sample, "--cpuctxsw", self.cpuctxsw]
+        if "cuda" in self.trace.split(",") and self.cuda_graph_trace:
+            args += ["--cuda-graph-trace", self.cuda_graph_trace]
+        capture = self.capture_range or ("nvtx" if self.nvtx_capture else None)
+        if capture and capture != "none":
+            args += ["--capture-range", capture]
+            if capture == "nvtx":
+                args += ["--nvtx-capture", self.nvtx_capture]
+                # PyTorch's ranges are unregistered strings, which nsys ignores as triggers by default.
+                args += ["--env-var", "NSYS_NVTX_PROFILER_REGISTER_ONLY=0"]
+            if self.capture_range_end:
+                args += ["--capture-range-end", self.capture_range_end]
+        if self.delay is not None:
+            args += ["--delay", f"{self.delay:g}"]
+        if self.duration is not None:
+            args += ["--duration", f"{self.duration:g}"]
+        return args + list(self.extra)
+
+
+@dataclass
+class ProfileResult:
+    name: str
+    path: Path
+    sqlite: Path | None
+    report: Path | None
+    exit_code: int | None
+    status: str
+    meta: dict
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def build_command(nsys: NsysInfo, output_base: Path, options: ProfileOptions, cmd: list[str]) -> list[str]:
+    return [nsys.path, "profile", *options.nsys_args(), "--force-overwrite", "true", "--output", str(output_base), *cmd]
+
+
+def profile(cmd: list[str], kind: str = "mock", name: str | None = None, store: st.Store | None = None,
+            options: ProfileOptions | None = None, nsys: NsysInfo | None = None, overwrite: bool = False,
+            quiet: bool = False, export: bool = True) -> ProfileResult:
+    """Profile ``cmd`` under nsys into ``store/<name>/`` and export it; see the module docstring."""
+    if not cmd:
+        raise AlignError("no command to profile", "put it after --, e.g. align profile mock -- python mock.py")
+    options = options or ProfileOptions()
+    options.validate()
+    nsys = nsys or discover()
+    store = store or st.Store()
+    started = dt.datetime.now(dt.timezone.utc)
+    name = name or f"{kind}-{started.astimezone().strftime('%Y%m%d-%H%M%S')}"
+    entry = store.create(name, overwrite=overwrite)
+    base = entry / Path(st.REPORT).stem
+    log = entry / st.LOG
+    nsys_cmd = build_command(nsys, base, options, cmd)
+    meta = {
+        "name": name,
+        "kind": kind,
+        "command": cmd,
+        "command_line": shlex.join(cmd),
+        "cwd": os.getcwd(),
+        "nsys": {"path": nsys.path, "version": nsys.version, "source": nsys.source},
+        "nsys_command": nsys_cmd,
+        "options": asdict(options),
+        "host": socket.gethostname(),
+        "start_time": started.isoformat(timespec="seconds"),
+        "status": "running",
+        "exit_code": None,
+        "git": git_revisions(cmd),
+        "align_version": _align_version(),
+        "files": {"report": None, "sqlite": None, "log": st.LOG},
+    }
+    _write_meta(entry, meta)
+    t0 = time.monotonic()
+    status = "ok"
+    rc: int | None = None
+    report: Path | None = None
+    sqlite: Path | None = None
+    try:
+        if not quiet:
+            console.print(f"[bold]profiling[/] {shlex.join(cmd)} [dim]-> {entry}[/]")
+        try:
+            rc = run_logged(nsys_cmd, log, title=f"nsys profile ({kind})", quiet=quiet)
+        except OSError as exc:
+            raise NsysFailed(f"could not start nsys at {nsys.path}: {exc}", "check NSYS or your install")
+        meta["exit_code"] = rc
+        report = _find_report(entry, nsys, log)
+        if report is None:
+            status = "no-report"
+            raise NsysFailed(f"nsys wrote no report (exit {rc})",
+                             f"see {log}; with a capture range, check that the program reaches it")
+        meta["files"]["report"] = report.name
+        if export:
+            try:
+                sqlite = export_sqlite(report, entry / st.SQLITE, nsys=nsys, log=log, quiet=quiet)
+            except NsysFailed:
+                status = "export-failed"
+                raise
+            meta["files"]["sqlite"] = sqlite.name
+            meta["gpus"] = _gpu_names(sqlite)
+        if rc not in (0, None):
+            status = "app-failed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except Exception:
+        if status == "ok":
+            status = "failed"
+        raise
+    finally:
+        meta["status"] = status
+        meta["end_time"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        meta["duration_s"] = round(time.monotonic() - t0, 3)
+        meta.setdefault("gpus", _gpus_from_smi())
+        _write_meta(entry, meta)
+    return ProfileResult(name=name, path=entry, sqlite=sqlite, report=report, exit_code=rc, status=status, meta=meta)
+
+
+def _find_report(entry: Path, nsys: NsysInfo, log: Path) -> Path | None:
+    rep = entry / st.REPORT
+    if rep.exists():
+        return rep
+    qdstrm = rep.with_suffix(".qdstrm")
+    if qdstrm.exists():
+        return import_qdstrm(qdstrm, rep, nsys=nsys, log=log)
+    return None
+
+
+def _write_meta(entry: Path, meta: dict) -> None:
+    tmp = entry / (st.META + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    tmp.replace(entry / st.META)
+
+
+def git_revisions(cmd: list[str]) -> dict:
+    """Git revision (and whether the tree was dirty) of the working folder and of the profiled script."""
+    out = {}
+    places = {"cwd": Path.cwd()}
+    for arg in cmd[:3]:
+        p = Path(arg)
+        if p.suffix == ".py" and p.exists():
+            places["script"] = p.resolve().parent
+            break
+    seen = set()
+    for label, where in places.items():
+        info = _git_info(where)
+        if info and info["root"] not in seen:
+            seen.add(info["root"])
+            out[label] = info
+    return out
+
+
+def _git_info(where: Path) -> dict | None:
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    rev = git("rev-parse", "HEAD")
+    if not rev:
+        return None
+    return {"root": git("rev-parse", "--show-toplevel"), "revision": rev,
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def _gpu_names(sqlite: Path) -> list[str]:
+    from align.profile.reader import Profile
+
+    with Profile(sqlite) as p:
+        gpus = p.gpus()
+        return gpus["name"].dropna().astype(str).tolist() if "name" in gpus else []
+
+
+def _gpus_from_smi() -> list[str]:
+    try:
+        r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in r.stdout.splitlines() if line.strip()] if r.returncode == 0 else []
+
+
+def _align_version() -> str:
+    from align import __version__
+
+    return __version__

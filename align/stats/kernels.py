@@ -1,0 +1,100 @@
+"""Per-kernel summary with the numbers of ``nsys stats --report cuda_gpu_kern_sum``.
+
+Computed entirely in SQLite, so a profile with millions of kernels is summarised without loading
+its kernel table. nsys's own SQL uses ``median()``/``stdev()`` from its bundled SQLite; here the
+median is taken with window functions (mean of the two middle values for even counts) and the
+standard deviation is the sample one (n-1), two-pass, as nsys computes them. Values are rounded to
+0.1 ns with SQLite's ``round`` like nsys's report.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from align.errors import AlignError
+from align.profile.reader import Profile
+from align.profile.schema import KERNEL_TABLE
+
+NAME_COLUMNS = {"demangled": "demangledName", "short": "shortName", "mangled": "mangledName"}
+
+SUMMARY_COLUMNS = ["time_pct", "total_ns", "instances", "avg_ns", "med_ns", "min_ns", "max_ns", "stddev_ns",
+                   "grid", "block", "name"]
+
+# Column headers of `nsys stats --format csv` for this report (2023.x and later; 2022.4's
+# gpukernsum adds GridXYZ/BlockXYZ before Name and groups by them too: ``by_launch=True``).
+NSYS_CSV_HEADER = {
+    "time_pct": "Time (%)", "total_ns": "Total Time (ns)", "instances": "Instances", "avg_ns": "Avg (ns)",
+    "med_ns": "Med (ns)", "min_ns": "Min (ns)", "max_ns": "Max (ns)", "stddev_ns": "StdDev (ns)",
+    "grid": "GridXYZ", "block": "BlockXYZ", "name": "Name",
+}
+
+SORT_KEYS = {"total": ("total_ns", False), "instances": ("instances", False), "avg": ("avg_ns", False),
+             "med": ("med_ns", False), "min": ("min_ns", False), "max": ("max_ns", False),
+             "stddev": ("stddev_ns", False), "name": ("name", True)}
+
+
+def kernel_summary(profile: Profile, name: str = "demangled", by_launch: bool = False,
+                   sort: str = "total", limit: int | None = None, where: str | None = None) -> pd.DataFrame:
+    """One row per kernel name (and launch shape with ``by_launch``), like ``cuda_gpu_kern_sum``.
+
+    ``name``: ``demangled`` (nsys's default), ``short`` (nsys's ``:base``) or ``mangled``; a
+    missing name falls back to the demangled one, as nsys does. ``where`` filters kernel rows
+    with an SQL condition on ``CUPTI_ACTIVITY_KIND_KERNEL`` columns.
+    """
+    if name not in NAME_COLUMNS:
+        raise AlignError(f"unknown name kind {name!r}", f"use one of {', '.join(NAME_COLUMNS)}")
+    if sort not in SORT_KEYS:
+        raise AlignError(f"unknown sort key {sort!r}", f"use one of {', '.join(SORT_KEYS)}")
+    columns = SUMMARY_COLUMNS if by_launch else [c for c in SUMMARY_COLUMNS if c not in ("grid", "block")]
+    if not profile.has_kernels:
+        return pd.DataFrame(columns=columns)
+
+    kcols = profile.schema.columns(KERNEL_TABLE)
+    name_col = NAME_COLUMNS[name]
+    name_expr = f"coalesce({name_col}, demangledName)" if name_col in kcols else "demangledName"
+    launch = ("printf('%4d %4d %4d', gridX, gridY, gridZ)", "printf('%4d %4d %4d', blockX, blockY, blockZ)")
+    key_cols = f"{name_expr} AS name_id" + (f", {launch[0]} AS grid, {launch[1]} AS block" if by_launch else "")
+    key = "name_id" + (", grid, block" if by_launch else "")
+    filt = f"WHERE {where}" if where else ""
+    query = f"""
+WITH d AS (
+    SELECT {key_cols}, end - start AS dur FROM {KERNEL_TABLE} {filt}
+),
+agg AS (
+    SELECT {key}, sum(dur) AS total, count(*) AS n, avg(dur) AS mean, min(dur) AS lo, max(dur) AS hi
+    FROM d GROUP BY {key}
+),
+ranked AS (
+    SELECT {key}, dur,
+           row_number() OVER (PARTITION BY {key} ORDER BY dur) AS rn,
+           count(*) OVER (PARTITION BY {key}) AS cnt
+    FROM d
+),
+med AS (
+    SELECT {key}, avg(dur) AS med FROM ranked WHERE rn IN ((cnt + 1) / 2, (cnt + 2) / 2) GROUP BY {key}
+),
+var AS (
+    SELECT d.{key.replace(', ', ', d.')}, sum((d.dur - agg.mean) * (d.dur - agg.mean)) AS ss
+    FROM d JOIN agg USING ({key}) GROUP BY {key}
+)
+SELECT round(agg.total * 100.0 / (SELECT sum(total) FROM agg), 1) AS time_pct,
+       agg.total AS total_ns, agg.n AS instances, round(agg.mean, 1) AS avg_ns, round(med.med, 1) AS med_ns,
+       agg.lo AS min_ns, agg.hi AS max_ns,
+       round(CASE WHEN agg.n > 1 THEN sqrt(var.ss / (agg.n - 1)) ELSE 0.0 END, 1) AS stddev_ns
+       {", agg.grid AS grid, agg.block AS block" if by_launch else ""},
+       s.value AS name
+FROM agg JOIN med USING ({key}) JOIN var USING ({key})
+LEFT JOIN StringIds AS s ON s.id = agg.name_id
+"""
+    df = profile.sql(query)
+    col, ascending = SORT_KEYS[sort]
+    # nsys orders by total time only; ties keep a stable, reproducible order by name.
+    df = df.sort_values([col, "name"], ascending=[ascending, True], kind="stable").reset_index(drop=True)
+    if limit is not None:
+        df = df.head(limit)
+    return df[columns]
+
+
+def to_nsys_csv_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary with nsys's CSV column headers, for scripts written against ``nsys stats``."""
+    return summary.rename(columns=NSYS_CSV_HEADER)
