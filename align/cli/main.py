@@ -210,7 +210,7 @@ def kernels(
 def main() -> None:
     """Entry point: user mistakes print one line and exit 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except AlignError as exc:
         err.print(f"align: error: {exc}", markup=False)
         sys.exit(exc.exit_code)
@@ -227,6 +227,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -61,8 +61,9 @@ class ProfileOptions:
                 args += ["--nvtx-capture", self.nvtx_capture]
                 # PyTorch's ranges are unregistered strings, which nsys ignores as triggers by default.
                 args += ["--env-var", "NSYS_NVTX_PROFILER_REGISTER_ONLY=0"]
-            if self.capture_range_end:
-                args += ["--capture-range-end", self.capture_range_end]
+            # nsys's default ("stop-shutdown") kills the program when the range ends; a mock or E2E
+            # script should run to completion so its exit code means something.
+            args += ["--capture-range-end", self.capture_range_end or "stop"]
         if self.delay is not None:
             args += ["--delay", f"{self.delay:g}"]
         if self.duration is not None:

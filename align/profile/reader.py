@@ -330,13 +330,24 @@ class Profile:
             return set()
         return {int(r[0]) for r in self.conn.execute(" UNION ".join(parts))}
 
-    def threads(self) -> pd.DataFrame:
-        if not self.schema.has("ThreadNames"):
-            return pd.DataFrame(columns=["pid", "tid", "name", "priority"])
-        return self.sql(
-            f"SELECT {pid_of('t.globalTid')} AS pid, {tid_of('t.globalTid')} AS tid, s.value AS name, "
-            f"t.priority AS priority FROM ThreadNames AS t LEFT JOIN StringIds AS s ON s.id = t.nameId"
-        )
+    def threads(self, all: bool = False) -> pd.DataFrame:
+        """Threads with traced activity (NVTX, CUDA API, OS runtime) and their names where nsys has one;
+        ``all`` lists every named thread on the machine instead."""
+        named = (self.sql(f"SELECT t.globalTid AS global_tid, s.value AS name, t.priority AS priority "
+                          f"FROM ThreadNames AS t LEFT JOIN StringIds AS s ON s.id = t.nameId")
+                 if self.schema.has("ThreadNames") else pd.DataFrame(columns=["global_tid", "name", "priority"]))
+        named = named.drop_duplicates("global_tid", keep="last")
+        if all:
+            df = named
+        else:
+            parts = [f"SELECT DISTINCT globalTid AS global_tid FROM {t}"
+                     for t in (NVTX_TABLE, RUNTIME_TABLE, "OSRT_API") if self.schema.has(t)]
+            active = self.sql(" UNION ".join(parts)) if parts else pd.DataFrame(columns=["global_tid"])
+            df = active.merge(named, on="global_tid", how="left")
+        gt = df["global_tid"].to_numpy(dtype=np.int64)
+        df.insert(0, "pid", (gt >> 24) & 0xFFFFFF)
+        df.insert(1, "tid", gt & 0xFFFFFF)
+        return df.sort_values(["pid", "tid"]).reset_index(drop=True)
 
 
 KERNEL_COLUMNS = [

@@ -35,7 +35,7 @@ GRAPH_NODE_TABLES = ("CUDA_GRAPH_NODE_EVENTS", "CUDA_GRAPH_EVENTS")
 # globalTid = [vm/host bits][24-bit pid][24-bit tid]; globalPid has the tid bits cleared.
 PID_SQL = "(({col} >> 24) & 16777215)"
 TID_SQL = "({col} & 16777215)"
-PID_MASK = 0xFFFFFFFFFF000000
+PID_MASK = "~16777215"  # clears the tid bits; a literal 0xFFFFFFFFFF000000 would overflow int64 in SQL
 
 
 def pid_of(col: str) -> str:

@@ -1,0 +1,33 @@
+"""Shared fixtures: the real nsys (skipped with a reason when absent, a failure in CI) and CLI runners."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROGRAMS = ROOT / "tests" / "programs"
+
+
+@pytest.fixture(scope="session")
+def nsys():
+    from align.errors import NsysNotFound
+    from align.nsys.discover import discover
+
+    try:
+        return discover()
+    except NsysNotFound as exc:
+        if os.environ.get("ALIGN_REQUIRE_NSYS") == "1":
+            pytest.fail(f"ALIGN_REQUIRE_NSYS=1 but {exc}")
+        pytest.skip(f"real nsys needed: {exc}")
+
+
+def run_align(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The installed CLI as a user runs it, in a child process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "align", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=600)
