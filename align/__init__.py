@@ -1,24 +1,40 @@
 """align: is a mock layer faithful to the end-to-end run? Nsight Systems profiles, read and compared.
 
-Notebook entry points; the ``align`` CLI is a thin layer over these.
+Notebook entry points; the ``align`` CLI is a thin layer over these. Imports are lazy so that
+``align.annotate`` works in a profiled script on a machine with only PyTorch installed.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
 
-from align.errors import AlignError
-from align.nsys.discover import discover as find_nsys
-from align.profile.load import export, load
-from align.profile.reader import Profile
-from align.profile.store import Store
-from align.stats.kernels import kernel_summary
+_EXPORTS = {
+    "AlignError": "align.errors",
+    "Profile": "align.profile.reader",
+    "Store": "align.profile.store",
+    "export": "align.profile.load",
+    "load": "align.profile.load",
+    "kernel_summary": "align.stats.kernels",
+    # `align.profile` is the subpackage; the capture function is exported as `capture`.
+    "capture": ("align.nsys.launch", "profile"),
+    "find_nsys": ("align.nsys.discover", "discover"),
+}
 
-__all__ = ["AlignError", "Profile", "Store", "export", "find_nsys", "kernel_summary", "load", "profile"]
+__all__ = sorted(_EXPORTS)
 
 
-def profile(cmd: list[str], kind: str = "mock", **kwargs):
-    """Run ``cmd`` under nsys into the profile store (see :func:`align.nsys.launch.profile`)."""
-    from align.nsys.launch import profile as _profile
+def __getattr__(name: str) -> Any:
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module 'align' has no attribute {name!r}")
+    module, attr = target if isinstance(target, tuple) else (target, name)
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
 
-    return _profile(cmd, kind=kind, **kwargs)
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -76,7 +76,7 @@ def nvtx_modules(
             _pop()
 
         handles.append(module.register_forward_pre_hook(pre_hook))
-        handles.append(module.register_forward_hook(post_hook))
+        handles.append(module.register_forward_hook(post_hook, always_call=True))
 
     def remove() -> None:
         for h in handles:
