@@ -119,12 +119,18 @@ def test_kernels_without_runtime_table(tmp_path):
 
 def test_graph_node_table_of_either_generation(tmp_path, schema):
     s = Synth(tmp_path / "a.sqlite", schema)
-    s.graph_node(10, (1 << 32) + 1, None)
+    s.graph_node(10, (1 << 32) + 1, None, tid=PID + 1)  # created at capture time on another thread
+    # instantiation: nsys writes the clone twice, once without and once with its original
+    s.graph_node(20, (2 << 32) + 1, None)
     s.graph_node(20, (2 << 32) + 1, (1 << 32) + 1)
     with align.load(s.close()) as p:
         g = p.graph_nodes()
-        assert g["graph_node_id"].tolist() == [(1 << 32) + 1, (2 << 32) + 1]
-        assert g["original_graph_node_id"].isna().tolist() == [True, False]
+        assert g["graph_node_id"].tolist() == [(1 << 32) + 1, (2 << 32) + 1, (2 << 32) + 1]
+        assert g["original_graph_node_id"].isna().tolist() == [True, True, False]
+        o = p.graph_node_origins().set_index("graph_node_id")
+        assert o.loc[(2 << 32) + 1, "original_graph_node_id"] == (1 << 32) + 1
+        assert o.loc[(1 << 32) + 1, "original_graph_node_id"] == (1 << 32) + 1
+        assert o.loc[(2 << 32) + 1, "capture_start"] == 10 and o.loc[(2 << 32) + 1, "capture_tid"] == PID + 1
 
 
 def test_new_style_graph_events_table_is_not_mistaken_for_nodes(tmp_path):

@@ -154,7 +154,8 @@ class Profile:
             "processes": int(len(self.processes())),
             "session": span,
             "has_kernels": self.has_kernels,
-            "cuda_graph_trace": self.schema.capture_meta.get("CUDA_GRAPH_TRACE_OPTIONS:MODE"),
+            "cuda_graph_trace": next((v for k, v in self.schema.capture_meta.items()
+                                      if k.endswith("CUDA_GRAPH_TRACE_OPTIONS:MODE")), None),
         }
 
     # ---- kernels ---------------------------------------------------------------------------
@@ -303,6 +304,28 @@ class Profile:
             f"g.graphNodeId AS graph_node_id, {s.col(t, 'originalGraphNodeId', 'original_graph_node_id', 'g')}, "
             f"n.value AS name FROM {t} AS g LEFT JOIN StringIds AS n ON n.id = g.nameId ORDER BY g.start"
         )
+
+    def graph_node_origins(self) -> pd.DataFrame:
+        """For each graph node id that kernels can carry, the captured node it was cloned from and
+        when and on which thread that node was created (its capture-time call).
+
+        nsys writes two creation events for an instantiated node (one without, one with
+        ``originalGraphNodeId``); captured nodes have no original and map to themselves.
+        """
+        g = self.graph_nodes()
+        cols = ["graph_node_id", "original_graph_node_id", "capture_start", "capture_pid", "capture_tid"]
+        if g.empty:
+            return pd.DataFrame(columns=cols)
+        orig = g.groupby("graph_node_id")["original_graph_node_id"].max()
+        root = orig.fillna(pd.Series(orig.index, index=orig.index, dtype="float64")).astype("int64")
+        first = g.drop_duplicates("graph_node_id").set_index("graph_node_id")
+        out = pd.DataFrame({"graph_node_id": root.index.astype("int64"), "original_graph_node_id": root.to_numpy()})
+        created = first.loc[out["original_graph_node_id"].where(out["original_graph_node_id"].isin(first.index),
+                                                                out["graph_node_id"])]
+        out["capture_start"] = created["start"].to_numpy()
+        out["capture_pid"] = created["pid"].to_numpy()
+        out["capture_tid"] = created["tid"].to_numpy()
+        return out[cols]
 
     def gpus(self) -> pd.DataFrame:
         if not self.schema.has("TARGET_INFO_GPU"):

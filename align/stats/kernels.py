@@ -9,6 +9,8 @@ standard deviation is the sample one (n-1), two-pass, as nsys computes them. Val
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
+
 import pandas as pd
 
 from align.errors import AlignError
@@ -77,22 +79,33 @@ var AS (
     SELECT d.{key.replace(', ', ', d.')}, sum((d.dur - agg.mean) * (d.dur - agg.mean)) AS ss
     FROM d JOIN agg USING ({key}) GROUP BY {key}
 )
-SELECT round(agg.total * 100.0 / (SELECT sum(total) FROM agg), 1) AS time_pct,
-       agg.total AS total_ns, agg.n AS instances, round(agg.mean, 1) AS avg_ns, round(med.med, 1) AS med_ns,
+SELECT agg.total * 100.0 / (SELECT sum(total) FROM agg) AS time_pct,
+       agg.total AS total_ns, agg.n AS instances, agg.mean AS avg_ns, med.med AS med_ns,
        agg.lo AS min_ns, agg.hi AS max_ns,
-       round(CASE WHEN agg.n > 1 THEN sqrt(var.ss / (agg.n - 1)) ELSE 0.0 END, 1) AS stddev_ns
+       CASE WHEN agg.n > 1 THEN sqrt(var.ss / (agg.n - 1)) ELSE 0.0 END AS stddev_ns
        {", agg.grid AS grid, agg.block AS block" if by_launch else ""},
        s.value AS name
 FROM agg JOIN med USING ({key}) JOIN var USING ({key})
 LEFT JOIN StringIds AS s ON s.id = agg.name_id
 """
     df = profile.sql(query)
+    for c in ("time_pct", "avg_ns", "med_ns", "stddev_ns"):
+        df[c] = df[c].map(round_tenth).astype("float64")
     col, ascending = SORT_KEYS[sort]
-    # nsys orders by total time only; ties keep a stable, reproducible order by name.
-    df = df.sort_values([col, "name"], ascending=[ascending, True], kind="stable").reset_index(drop=True)
+    # nsys's order: total time descending, then instances, then name.
+    keys = list(dict.fromkeys([col, "total_ns", "instances", "name"]))
+    order = [ascending if k == col else k in ("instances", "name") for k in keys]
+    df = df.sort_values(keys, ascending=order, kind="stable").reset_index(drop=True)
     if limit is not None:
         df = df.head(limit)
     return df[columns]
+
+
+def round_tenth(value: float | None) -> float | None:
+    """Round to 0.1 as nsys 2025.3 does: the exact binary value, half away from zero."""
+    if value is None or value != value:
+        return None
+    return float(Decimal(value).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
 
 
 def to_nsys_csv_frame(summary: pd.DataFrame) -> pd.DataFrame:
