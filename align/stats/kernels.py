@@ -58,35 +58,31 @@ def kernel_summary(profile: Profile, name: str = "demangled", by_launch: bool = 
     key_cols = f"{name_expr} AS name_id" + (f", {launch[0]} AS grid, {launch[1]} AS block" if by_launch else "")
     key = "name_id" + (", grid, block" if by_launch else "")
     filt = f"WHERE {where}" if where else ""
+    # One sort of the kernel rows per name: the window gives each row its rank, the group's
+    # size and mean; one grouping pass then takes total/min/max, the middle value(s) and the
+    # squared deviations from the mean (two-pass accurate, without a second scan).
     query = f"""
 WITH d AS (
     SELECT {key_cols}, end - start AS dur FROM {KERNEL_TABLE} {filt}
 ),
-agg AS (
-    SELECT {key}, sum(dur) AS total, count(*) AS n, avg(dur) AS mean, min(dur) AS lo, max(dur) AS hi
-    FROM d GROUP BY {key}
-),
 ranked AS (
-    SELECT {key}, dur,
-           row_number() OVER (PARTITION BY {key} ORDER BY dur) AS rn,
-           count(*) OVER (PARTITION BY {key}) AS cnt
+    SELECT {key}, dur, row_number() OVER w AS rn, count(*) OVER w AS cnt, avg(dur) OVER w AS mean
     FROM d
+    WINDOW w AS (PARTITION BY {key} ORDER BY dur ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 ),
-med AS (
-    SELECT {key}, avg(dur) AS med FROM ranked WHERE rn IN ((cnt + 1) / 2, (cnt + 2) / 2) GROUP BY {key}
-),
-var AS (
-    SELECT d.{key.replace(', ', ', d.')}, sum((d.dur - agg.mean) * (d.dur - agg.mean)) AS ss
-    FROM d JOIN agg USING ({key}) GROUP BY {key}
+agg AS (
+    SELECT {key}, sum(dur) AS total, count(*) AS n, avg(dur) AS mean, min(dur) AS lo, max(dur) AS hi,
+           avg(CASE WHEN rn IN ((cnt + 1) / 2, (cnt + 2) / 2) THEN dur END) AS med,
+           sum((dur - mean) * (dur - mean)) AS ss
+    FROM ranked GROUP BY {key}
 )
 SELECT agg.total * 100.0 / (SELECT sum(total) FROM agg) AS time_pct,
-       agg.total AS total_ns, agg.n AS instances, agg.mean AS avg_ns, med.med AS med_ns,
+       agg.total AS total_ns, agg.n AS instances, agg.mean AS avg_ns, agg.med AS med_ns,
        agg.lo AS min_ns, agg.hi AS max_ns,
-       CASE WHEN agg.n > 1 THEN sqrt(var.ss / (agg.n - 1)) ELSE 0.0 END AS stddev_ns
+       CASE WHEN agg.n > 1 THEN sqrt(agg.ss / (agg.n - 1)) ELSE 0.0 END AS stddev_ns
        {", agg.grid AS grid, agg.block AS block" if by_launch else ""},
        s.value AS name
-FROM agg JOIN med USING ({key}) JOIN var USING ({key})
-LEFT JOIN StringIds AS s ON s.id = agg.name_id
+FROM agg LEFT JOIN StringIds AS s ON s.id = agg.name_id
 """
     df = profile.sql(query)
     for c in ("time_pct", "avg_ns", "med_ns", "stddev_ns"):
