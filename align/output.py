@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 class Format(str, enum.Enum):
@@ -41,7 +42,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:,.1f}" if abs(value) >= 1000 else f"{value:g}"
+        return f"{value:,.1f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
@@ -61,7 +62,7 @@ def print_frame(df: pd.DataFrame, fmt: Format, title: str | None = None, csv_fra
             table.add_column(str(col), justify="right" if numeric else "left",
                              overflow="fold", max_width=max_width if not numeric else None)
         for row in df.itertuples(index=False):
-            table.add_row(*(_cell(v) for v in row))
+            table.add_row(*(Text(_cell(v)) for v in row))  # Text: names like "[lambda(int)]" are not markup
         stdout.print(table)
 
 
@@ -77,5 +78,5 @@ def print_dict(data: dict, fmt: Format, title: str | None = None) -> None:
         table.add_column(style="bold")
         table.add_column(overflow="fold")
         for k, v in data.items():
-            table.add_row(str(k), json.dumps(v, default=str) if isinstance(v, (dict, list)) else _cell(v))
+            table.add_row(Text(str(k)), Text(json.dumps(v, default=str) if isinstance(v, (dict, list)) else _cell(v)))
         stdout.print(table)

@@ -10,5 +10,5 @@ A=.venv/bin/align
 $A profiles --store profiles
 for p in examples/attn_mock examples/llama_e2e; do
   $A info "$p" --store profiles
-  $A kernels "$p" --store profiles --limit 12
+  $A kernels "$p" --store profiles --name short --limit 12
 done

@@ -178,3 +178,10 @@ def test_demo_commands_on_examples():
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert len(rows) == 3 and rows[0]["total_ns"] >= rows[1]["total_ns"] >= rows[2]["total_ns"]
+
+
+def test_table_output_keeps_brackets_in_kernel_names():
+    r = run_align("kernels", "examples/attn_mock", "--store", str(ROOT / "profiles"), "--limit", "1",
+                  env={"COLUMNS": "400"})
+    assert r.returncode == 0, r.stderr
+    assert "[lambda(int) (instance 1)]" in r.stdout
