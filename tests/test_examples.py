@@ -185,3 +185,26 @@ def test_table_output_keeps_brackets_in_kernel_names():
                   env={"COLUMNS": "400"})
     assert r.returncode == 0, r.stderr
     assert "[lambda(int) (instance 1)]" in r.stdout
+
+
+def test_report_newer_than_its_export_falls_back_when_nsys_cannot_read_it(tmp_path):
+    """A 2025.3 report the local nsys cannot open, touched after its export: the export is used, with a warning."""
+    import os
+    import warnings
+
+    src = ROOT / "profiles/examples/attn_mock"
+    for f in ("report.nsys-rep", "report.sqlite"):
+        (tmp_path / f).write_bytes((src / f).read_bytes())
+    rep = tmp_path / "report.nsys-rep"
+    later = (tmp_path / "report.sqlite").stat().st_mtime + 60
+    os.utime(rep, (later, later))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with align.load(rep) as p:
+            assert p.path == tmp_path / "report.sqlite" and p.has_kernels
+    assert any("older than report.nsys-rep" in str(w.message) for w in caught)
+    # within the tolerance, no export is attempted
+    os.utime(rep, (later - 59, later - 59))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        align.load(rep).close()

@@ -31,15 +31,21 @@ def import_qdstrm(qdstrm: str | os.PathLike, rep: str | os.PathLike | None = Non
 
 def export_sqlite(rep: str | os.PathLike, out: str | os.PathLike | None = None, nsys: NsysInfo | None = None,
                   log: Path | None = None, quiet: bool = False) -> Path:
-    """``nsys export --type sqlite``; overwrites ``out`` and checks the result is a complete SQLite file."""
+    """``nsys export --type sqlite`` into a temporary file, moved over ``out`` only once it is a
+    complete SQLite file: a failed export (say, an nsys too old for the report) keeps the old one."""
     rep = Path(rep)
     if not rep.exists():
         raise NsysFailed(f"{rep}: no such report", "profile first, or pass an existing .nsys-rep")
     out = Path(out) if out else rep.with_suffix(".sqlite")
     nsys = nsys or discover()
-    cmd = [nsys.path, "export", "--type", "sqlite", "--force-overwrite", "true", "--output", str(out), str(rep)]
-    rc = run_logged(cmd, log, title=f"exporting {rep.name} to SQLite", quiet=quiet)
-    if rc != 0 or not is_sqlite(out):
-        raise NsysFailed(f"nsys export failed on {rep} (exit {rc})",
-                         f"see {log}" if log else f"run: {subprocess.list2cmdline(cmd)}")
+    partial = out.with_name(out.stem + ".partial.sqlite")
+    cmd = [nsys.path, "export", "--type", "sqlite", "--force-overwrite", "true", "--output", str(partial), str(rep)]
+    try:
+        rc = run_logged(cmd, log, title=f"exporting {rep.name} to SQLite", quiet=quiet)
+        if rc != 0 or not is_sqlite(partial):
+            raise NsysFailed(f"nsys {nsys.version} could not export {rep} (exit {rc})",
+                             f"see {log}" if log else f"run: {subprocess.list2cmdline(cmd)}")
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
     return out

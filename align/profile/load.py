@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
+from align.errors import AlignError
 from align.profile.reader import Profile, is_sqlite
 from align.profile.store import Store, resolve_profile
+
+STALE_AFTER_S = 2.0
 
 
 def export(report: str | os.PathLike, out: str | os.PathLike | None = None, quiet: bool = True) -> Path:
@@ -26,9 +30,16 @@ def load(ref: str | os.PathLike, store: Store | None = None) -> Profile:
     """A :class:`Profile` from an SQLite export, a ``.nsys-rep`` (exported when it has no fresh
     ``.sqlite`` beside it), a store folder, or a store entry name."""
     path = resolve_profile(ref, store)
-    if path.suffix in (".nsys-rep", ".qdstrm"):
-        sibling = path.with_suffix(".sqlite")
-        fresh = (sibling.exists() and is_sqlite(sibling)
-                 and (path.suffix == ".qdstrm" or sibling.stat().st_mtime >= path.stat().st_mtime))
-        path = sibling if fresh else export(path)
-    return Profile(path)
+    if path.suffix not in (".nsys-rep", ".qdstrm"):
+        return Profile(path)
+    sibling = path.with_suffix(".sqlite")
+    if not (sibling.exists() and is_sqlite(sibling)):
+        return Profile(export(path))
+    # A checkout or copy can leave the report a little newer than its export: only a clearly
+    # newer report is re-exported, and an nsys too old to read it keeps the existing export.
+    if path.stat().st_mtime - sibling.stat().st_mtime > STALE_AFTER_S:
+        try:
+            return Profile(export(path))
+        except AlignError as exc:
+            warnings.warn(f"using {sibling}, which is older than {path.name}: {exc}", stacklevel=2)
+    return Profile(sibling)
