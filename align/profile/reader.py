@@ -229,18 +229,16 @@ class Profile:
         if not marks:
             styles = {code: st for code, st in styles.items() if st != "Mark"}
         n = NVTX_TABLE
-        text = "coalesce(e.text, sid.value)" if "textId" in s.columns(n) else "e.text"
         cols = [
             "e.start AS start", "e.end AS end", "e.end - e.start AS duration", "e.eventType AS event_type",
-            f"{text} AS text", s.col(n, "domainId", "domain_id", "e", "0"),
+            f"{self._nvtx_text_sql()} AS text", s.col(n, "domainId", "domain_id", "e", "0"),
             s.col(n, "category", "category_id", "e"), s.col(n, "color", "color", "e"),
             s.col(n, "rangeId", "range_id", "e"), s.col(n, "globalTid", "global_tid", "e"),
             s.col(n, "endGlobalTid", "end_global_tid", "e"),
             f"{pid_of('e.globalTid')} AS pid", f"{tid_of('e.globalTid')} AS tid",
         ]
-        join = "LEFT JOIN StringIds AS sid ON sid.id = e.textId" if "textId" in s.columns(n) else ""
         codes = ",".join(str(c) for c in styles)
-        df = self.sql(f"SELECT {', '.join(cols)} FROM {n} AS e {join} "
+        df = self.sql(f"SELECT {', '.join(cols)} FROM {n} AS e {self._nvtx_text_join()} "
                       f"WHERE e.eventType IN ({codes}) ORDER BY e.globalTid, e.start, e.end DESC")
         df[["end", "duration"]] = df[["end", "duration"]].astype("Int64")
         df["style"] = df["event_type"].map(styles)
@@ -265,6 +263,7 @@ class Profile:
         return df
 
     def _nvtx_text_sql(self) -> str:
+        """Range text: inline ``text``, or a registered string through ``textId`` (use with _nvtx_text_join)."""
         return "coalesce(e.text, sid.value)" if "textId" in self.schema.columns(NVTX_TABLE) else "e.text"
 
     def _nvtx_text_join(self) -> str:
