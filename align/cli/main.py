@@ -207,6 +207,40 @@ def kernels(
     print_frame(df, fmt, title=f"CUDA GPU kernel summary: {profile}", csv_frame=to_nsys_csv_frame(df), max_width=90)
 
 
+@app.command()
+def nvtx(
+    profile: str = typer.Argument(..., help="profile file or store name"),
+    kernels: bool = typer.Option(False, "--kernels", help="kernels per range (nsys's nvtx_kern_sum)"),
+    trace: bool = typer.Option(False, "--trace", help="one row per range instance (nsys's nvtx_gpu_proj_trace)"),
+    name: str = typer.Option("demangled", "--name", help="kernel names with --kernels: demangled or short"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-l", help="print only the first N rows"),
+    store: Optional[Path] = StoreOpt,
+    fmt: Format = FormatOpt,
+) -> None:
+    """NVTX ranges projected onto the GPU: the numbers of ``nsys stats --report nvtx_gpu_proj_sum``."""
+    from align.attribute.projection import KERN_SUM_HEADER, PROJ_SUM_HEADER, Projection
+    from align.profile.load import load
+
+    if kernels and trace:
+        raise AlignError("--kernels and --trace are different views", "pick one")
+    with load(profile, _store(store)) as p:
+        if not p.has_nvtx:
+            raise AlignError(f"{p.path} has no NVTX data", "mark ranges with NVTX and profile with --trace nvtx")
+        if not p.has_cuda_api:
+            raise AlignError(f"{p.path} has no CUDA API data", "profile with --trace cuda")
+        proj = Projection(p)
+        if kernels:
+            df, header, title = proj.kern_sum(name), KERN_SUM_HEADER, "kernels per NVTX range"
+        elif trace:
+            df, header, title = proj.range_table(), None, "NVTX ranges projected onto the GPU"
+        else:
+            df, header, title = proj.gpu_proj_sum(), PROJ_SUM_HEADER, "NVTX GPU projection summary"
+    if limit is not None:
+        df = df.head(limit)
+    print_frame(df, fmt, title=f"{title}: {profile}", csv_frame=df.rename(columns=header) if header else None,
+                max_width=70)
+
+
 def main() -> None:
     """Entry point: user mistakes print one line and exit 2, never a traceback."""
     try:

@@ -9,13 +9,12 @@ standard deviation is the sample one (n-1), two-pass, as nsys computes them. Val
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
-
 import pandas as pd
 
 from align.errors import AlignError
 from align.profile.reader import Profile
 from align.profile.schema import KERNEL_TABLE
+from align.stats.numbers import round_tenth
 
 NAME_COLUMNS = {"demangled": "demangledName", "short": "shortName", "mangled": "mangledName"}
 
@@ -95,13 +94,6 @@ FROM agg LEFT JOIN StringIds AS s ON s.id = agg.name_id
     if limit is not None:
         df = df.head(limit)
     return df[columns]
-
-
-def round_tenth(value: float | None) -> float | None:
-    """Round to 0.1 as nsys 2025.3 does: the exact binary value, half away from zero."""
-    if value is None or value != value:
-        return None
-    return float(Decimal(value).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
 
 
 def to_nsys_csv_frame(summary: pd.DataFrame) -> pd.DataFrame:
