@@ -1,0 +1,190 @@
+"""The op registry: which NVTX ranges and kernel names make up an operator, and kernel families.
+
+Data lives in ``align/data/ops.toml``; a user file of the same shape (``--ops-file``,
+``$ALIGN_OPS_FILE`` or ``align-ops.toml`` in the working folder) replaces ops of the same name,
+adds new ones (tried first), and puts its family rules before the built-in ones.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from align.errors import AlignError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+USER_FILE = "align-ops.toml"
+
+
+@dataclass
+class OpSpec:
+    name: str
+    description: str = ""
+    nvtx: list[str] = field(default_factory=list)
+    kernels: dict[str, list[str]] = field(default_factory=dict)
+    shared: bool = False
+
+    def __post_init__(self) -> None:
+        self._range_re = _alternation(self.nvtx, f"op {self.name} nvtx")
+        self._kernel_re = _alternation([p for ps in self.kernels.values() for p in ps], f"op {self.name} kernels")
+
+    def matches_range(self, text: str) -> bool:
+        return bool(self._range_re and self._range_re.search(text))
+
+    def matches_kernel(self, name: str) -> bool:
+        return bool(self._kernel_re and self._kernel_re.search(name))
+
+
+@dataclass
+class FamilyRule:
+    match: str
+    family: str
+
+    def __post_init__(self) -> None:
+        self._re = _compile(self.match, "family rule")
+
+
+@dataclass
+class Registry:
+    ops: list[OpSpec]
+    families: list[FamilyRule]
+    phases: dict[str, str]
+    iterations: dict[str, str]
+    sources: list[str]
+
+    def __post_init__(self) -> None:
+        self._phase_re = {k: _compile(v, f"phase {k}") for k, v in self.phases.items()}
+        self._family = lru_cache(maxsize=None)(self._family_uncached)
+        self._kernel_op = lru_cache(maxsize=None)(self._kernel_op_uncached)
+
+    def names(self) -> list[str]:
+        return [o.name for o in self.ops]
+
+    def op(self, name: str) -> OpSpec:
+        for o in self.ops:
+            if o.name == name:
+                return o
+        raise AlignError(f"unknown op {name!r}", f"known ops: {', '.join(self.names())} (or add it with --ops-file)")
+
+    def kernel_op(self, kernel_name: str) -> str | None:
+        """The first op (registry order) whose kernel patterns match the name."""
+        return self._kernel_op(kernel_name)
+
+    def _kernel_op_uncached(self, kernel_name: str) -> str | None:
+        for o in self.ops:
+            if o.matches_kernel(kernel_name):
+                return o.name
+        return None
+
+    def range_ops(self, text: str) -> list[str]:
+        return [o.name for o in self.ops if o.matches_range(text)]
+
+    def family(self, kernel_name: str) -> str:
+        """A key shared by the same kernel with other template arguments, tiles or knobs."""
+        return self._family(kernel_name)
+
+    def _family_uncached(self, kernel_name: str) -> str:
+        for rule in self.families:
+            m = rule._re.search(kernel_name)
+            if m:
+                groups = {k: v for k, v in m.groupdict().items() if v is not None}
+                try:
+                    return rule.family.format(**groups)
+                except (KeyError, IndexError):
+                    return rule.family
+        return function_name(kernel_name)
+
+    def phase(self, texts: list[str]) -> str | None:
+        """'context' or 'generation' from the names of the enclosing ranges; None if neither or both."""
+        found = {p for p, rx in self._phase_re.items() for t in texts if rx.search(t)}
+        return found.pop() if len(found) == 1 else None
+
+    def iteration_pattern(self, spec: str) -> str:
+        """A preset name from [iterations] or a regex given as is."""
+        return self.iterations.get(spec, spec)
+
+
+def function_name(kernel_name: str) -> str:
+    """``void ns::kern<int, (int)4>(T1 *, int)`` -> ``ns::kern``: template arguments and parameters removed."""
+    s = kernel_name.strip()
+    if s.startswith("void "):
+        s = s[5:]
+    s = s.replace("<unnamed>", "{anonymous}")
+    prev = None
+    while prev != s:
+        prev = s
+        s = re.sub(r"<[^<>]*>", "", s)
+    cut = s.find("(")
+    if cut > 0:
+        s = s[:cut]
+    return s.strip().replace("{anonymous}", "<unnamed>") or kernel_name
+
+
+def _compile(pattern: str, what: str) -> re.Pattern:
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise AlignError(f"bad regex in {what}: {pattern!r} ({exc})", "fix the ops file") from None
+
+
+def _alternation(patterns: list[str], what: str) -> re.Pattern | None:
+    if not patterns:
+        return None
+    for p in patterns:
+        _compile(p, what)
+    return _compile("|".join(f"(?:{p})" for p in patterns), what)
+
+
+def _read(path: Path | None, text: str | None = None) -> dict:
+    try:
+        return tomllib.loads(text) if text is not None else tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise AlignError(f"cannot read ops file {path}: {exc}", "check the TOML syntax") from None
+
+
+def _ops(data: dict, where: str) -> list[OpSpec]:
+    out = []
+    for entry in data.get("ops", []):
+        if "name" not in entry:
+            raise AlignError(f"an [[ops]] entry in {where} has no name", "add name = \"...\"")
+        kernels = entry.get("kernels", {})
+        if not isinstance(kernels, dict):
+            raise AlignError(f"op {entry['name']} in {where}: kernels must be a table of pattern lists",
+                             "write [ops.kernels] family = ['regex', ...]")
+        out.append(OpSpec(name=entry["name"], description=entry.get("description", ""), nvtx=list(entry.get("nvtx", [])),
+                          kernels={k: list(v) for k, v in kernels.items()}, shared=bool(entry.get("shared", False))))
+    return out
+
+
+def load_registry(user_file: str | os.PathLike | None = None) -> Registry:
+    """Built-in registry, overridden by ``user_file`` (or ``$ALIGN_OPS_FILE``, or ./align-ops.toml)."""
+    builtin_text = resources.files("align").joinpath("data/ops.toml").read_text()
+    base = _read(None, builtin_text)
+    ops = _ops(base, "the built-in registry")
+    families = [FamilyRule(**r) for r in base.get("families", [])]
+    phases = dict(base.get("phases", {}))
+    iterations = dict(base.get("iterations", {}))
+    sources = ["built-in"]
+    chosen = user_file or os.environ.get("ALIGN_OPS_FILE") or (USER_FILE if Path(USER_FILE).exists() else None)
+    if chosen:
+        path = Path(chosen)
+        if not path.exists():
+            raise AlignError(f"ops file {path} not found", "pass an existing TOML file to --ops-file")
+        user = _read(path)
+        user_ops = _ops(user, str(path))
+        replaced = {o.name for o in user_ops}
+        new = [o for o in user_ops if o.name not in {b.name for b in ops}]
+        ops = new + [next((u for u in user_ops if u.name == o.name), o) if o.name in replaced else o for o in ops]
+        families = [FamilyRule(**r) for r in user.get("families", [])] + families
+        phases.update(user.get("phases", {}))
+        iterations.update(user.get("iterations", {}))
+        sources.append(str(path))
+    return Registry(ops=ops, families=families, phases=phases, iterations=iterations, sources=sources)
