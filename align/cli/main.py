@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from align.errors import AlignError
-from align.output import Format, print_dict, print_frame
+from align.output import Format, print_dict, print_frame, records
 
 app = typer.Typer(
     add_completion=False,
@@ -239,6 +239,79 @@ def nvtx(
         df = df.head(limit)
     print_frame(df, fmt, title=f"{title}: {profile}", csv_frame=df.rename(columns=header) if header else None,
                 max_width=70)
+
+
+@app.command()
+def ops(
+    profile: str = typer.Argument(..., help="profile file or store name"),
+    op: Optional[str] = typer.Option(None, "--op", help="one op of the registry (see --list)"),
+    range_pattern: Optional[str] = typer.Option(None, "--range", help="regex of the NVTX ranges that hold the op"),
+    iter_range: Optional[str] = typer.Option(None, "--iter-range", help="iteration preset (trtllm, vllm, align) or regex"),
+    phase: Optional[str] = typer.Option(None, "--phase", help="context or generation"),
+    skip: int = typer.Option(0, "--skip", help="drop the first N forwards of each phase (warm-up)"),
+    auto_skip: bool = typer.Option(True, "--auto-skip/--no-auto-skip", help="drop cold leading forwards"),
+    name: str = typer.Option("short", "--name", help="kernel names: short or demangled"),
+    items: bool = typer.Option(False, "--kernels", help="list the op's GPU work, one row per kernel"),
+    ops_file: Optional[Path] = typer.Option(None, "--ops-file", help="user registry (TOML) extending the built-in one"),
+    list_ops: bool = typer.Option(False, "--list", help="list the registry's ops and exit"),
+    store: Optional[Path] = StoreOpt,
+    fmt: Format = FormatOpt,
+) -> None:
+    """Which kernels belong to which op, per forward: families, counts and median latency."""
+    import json as _json
+
+    from align.ops.attribute import OpView
+    from align.ops.registry import load_registry
+    from align.profile.load import load
+
+    registry = load_registry(ops_file)
+    if list_ops:
+        import pandas as pd
+
+        df = pd.DataFrame([{"op": o.name, "shared": o.shared, "nvtx": " | ".join(o.nvtx),
+                            "kernel_patterns": sum(len(v) for v in o.kernels.values()), "description": o.description}
+                           for o in registry.ops])
+        print_frame(df, fmt, title=f"ops ({', '.join(registry.sources)})", max_width=60)
+        return
+    if phase and phase not in ("context", "generation", "all"):
+        raise AlignError(f"unknown phase {phase!r}", "use context or generation")
+    with load(profile, _store(store)) as p:
+        if not p.has_kernels:
+            raise AlignError(f"{p.path} has no CUDA kernel data", "profile with --trace cuda on a GPU machine")
+        view = OpView(p, registry, name=name)
+        if op is None and range_pattern is None:
+            df = view.overview(skip=skip, auto_skip=auto_skip)
+            if phase:
+                df = df[df["phase"] == phase]
+            print_frame(df, fmt, title=f"GPU time by op: {profile}")
+            return
+        rows = view.op_items(op, range_pattern=range_pattern, iter_pattern=iter_range)
+        label = op or range_pattern
+        if rows.empty:
+            raise AlignError(f"no GPU work found for {label} in {p.path}",
+                             "check --op/--range against `align nvtx` range names, or pass --range REGEX")
+        if items:
+            cols = ["start", "duration", "phase", "forward", "method", "family", "name"]
+            shown = rows[cols] if phase is None else rows[rows["phase"] == phase][cols]
+            print_frame(shown, fmt, title=f"{label}: GPU work", max_width=80)
+            return
+        fw = view.per_forward(rows, skip=skip, auto_skip=auto_skip, phase=phase)
+    if fmt == Format.json:
+        kept = fw.forwards[fw.forwards["kept"]]
+        summary = {"op": label, "forwards": {ph: {"total": int((fw.forwards["phase"] == ph).sum()),
+                                                  "kept": int((kept["phase"] == ph).sum()),
+                                                  "skipped": fw.skipped.get(ph, 0), "cold": fw.cold.get(ph, 0)}
+                                             for ph in fw.forwards["phase"].unique()},
+                   "families": records(fw.families)}
+        sys.stdout.write(_json.dumps(summary, indent=2) + "\n")
+        return
+    print_frame(fw.families, fmt, title=f"{label}: per forward (median over kept forwards)", max_width=60)
+    if fmt == Format.table:
+        for ph, g in fw.forwards.groupby("phase", sort=False):
+            kept = g[g["kept"]]
+            err.print(f"{ph}: {len(kept)} of {len(g)} forwards kept (skipped {fw.skipped.get(ph, 0)}, "
+                      f"cold {fw.cold.get(ph, 0)}); per forward: {kept['kernels'].median():g} kernels, "
+                      f"{kept['latency_ns'].median():,.0f} ns")
 
 
 def main() -> None:
