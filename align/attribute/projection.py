@@ -5,6 +5,9 @@ range on the launching thread that encloses its API call. For a kernel replayed 
 (``--cuda-graph-trace=node``) that is the range around ``cudaGraphLaunch``; the ranges around
 the *capture* of its node (the per-layer ranges of a graph-replayed decode step) are found from
 ``graphNodeId`` → the node it was cloned from → that node's creation call, matched the same way.
+
+Each call is matched once, to its innermost push/pop range; sums over "every enclosing range"
+are then pushed up the range tree level by level, so no (range, kernel) pairs are built.
 """
 
 from __future__ import annotations
@@ -32,64 +35,87 @@ KERN_SUM_HEADER = {
     "kernel_instances": "Kern Inst", "total_ns": "Total Time (ns)", "avg_ns": "Avg (ns)", "med_ns": "Med (ns)",
     "min_ns": "Min (ns)", "max_ns": "Max (ns)", "stddev_ns": "StdDev (ns)", "kernel": "Kernel Name",
 }
+VM_MASK = ~((1 << 48) - 1)
 
 
 @dataclass
 class Membership:
-    """(range index, item index) pairs: item i lies in range r. Items are calls or graph nodes."""
+    """(range index, item index) pairs: item i lies in range r."""
 
     range_idx: np.ndarray
     item_idx: np.ndarray
 
 
-def enclosing(r: Ranges, gtid: np.ndarray, qstart: np.ndarray, qend: np.ndarray) -> tuple[np.ndarray, Membership]:
-    """For each interval: its innermost push/pop range, and every (range, interval) enclosure pair
-    (the push/pop chain up from the innermost one, plus start/end ranges)."""
+@dataclass
+class Located:
+    """Where a set of intervals (calls, or node captures) sit among the ranges."""
+
+    inner: np.ndarray          # innermost enclosing push/pop range, or -1
+    se_ranges: np.ndarray      # start/end ranges enclosing ...
+    se_items: np.ndarray       # ... these intervals
+
+    def members(self, r: Ranges) -> Membership:
+        """Every (range, interval) enclosure: the push/pop chain up from ``inner``, plus start/end ranges."""
+        ranges, items = [self.se_ranges], [self.se_items]
+        idx = np.flatnonzero(self.inner >= 0)
+        cur = self.inner[idx]
+        while len(cur):
+            ranges.append(cur)
+            items.append(idx)
+            cur = r.pp_parent[cur]
+            keep = cur >= 0
+            cur, idx = cur[keep], idx[keep]
+        return Membership(np.concatenate(ranges), np.concatenate(items))
+
+
+def locate(r: Ranges, gtid: np.ndarray, qstart: np.ndarray, qend: np.ndarray) -> Located:
     inner = innermost_pushpop(r, gtid, qstart, qend)
-    ranges, items = [], []
-    cur, idx = inner.copy(), np.arange(len(inner))
-    keep = cur >= 0
-    cur, idx = cur[keep], idx[keep]
-    while len(cur):
-        ranges.append(cur)
-        items.append(idx)
-        cur = r.pp_parent[cur]
-        keep = cur >= 0
-        cur, idx = cur[keep], idx[keep]
     se_r, se_q = startend_pairs(r, gtid, qstart, qend)
-    ranges.append(se_r)
-    items.append(se_q)
-    return inner, Membership(np.concatenate(ranges) if ranges else np.empty(0, np.int64),
-                             np.concatenate(items) if items else np.empty(0, np.int64))
+    return Located(inner=inner, se_ranges=se_r, se_items=se_q)
 
 
 class Projection:
-    """Ranges, GPU ops and who-contains-whom for one profile; computed once, queried many ways."""
+    """Ranges, launch calls and who-contains-whom for one profile; computed once, queried many ways."""
 
     def __init__(self, profile: Profile):
         self.profile = profile
         self.ranges: Ranges = load_ranges(profile)
         self.gpu: GpuOps = load_gpu_ops(profile)
-        calls = self.gpu.calls
-        self.call_inner, self.call_members = enclosing(
-            self.ranges, calls["gtid"].to_numpy(np.int64), calls["start"].to_numpy(np.int64),
-            calls["end"].to_numpy(np.int64))
+        L = self.gpu.launches
+        self.calls: Located = locate(self.ranges, L["gtid"].to_numpy(np.int64), L["api_start"].to_numpy(np.int64),
+                                     L["api_end"].to_numpy(np.int64))
 
     # ---- nsys's launch-time view ------------------------------------------------------------
     @cached_property
     def range_projection(self) -> pd.DataFrame:
-        """Per range: projected start/end over the GPU ops its calls launched, and the number of
+        """Per range: projected start/end over the GPU work its calls launched, and the number of
         those calls (= distinct correlation ids). Ranges that launched nothing are absent."""
-        ops = self.gpu.ops
-        launched = ops[ops["launch"] >= 0]
-        per_call = launched.groupby("launch").agg(op_start=("start", "min"), op_end=("end", "max"))
-        m = self.call_members
-        pairs = pd.DataFrame({"range": m.range_idx, "launch": m.item_idx})
-        pairs = pairs[pairs["launch"].isin(per_call.index)]
-        pairs = pairs.join(per_call, on="launch")
-        proj = pairs.groupby("range").agg(proj_start=("op_start", "min"), proj_end=("op_end", "max"),
-                                          gpu_ops=("launch", "nunique"))
-        return proj
+        r, L, c = self.ranges, self.gpu.launches, self.calls
+        n = len(r)
+        lo = np.full(n, np.iinfo(np.int64).max, np.int64)
+        hi = np.full(n, np.iinfo(np.int64).min, np.int64)
+        cnt = np.zeros(n, np.int64)
+        op_start, op_end = L["op_start"].to_numpy(np.int64), L["op_end"].to_numpy(np.int64)
+        ok = c.inner >= 0
+        if ok.any():
+            direct = pd.DataFrame({"r": c.inner[ok], "s": op_start[ok], "e": op_end[ok]}).groupby("r").agg(
+                s=("s", "min"), e=("e", "max"), n=("s", "size"))
+            idx = direct.index.to_numpy()
+            lo[idx], hi[idx], cnt[idx] = direct["s"].to_numpy(), direct["e"].to_numpy(), direct["n"].to_numpy()
+        depth = r.pp_depth
+        for d in range(int(depth.max()) if n else 0, 0, -1):  # children's totals into their parents
+            idx = np.flatnonzero((depth == d) & (cnt > 0))
+            par = r.pp_parent[idx]
+            np.minimum.at(lo, par, lo[idx])
+            np.maximum.at(hi, par, hi[idx])
+            np.add.at(cnt, par, cnt[idx])
+        if len(c.se_ranges):
+            se = pd.DataFrame({"r": c.se_ranges, "s": op_start[c.se_items], "e": op_end[c.se_items]}).groupby("r").agg(
+                s=("s", "min"), e=("e", "max"), n=("s", "size"))
+            idx = se.index.to_numpy()
+            lo[idx], hi[idx], cnt[idx] = se["s"].to_numpy(), se["e"].to_numpy(), se["n"].to_numpy()
+        has = np.flatnonzero(cnt > 0)
+        return pd.DataFrame({"proj_start": lo[has], "proj_end": hi[has], "gpu_ops": cnt[has]}, index=has)
 
     def range_table(self) -> pd.DataFrame:
         """Every range that launched GPU work, with nsys's trace columns (``nvtx_gpu_proj_trace``)."""
@@ -131,20 +157,21 @@ class Projection:
         """The rows of ``nsys stats --report nvtx_kern_sum``: kernels per (range, thread, kernel name);
         a kernel counts in every range that encloses its launch, and outside all ranges under no name."""
         ops = self.gpu.ops
-        kern = ops[ops["kind"] == "kernel"]
-        names = self._kernel_names(kern, name)
-        m = self.call_members
+        kern = ops[ops["kind"] == 0]
+        names = kernel_names(self.profile, kern, name)
+        m = self.calls.members(self.ranges)
         pairs = pd.DataFrame({"range": m.range_idx, "launch": m.item_idx})
         k = pd.DataFrame({"kernel": kern.index.to_numpy(), "launch": kern["launch"].to_numpy(),
                           "duration": (kern["end"] - kern["start"]).to_numpy(), "kernel_name": names})
         inside = k.merge(pairs, on="launch", how="inner")
         outside = k[~k["kernel"].isin(inside["kernel"])].assign(range=NO_RANGE)
         rows = pd.concat([inside, outside], ignore_index=True)
-        calls = self.gpu.calls
+        L = self.gpu.launches
         launch = rows["launch"].to_numpy()
         ok = launch >= 0
-        rows["pid"] = np.where(ok, calls["pid"].to_numpy()[np.maximum(launch, 0)] if len(calls) else 0, -1)
-        rows["tid"] = np.where(ok, (calls["gtid"].to_numpy()[np.maximum(launch, 0)] & 0xFFFFFF) if len(calls) else 0, -1)
+        safe = np.maximum(launch, 0)
+        rows["pid"] = np.where(ok, L["pid"].to_numpy()[safe] if len(L) else 0, -1)
+        rows["tid"] = np.where(ok, (L["gtid"].to_numpy()[safe] & 0xFFFFFF) if len(L) else 0, -1)
         rdf = self.ranges.df
         rng = rows["range"].to_numpy()
         has = rng >= 0
@@ -164,32 +191,40 @@ class Projection:
         df[["pid", "tid"]] = df[["pid", "tid"]].where(df[["pid", "tid"]] >= 0)
         return df[list(KERN_SUM_HEADER)].reset_index(drop=True)
 
-    def _kernel_names(self, kern: pd.DataFrame, name: str) -> np.ndarray:
-        strings = self.profile.sql("SELECT id, value FROM StringIds").set_index("id")["value"]
-        col = {"demangled": "name_id", "short": "short_id"}.get(name, "name_id")
-        ids = kern[col].fillna(kern["name_id"])
-        return strings.reindex(ids.to_numpy()).to_numpy()
-
     # ---- capture-time view of CUDA-graph kernels --------------------------------------------
     @cached_property
-    def capture_members(self) -> tuple[pd.DataFrame, Membership]:
-        """Graph nodes (as ``graph_node_origins``) and the ranges enclosing each node's capture."""
+    def captures(self) -> tuple[pd.DataFrame, Located]:
+        """Graph nodes (as ``graph_node_origins``) and where each node's capture sits among the ranges."""
         origins = self.profile.graph_node_origins()
         if origins.empty:
-            return origins, Membership(np.empty(0, np.int64), np.empty(0, np.int64))
+            return origins, Located(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64))
         gt = (origins["capture_pid"].to_numpy(np.int64) << 24) | origins["capture_tid"].to_numpy(np.int64)
-        gt = gt | (self._vm_bits())
+        gt = gt | self._vm_bits()
         t = origins["capture_start"].to_numpy(np.int64)
-        _, members = enclosing(self.ranges, gt, t, t)
-        return origins, members
+        return origins, locate(self.ranges, gt, t, t)
+
+    @property
+    def capture_members(self) -> tuple[pd.DataFrame, Membership]:
+        origins, loc = self.captures
+        return origins, loc.members(self.ranges)
+
+    @property
+    def call_members(self) -> Membership:
+        return self.calls.members(self.ranges)
 
     def _vm_bits(self) -> int:
-        """The high bits of globalTid above pid and tid (same for every thread of a capture)."""
-        if len(self.ranges):
-            return int(self.ranges.gtid[0]) & ~((1 << 48) - 1)
-        if len(self.gpu.calls):
-            return int(self.gpu.calls["gtid"].iloc[0]) & ~((1 << 48) - 1)
+        """The high bits of globalTid above pid and tid (the same for every thread of a capture)."""
+        for arr in (self.ranges.gtid, self.gpu.launches["gtid"].to_numpy()):
+            if len(arr):
+                return int(arr[0]) & VM_MASK
         return 0
+
+
+def kernel_names(profile: Profile, kern: pd.DataFrame, name: str = "demangled") -> np.ndarray:
+    """Names of kernel rows by id (short names fall back to demangled ones)."""
+    strings = profile.sql("SELECT id, value FROM StringIds").set_index("id")["value"]
+    ids = kern["short_id"].where(kern["short_id"] >= 0, kern["name_id"]) if name == "short" else kern["name_id"]
+    return strings.reindex(ids.to_numpy()).to_numpy(dtype=object)
 
 
 def nvtx_gpu_proj_sum(profile: Profile) -> pd.DataFrame:

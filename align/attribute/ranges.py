@@ -41,6 +41,31 @@ class Ranges:
     def __len__(self) -> int:
         return len(self.df)
 
+    @property
+    def pp_depth(self) -> np.ndarray:
+        """Depth along push/pop parents; ranges are processed level by level with it."""
+        if not hasattr(self, "_pp_depth"):
+            self._pp_depth = _levels(self.pp_parent)
+        return self._pp_depth
+
+    def nearest_on_chain(self, mark: np.ndarray, outermost: bool = False) -> np.ndarray:
+        """For each range, the nearest (or ``outermost``) range on its push/pop chain, itself
+        included, for which ``mark`` is true; -1 where none is."""
+        out = np.where(mark, np.arange(len(mark)), NO_RANGE)
+        depth = self.pp_depth
+        for d in range(1, int(depth.max()) + 1 if len(depth) else 0):
+            idx = np.flatnonzero(depth == d)
+            from_parent = out[self.pp_parent[idx]]
+            if outermost:
+                out[idx] = np.where(from_parent >= 0, from_parent, out[idx])
+            else:
+                out[idx] = np.where(out[idx] >= 0, out[idx], from_parent)
+        return out
+
+    def any_on_chain(self, mark: np.ndarray) -> np.ndarray:
+        """True where the range or one of its push/pop ancestors is marked."""
+        return self.nearest_on_chain(mark) >= 0
+
 
 def load_ranges(profile: Profile) -> Ranges:
     """Ranges as nsys's projection reports see them: push/pop and start/end ranges that end on the

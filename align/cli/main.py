@@ -280,7 +280,7 @@ def ops(
             raise AlignError(f"{p.path} has no CUDA kernel data", "profile with --trace cuda on a GPU machine")
         view = OpView(p, registry, name=name)
         if op is None and range_pattern is None:
-            df = view.overview(skip=skip, auto_skip=auto_skip)
+            df = view.overview()
             if phase:
                 df = df[df["phase"] == phase]
             print_frame(df, fmt, title=f"GPU time by op: {profile}")

@@ -6,20 +6,25 @@ per-layer ranges of a graph-replayed step exist. Where the profile has no such r
 patterns decide, and an op whose kernels are shared by many ops (GEMM) is marked ambiguous rather
 than guessed. Every row says which method attributed it.
 
-A *forward* is one instance of the op's outermost matching range (or of ``iter_pattern``'s
-range); a captured range replayed by several graph launches makes one forward per launch.
+A *forward* is one instance of the op's outermost matching range (or of an iteration range);
+a captured range replayed by several graph launches makes one forward per launch.
+
+Everything is decided on the range tree (a few thousand to a few hundred thousand ranges) and
+then looked up per GPU op through its launch call's innermost range, so millions of kernels cost
+a few array gathers.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
-from align.attribute.projection import Projection
+from align.attribute.launches import KIND_NAMES
+from align.attribute.projection import Located, Projection
+from align.attribute.ranges import NO_RANGE
 from align.errors import AlignError
 from align.ops.registry import Registry, load_registry
 from align.profile.reader import Profile
@@ -46,65 +51,102 @@ class OpView:
         self.proj = Projection(profile)
         self.name_kind = name
         self.items = self._items()
+        self._texts = self.proj.ranges.df["text"].to_numpy(dtype=object)
+        origins, self._cap = self.proj.captures
+        self._node_index = pd.Index(origins["graph_node_id"].to_numpy()) if len(origins) else pd.Index([])
 
     def _items(self) -> pd.DataFrame:
         ops = self.proj.gpu.ops
         strings = self.profile.sql("SELECT id, value FROM StringIds").set_index("id")["value"]
-        col = "short_id" if self.name_kind == "short" else "name_id"
-        names = strings.reindex(ops[col].fillna(ops["name_id"]).to_numpy()).to_numpy(dtype=object)
-        full = strings.reindex(ops["name_id"].to_numpy()).to_numpy(dtype=object)
+        name_ids = ops["short_id"].where(ops["short_id"] >= 0, ops["name_id"]) if self.name_kind == "short" \
+            else ops["name_id"]
         kind = ops["kind"].to_numpy()
-        names = np.where(kind == "kernel", names, "[CUDA " + kind.astype(object) + "]")
-        full = np.where(kind == "kernel", full, names)
-        df = pd.DataFrame({"kind": kind, "name": names, "start": ops["start"].to_numpy(),
-                           "duration": (ops["end"] - ops["start"]).to_numpy(), "launch": ops["launch"].to_numpy(),
-                           "graph_node_id": ops["graph_node_id"].to_numpy()})
-        uniq = pd.unique(full)
-        fam = {n: self.registry.family(n) for n in uniq}
-        df["family"] = pd.Series(full).map(fam).to_numpy()
-        df["demangled"] = full
-        return df
+        # one code per distinct (kind, name id); strings and families are looked up once per code
+        key = pd.MultiIndex.from_arrays([kind, name_ids.to_numpy(), ops["name_id"].to_numpy()])
+        codes, uniq = pd.factorize(key)
+        u_kind = uniq.get_level_values(0).to_numpy()
+        u_name = strings.reindex(uniq.get_level_values(1).to_numpy()).to_numpy(dtype=object)
+        u_full = strings.reindex(uniq.get_level_values(2).to_numpy()).to_numpy(dtype=object)
+        label = np.array([f"[CUDA {KIND_NAMES[k]}]" for k in u_kind], dtype=object)
+        u_name = np.where(u_kind == 0, u_name, label)
+        u_full = np.where(u_kind == 0, u_full, label)
+        self.names = pd.DataFrame({"name": u_name, "demangled": u_full,
+                                   "family": [self.registry.family(n) for n in u_full]})
+        return pd.DataFrame({"code": codes.astype(np.int32), "kind": kind, "start": ops["start"].to_numpy(),
+                             "duration": (ops["end"] - ops["start"]).to_numpy(), "launch": ops["launch"].to_numpy(),
+                             "graph_node_id": ops["graph_node_id"].to_numpy()})
 
-    @cached_property
-    def pairs(self) -> pd.DataFrame:
-        """(item, range, when, launch): every range enclosing an item's launch call, and for graph
-        kernels every range enclosing the capture of their node."""
-        m = self.proj.call_members
-        launch_pairs = pd.DataFrame({"launch": m.item_idx, "range": m.range_idx})
-        items = pd.DataFrame({"item": np.arange(len(self.items)), "launch": self.items["launch"].to_numpy()})
-        lp = items[items["launch"] >= 0].merge(launch_pairs, on="launch")
-        lp["when"] = "launch"
-        origins, cm = self.proj.capture_members
-        frames = [lp]
-        if len(cm.item_idx):
-            node_ids = origins["graph_node_id"].to_numpy()
-            cap = pd.DataFrame({"graph_node_id": node_ids[cm.item_idx], "range": cm.range_idx})
-            gi = self.items[self.items["graph_node_id"].notna()]
-            g = pd.DataFrame({"item": gi.index.to_numpy(), "launch": gi["launch"].to_numpy(),
-                              "graph_node_id": gi["graph_node_id"].astype("int64").to_numpy()})
-            cp = g.merge(cap, on="graph_node_id").drop(columns="graph_node_id")
-            cp["when"] = "capture"
-            frames.append(cp)
-        return pd.concat(frames, ignore_index=True)[["item", "range", "when", "launch"]]
+    def _with_names(self, df: pd.DataFrame) -> pd.DataFrame:
+        return df.join(self.names, on="code")
 
-    def _range_texts(self) -> np.ndarray:
-        return self.proj.ranges.df["text"].to_numpy(dtype=object)
+    # ---- tree lookups -----------------------------------------------------------------------
+    def _range_mark(self, match) -> np.ndarray:
+        uniq = pd.unique(self._texts)
+        hit = {t: bool(match(t)) for t in uniq}
+        return pd.Series(self._texts, dtype=object).map(hit).to_numpy(dtype=bool) if len(self._texts) \
+            else np.zeros(0, bool)
 
-    def _matching_ranges(self, pattern_match) -> np.ndarray:
-        texts = self._range_texts()
-        uniq = pd.unique(texts)
-        ok = {t: bool(pattern_match(t)) for t in uniq}
-        return np.flatnonzero(pd.Series(texts).map(ok).to_numpy(dtype=bool)) if len(texts) else np.empty(0, np.int64)
+    def _item_lookup(self, per_range: np.ndarray, fill) -> tuple[np.ndarray, np.ndarray]:
+        """``per_range`` looked up through each item's innermost range: (at launch, at capture)."""
+        launch = self.items["launch"].to_numpy()
+        inner = np.full(len(launch), NO_RANGE, np.int64)
+        ok = launch >= 0
+        inner[ok] = self.proj.calls.inner[launch[ok]]
+        at_launch = np.where(inner >= 0, per_range[np.maximum(inner, 0)] if len(per_range) else fill, fill)
+        at_capture = np.full(len(launch), fill, dtype=at_launch.dtype)
+        node = self.items["graph_node_id"].to_numpy()
+        has_node = node >= 0
+        if has_node.any() and len(self._node_index):
+            pos = self._node_index.get_indexer(node[has_node])
+            cap_inner = np.where(pos >= 0, self._cap.inner[np.maximum(pos, 0)], NO_RANGE)
+            vals = np.where(cap_inner >= 0, per_range[np.maximum(cap_inner, 0)] if len(per_range) else fill, fill)
+            at_capture[has_node] = vals
+        return at_launch, at_capture
 
-    def phases(self) -> pd.Series:
-        """Phase of each item from the texts of all ranges enclosing it (launch or capture)."""
-        texts = self._range_texts()
-        p = self.pairs
-        if p.empty:
-            return pd.Series([None] * len(self.items), dtype=object)
-        per_item = pd.Series(texts[p["range"].to_numpy()]).groupby(p["item"].to_numpy()).agg(list)
-        phase = per_item.map(self.registry.phase)
-        return phase.reindex(range(len(self.items)))
+    def _se_lookup(self, mark: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First marked start/end range enclosing each item's launch and capture (-1 if none)."""
+        out = []
+        for located, by in ((self.proj.calls, "launch"), (self._cap, "node")):
+            res = np.full(len(self.items), NO_RANGE, np.int64)
+            if len(located.se_ranges):
+                sel = mark[located.se_ranges]
+                first = pd.Series(located.se_ranges[sel]).groupby(located.se_items[sel]).first()
+                if by == "launch":
+                    launch = self.items["launch"].to_numpy()
+                    ok = launch >= 0
+                    res[ok] = first.reindex(launch[ok]).fillna(NO_RANGE).to_numpy(np.int64)
+                else:
+                    node = self.items["graph_node_id"].to_numpy()
+                    pos = self._node_index.get_indexer(node) if len(self._node_index) else np.full(len(node), -1)
+                    ok = pos >= 0
+                    res[ok] = first.reindex(pos[ok]).fillna(NO_RANGE).to_numpy(np.int64)
+            out.append(res)
+        return out[0], out[1]
+
+    def phases(self) -> np.ndarray:
+        """'context', 'generation' or None per item, from every range enclosing it (launch or capture)."""
+        r = self.proj.ranges
+        found = {}
+        for phase, rx in self.registry._phase_re.items():
+            mark = self._range_mark(rx.search)
+            chain = r.any_on_chain(mark) if len(mark) else mark
+            a, b = self._item_lookup(chain, False)
+            sa, sb = self._se_lookup(mark)
+            found[phase] = a | b | (sa >= 0) | (sb >= 0)
+        out = np.full(len(self.items), None, dtype=object)
+        phases = list(found)
+        for p in phases:
+            only = found[p] & ~np.logical_or.reduce([found[q] for q in phases if q != p] or [np.zeros(len(out), bool)])
+            out[only] = p
+        return out
+
+    def _op_ranges(self, mark: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Outermost marked range enclosing each item at launch, and at capture (-1 if none)."""
+        r = self.proj.ranges
+        outer = r.nearest_on_chain(mark, outermost=True) if len(mark) else np.zeros(0, np.int64)
+        a, b = self._item_lookup(outer, NO_RANGE)
+        sa, sb = self._se_lookup(mark)
+        return np.where(a >= 0, a, sa), np.where(b >= 0, b, sb)
 
     # ---- one op --------------------------------------------------------------------------
     def op_items(self, op: str | None = None, range_pattern: str | None = None,
@@ -118,53 +160,35 @@ class OpView:
         if op is None and range_pattern is None:
             raise AlignError("no op given", "pass --op NAME or --range REGEX")
         spec = self.registry.op(op) if op else None
-        if range_pattern:
-            rx = _regex(range_pattern, "--range")
-            matcher = rx.search
-        else:
-            matcher = spec.matches_range
-        op_ranges = self._matching_ranges(matcher)
-        p = self.pairs
-        hit = p[p["range"].isin(op_ranges)]
-        if len(op_ranges) and not hit.empty:
-            # outermost matching range per item and time of attribution = its forward
-            levels = self.proj.ranges.level
-            hit = hit.assign(level=levels[hit["range"].to_numpy()])
-            # prefer launch-time attribution when an item has both
-            first = hit.sort_values(["item", "when", "level"], key=_launch_first, kind="stable").drop_duplicates("item")
-            df = self.items.loc[first["item"].to_numpy()].copy()
-            df["method"] = np.where(first["when"].to_numpy() == "launch", "nvtx", "nvtx-capture")
-            df["op_range"] = first["range"].to_numpy()
-            df["forward"] = [f"r{r}" if w == "launch" else f"r{r}/g{lc}" for r, w, lc in
-                             zip(first["range"], first["when"], first["launch"])]
+        matcher = _regex(range_pattern, "--range").search if range_pattern else spec.matches_range
+        mark = self._range_mark(matcher)
+        at_launch, at_capture = self._op_ranges(mark)
+        in_range = (at_launch >= 0) | (at_capture >= 0)
+        if in_range.any():
+            sel = np.flatnonzero(in_range)
+            df = self.items.iloc[sel].copy()
+            launch_hit = at_launch[sel] >= 0
+            df["method"] = np.where(launch_hit, "nvtx", "nvtx-capture")
+            df["op_range"] = np.where(launch_hit, at_launch[sel], at_capture[sel])
+            df["forward"] = np.where(launch_hit, "r" + df["op_range"].astype(str),
+                                     "r" + df["op_range"].astype(str) + "/g" + df["launch"].astype(str))
         elif spec is not None and not range_pattern:
-            names = self.items["demangled"]
-            uniq = pd.unique(names)
-            owner = {n: self.registry.kernel_op(n) for n in uniq}
-            mask = names.map(owner).to_numpy(dtype=object) == spec.name
+            owner = np.array([self.registry.kernel_op(n) for n in self.names["demangled"]], dtype=object)
+            mask = owner[self.items["code"].to_numpy()] == spec.name
             df = self.items[mask].copy()
             df["method"] = "name-shared" if spec.shared else "name"
-            df["op_range"] = -1
+            df["op_range"] = NO_RANGE
             df["forward"] = None
         else:
             df = self.items.iloc[0:0].copy()
             df["method"], df["op_range"], df["forward"] = [], [], []
-        df["phase"] = self.phases().reindex(df.index).to_numpy()
-        if iter_pattern:
-            df["forward"] = self._iteration_of(df, self.registry.iteration_pattern(iter_pattern))
-        elif df["forward"].isna().all() and len(df):
-            df["forward"] = self._iteration_of(df, self.registry.iteration_pattern("align"))
-        return df.sort_values("start", kind="stable")
-
-    def _iteration_of(self, df: pd.DataFrame, pattern: str) -> list:
-        rx = _regex(pattern, "--iter-range")
-        iters = self._matching_ranges(rx.search)
-        p = self.pairs
-        hit = p[p["range"].isin(iters) & p["item"].isin(df.index)]
-        levels = self.proj.ranges.level
-        hit = hit.assign(level=levels[hit["range"].to_numpy()]).sort_values(["item", "level"]).drop_duplicates("item")
-        key = dict(zip(hit["item"], ("i" + hit["range"].astype(str)).tolist()))
-        return [key.get(i) for i in df.index]
+        df["phase"] = self.phases()[df.index.to_numpy()]
+        if iter_pattern or df["forward"].isna().all():
+            pattern = self.registry.iteration_pattern(iter_pattern or "align")
+            it_launch, it_capture = self._op_ranges(self._range_mark(_regex(pattern, "--iter-range").search))
+            it = np.where(it_launch >= 0, it_launch, NO_RANGE)[df.index.to_numpy()]
+            df["forward"] = np.where(it >= 0, "i" + pd.Series(it, index=df.index).astype(str), None)
+        return self._with_names(df).sort_values("start", kind="stable")
 
     def per_forward(self, items: pd.DataFrame, skip: int = 0, auto_skip: bool = True,
                     phase: str | None = None) -> Forwards:
@@ -172,11 +196,11 @@ class OpView:
         df = items[items["forward"].notna()]
         if phase:
             df = df[df["phase"] == phase]
+        df = df.assign(phase=df["phase"].fillna("all"))
         fw = (df.groupby("forward", sort=False)
-                .agg(phase=("phase", "first"), start=("start", "min"), kernels=("name", "size"),
+                .agg(phase=("phase", "first"), start=("start", "min"), kernels=("code", "size"),
                      latency_ns=("duration", "sum"))
                 .reset_index().sort_values("start", kind="stable"))
-        fw["phase"] = fw["phase"].fillna("all")
         kept, skipped, cold = [], {}, {}
         for ph, group in fw.groupby("phase", sort=False):
             g = group.iloc[skip:]
@@ -186,24 +210,23 @@ class OpView:
             kept.append(g.iloc[n_cold:])
         fw_kept = pd.concat(kept) if kept else fw.iloc[0:0]
         fw["kept"] = fw["forward"].isin(fw_kept["forward"])
-        rows = df[df["forward"].isin(fw_kept["forward"])].copy()
-        rows["phase"] = rows["phase"].fillna("all")
+        rows = df[df["forward"].isin(fw_kept["forward"])]
         fam = (rows.groupby(["phase", "forward", "family"], sort=False)
-                   .agg(count=("name", "size"), latency_ns=("duration", "sum")).reset_index())
+                   .agg(count=("code", "size"), latency_ns=("duration", "sum")).reset_index())
+        n_fw = fw_kept.groupby("phase").size()
         out = []
         for (ph, family), g in fam.groupby(["phase", "family"], sort=False):
-            n_fw = int((fw_kept["phase"] == ph).sum())
-            counts = np.zeros(n_fw)
-            lats = np.zeros(n_fw)
+            n = int(n_fw[ph])
+            counts, lats = np.zeros(n), np.zeros(n)
             counts[: len(g)] = g["count"].to_numpy()
             lats[: len(g)] = g["latency_ns"].to_numpy()
             sub = rows[(rows["phase"] == ph) & (rows["family"] == family)]
-            out.append({"phase": ph, "family": family, "forwards": n_fw,
+            out.append({"phase": ph, "family": family, "forwards": n,
                         "count_per_forward": float(np.median(counts)),
                         "latency_per_forward_ns": float(np.median(lats)),
                         "kernel_median_ns": float(sub["duration"].median()),
                         "method": "/".join(sorted(sub["method"].unique())),
-                        "names": int(sub["name"].nunique()), "example": sub["name"].iloc[0]})
+                        "names": int(sub["code"].nunique()), "example": sub["name"].iloc[0]})
         families = pd.DataFrame(out, columns=["phase", "family", "forwards", "count_per_forward",
                                               "latency_per_forward_ns", "kernel_median_ns", "method", "names", "example"])
         if not families.empty:
@@ -214,44 +237,39 @@ class OpView:
                         skipped=skipped, cold=cold)
 
     # ---- all ops -------------------------------------------------------------------------
-    def overview(self, skip: int = 0, auto_skip: bool = True) -> pd.DataFrame:
-        """Each item to one op: the innermost enclosing range that matches an op's NVTX patterns,
-        else the first op whose kernel patterns match its name. A row per (op, phase)."""
-        texts = self._range_texts()
-        uniq = pd.unique(texts)
-        range_op = {t: (self.registry.range_ops(t) or [None])[0] for t in uniq}
-        r_op = pd.Series(texts).map(range_op).to_numpy(dtype=object) if len(texts) else np.empty(0, object)
-        p = self.pairs
-        levels = self.proj.ranges.level
-        hit = p.assign(op=r_op[p["range"].to_numpy()] if len(p) else [], level=levels[p["range"].to_numpy()] if len(p) else [])
-        hit = hit[hit["op"].notna()].sort_values(["item", "level"], ascending=[True, False], kind="stable")
-        inner = hit.drop_duplicates("item")
-        items = self.items.copy()
-        items["op"] = None
-        items["method"] = None
-        items.loc[inner["item"].to_numpy(), "op"] = inner["op"].to_numpy()
-        items.loc[inner["item"].to_numpy(), "method"] = np.where(inner["when"].to_numpy() == "launch", "nvtx",
-                                                                  "nvtx-capture")
-        rest = items["op"].isna()
-        owner = {n: self.registry.kernel_op(n) for n in pd.unique(items.loc[rest, "demangled"])}
-        items.loc[rest, "op"] = items.loc[rest, "demangled"].map(owner)
+    def overview(self) -> pd.DataFrame:
+        """Each item to one op: the innermost enclosing range that matches an op's NVTX patterns
+        (launch time first, then capture time), else the first op whose kernel patterns match its
+        name. A row per (op, phase)."""
+        r = self.proj.ranges
+        uniq = pd.unique(self._texts)
+        first_op = {t: (self.registry.range_ops(t) or [None])[0] for t in uniq}
+        range_op = pd.Series(self._texts, dtype=object).map(first_op).to_numpy(dtype=object) if len(uniq) \
+            else np.zeros(0, object)
+        nearest = r.nearest_on_chain(pd.notna(range_op)) if len(range_op) else np.zeros(0, np.int64)
+        at_launch, at_capture = self._item_lookup(nearest, NO_RANGE)
+        op = np.full(len(self.items), None, dtype=object)
+        method = np.full(len(self.items), None, dtype=object)
+        for where, label in ((at_capture, "nvtx-capture"), (at_launch, "nvtx")):
+            ok = where >= 0
+            op[ok] = range_op[where[ok]]
+            method[ok] = label
+        owner = np.array([self.registry.kernel_op(n) for n in self.names["demangled"]], dtype=object)
+        rest = pd.isna(op)
+        op[rest] = owner[self.items["code"].to_numpy()[rest]]
         shared = {o.name for o in self.registry.ops if o.shared}
-        items.loc[rest, "method"] = np.where(items.loc[rest, "op"].isin(shared), "name-shared", "name")
-        items.loc[items["op"].isna(), "op"] = "unattributed"
-        items["phase"] = self.phases().to_numpy()
+        method[rest] = np.where(pd.Series(op[rest], dtype=object).isin(shared), "name-shared", "name")
+        op[pd.isna(op)] = "unattributed"
+        items = self._with_names(self.items.assign(op=op, method=method, phase=self.phases()))
+        items["phase"] = items["phase"].fillna("all")
         total = items["duration"].sum()
-        rows = []
-        for (op, ph), g in items.groupby(["op", items["phase"].fillna("all")], sort=False):
-            rows.append({"op": op, "phase": ph, "kernels": len(g), "names": g["name"].nunique(),
-                         "families": g["family"].nunique(), "total_ns": int(g["duration"].sum()),
-                         "share_pct": round(100 * g["duration"].sum() / total, 1) if total else 0.0,
-                         "method": "/".join(sorted(g["method"].dropna().unique()))})
-        df = pd.DataFrame(rows, columns=["op", "phase", "kernels", "names", "families", "total_ns", "share_pct", "method"])
+        g = items.groupby(["op", "phase"], sort=False)
+        df = g.agg(kernels=("code", "size"), names=("code", "nunique"), families=("family", "nunique"),
+                   total_ns=("duration", "sum"), method=("method", lambda m: "/".join(sorted(set(m.dropna()))))
+                   ).reset_index()
+        df["share_pct"] = (100 * df["total_ns"] / total).round(1) if total else 0.0
+        df = df[["op", "phase", "kernels", "names", "families", "total_ns", "share_pct", "method"]]
         return df.sort_values("total_ns", ascending=False, kind="stable").reset_index(drop=True)
-
-
-def _launch_first(col: pd.Series) -> pd.Series:
-    return col.map({"launch": 0, "capture": 1}) if col.name == "when" else col
 
 
 def _cold_prefix(fw: pd.DataFrame) -> int:

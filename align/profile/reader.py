@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from align.errors import ProfileError
+from align.profile.engine import Engine
 from align.profile.schema import (
     KERNEL_TABLE,
     NVTX_TABLE,
@@ -72,6 +73,7 @@ class Profile:
             )
         self.conn = _open_readonly(self.path)
         self.schema = Schema(self.conn)
+        self.engine = Engine(self.path, self.conn)
         if not self.schema.export_meta and not self.schema.has("StringIds"):
             raise ProfileError(f"{self.path} is an SQLite file but not an nsys export",
                                "export a report with: align export REPORT.nsys-rep")
@@ -83,6 +85,7 @@ class Profile:
         self.close()
 
     def close(self) -> None:
+        self.engine.close()
         self.conn.close()
 
     def __repr__(self) -> str:
@@ -120,6 +123,10 @@ class Profile:
     def sql(self, query: str, params: tuple | dict = ()) -> pd.DataFrame:
         """Run a read-only query; the escape hatch for anything the accessors do not cover."""
         return pd.read_sql_query(query, self.conn, params=params)
+
+    def frame(self, query: str) -> pd.DataFrame:
+        """A large read-only query on the columnar engine (DuckDB when installed); portable SQL only."""
+        return self.engine.frame(query)
 
     def count(self, table: str) -> int:
         if not self.schema.has(table):

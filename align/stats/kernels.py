@@ -57,33 +57,34 @@ def kernel_summary(profile: Profile, name: str = "demangled", by_launch: bool = 
     key_cols = f"{name_expr} AS name_id" + (f", {launch[0]} AS grid, {launch[1]} AS block" if by_launch else "")
     key = "name_id" + (", grid, block" if by_launch else "")
     filt = f"WHERE {where}" if where else ""
-    # One sort of the kernel rows per name: the window gives each row its rank, the group's
-    # size and mean; one grouping pass then takes total/min/max, the middle value(s) and the
-    # squared deviations from the mean (two-pass accurate, without a second scan).
-    query = f"""
-WITH d AS (
-    SELECT {key_cols}, end - start AS dur FROM {KERNEL_TABLE} {filt}
-),
-ranked AS (
+    d = f'SELECT {key_cols}, "end" - start AS dur FROM {KERNEL_TABLE} {filt}'
+    if profile.engine.duck is not None:
+        # DuckDB has exact median and sample stddev aggregates and runs them on all cores.
+        agg = f"""
+SELECT {key}, CAST(sum(dur) AS BIGINT) AS total, count(*) AS n, avg(dur) AS mean, min(dur) AS lo, max(dur) AS hi,
+       median(dur) AS med, coalesce(stddev_samp(dur), 0.0) AS sd
+FROM ({d}) AS d GROUP BY {key}"""
+    else:
+        # One sort per name: the window gives each row its rank, the group's size and mean; one
+        # grouping pass then takes the middle value(s) and the squared deviations from the mean.
+        agg = f"""
+WITH ranked AS (
     SELECT {key}, dur, row_number() OVER w AS rn, count(*) OVER w AS cnt, avg(dur) OVER w AS mean
-    FROM d
+    FROM ({d}) AS d
     WINDOW w AS (PARTITION BY {key} ORDER BY dur ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
-),
-agg AS (
-    SELECT {key}, sum(dur) AS total, count(*) AS n, avg(dur) AS mean, min(dur) AS lo, max(dur) AS hi,
-           avg(CASE WHEN rn IN ((cnt + 1) / 2, (cnt + 2) / 2) THEN dur END) AS med,
-           sum((dur - mean) * (dur - mean)) AS ss
-    FROM ranked GROUP BY {key}
 )
-SELECT agg.total * 100.0 / (SELECT sum(total) FROM agg) AS time_pct,
-       agg.total AS total_ns, agg.n AS instances, agg.mean AS avg_ns, agg.med AS med_ns,
-       agg.lo AS min_ns, agg.hi AS max_ns,
-       CASE WHEN agg.n > 1 THEN sqrt(agg.ss / (agg.n - 1)) ELSE 0.0 END AS stddev_ns
-       {", agg.grid AS grid, agg.block AS block" if by_launch else ""},
-       s.value AS name
-FROM agg LEFT JOIN StringIds AS s ON s.id = agg.name_id
+SELECT {key}, sum(dur) AS total, count(*) AS n, avg(dur) AS mean, min(dur) AS lo, max(dur) AS hi,
+       avg(CASE WHEN rn IN ((cnt + 1) / 2, (cnt + 2) / 2) THEN dur END) AS med,
+       CASE WHEN count(*) > 1 THEN sqrt(sum((dur - mean) * (dur - mean)) / (count(*) - 1)) ELSE 0.0 END AS sd
+FROM ranked GROUP BY {key}"""
+    query = f"""
+SELECT a.total AS total_ns, a.n AS instances, a.mean AS avg_ns, a.med AS med_ns, a.lo AS min_ns, a.hi AS max_ns,
+       a.sd AS stddev_ns{", a.grid AS grid, a.block AS block" if by_launch else ""}, s.value AS name
+FROM ({agg}) AS a LEFT JOIN StringIds AS s ON s.id = a.name_id
 """
-    df = profile.sql(query)
+    df = profile.frame(query)
+    df = df.astype({"total_ns": "int64", "instances": "int64", "min_ns": "int64", "max_ns": "int64"})
+    df.insert(0, "time_pct", df["total_ns"] * 100.0 / df["total_ns"].sum())
     for c in ("time_pct", "avg_ns", "med_ns", "stddev_ns"):
         df[c] = df[c].map(round_tenth).astype("float64")
     col, ascending = SORT_KEYS[sort]

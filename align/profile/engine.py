@@ -1,0 +1,79 @@
+"""Columnar reads of large tables: DuckDB's SQLite reader when it is installed, else SQLite.
+
+Moving millions of rows from SQLite into Python through the ``sqlite3`` module costs about a
+microsecond per value; DuckDB's SQLite scanner reads them into columns natively and runs joins
+and aggregations on all cores (bench/attribution.py measures both). Queries passed here are
+written in the SQL both engines accept (``"end"`` quoted, no two-argument ``max``).
+``ALIGN_ENGINE=sqlite`` forces the fallback.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+
+
+def _sqlite_extension() -> str | None:
+    try:
+        import duckdb_extension_sqlite_scanner as ext
+    except ImportError:
+        return None
+    found = glob.glob(os.path.join(os.path.dirname(ext.__file__), "extensions", "*", "sqlite_scanner.duckdb_extension"))
+    return found[0] if found else None
+
+
+def open_duckdb(path: Path):
+    """A DuckDB connection with the export attached read-only as the default schema, or None."""
+    if os.environ.get("ALIGN_ENGINE", "auto") == "sqlite":
+        return None
+    try:
+        import duckdb
+    except ImportError:
+        return None
+    ext = _sqlite_extension()
+    try:
+        con = duckdb.connect(config={"threads": os.cpu_count() or 1})
+        con.execute(f"LOAD '{ext}'" if ext else "LOAD sqlite_scanner")
+        quoted = str(path.resolve()).replace("'", "''")
+        con.execute(f"ATTACH '{quoted}' AS profile (TYPE sqlite, READ_ONLY)")
+        con.execute("USE profile")
+        return con
+    except Exception:  # no usable extension (offline, version mismatch): fall back to SQLite
+        return None
+
+
+class Engine:
+    """Runs a query on DuckDB when available, else on the profile's SQLite connection."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection):
+        self.path = path
+        self.conn = conn
+        self._duck = None
+        self._tried = False
+
+    @property
+    def duck(self):
+        if not self._tried:
+            self._tried = True
+            self._duck = open_duckdb(self.path)
+        return self._duck
+
+    @property
+    def name(self) -> str:
+        return "duckdb" if self.duck is not None else "sqlite"
+
+    def frame(self, query: str) -> pd.DataFrame:
+        if self.duck is not None:
+            return self.duck.execute(query).df()
+        cur = self.conn.execute(query)
+        cols = [d[0] for d in cur.description]
+        return pd.DataFrame.from_records(cur.fetchall(), columns=cols)
+
+    def close(self) -> None:
+        if self._duck is not None:
+            self._duck.close()
+            self._duck = None
