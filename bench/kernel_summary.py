@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from measure import measure  # noqa: E402
 from synth import Synth  # noqa: E402
 
 NAIVE = """
@@ -60,16 +59,6 @@ def build(path: Path, rows: int, names: int) -> None:
         s.conn.executemany("INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL (start, end, deviceId, contextId, streamId, "
                            "correlationId, demangledName, shortName) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch)
     s.close()
-
-
-def measure(cmd: list[str]) -> dict:
-    """Wall time and peak RSS of one child process (RUSAGE_CHILDREN of a fresh wrapper)."""
-    wrapper = ("import resource, subprocess, sys, time, json; t = time.perf_counter(); "
-               "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-               "print(json.dumps({'rc': r.returncode, 'seconds': time.perf_counter() - t, "
-               "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
-    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from align.attribute.launches import GpuOps, load_gpu_ops
+from align.attribute.launches import KEY_SHIFT, GpuOps, load_gpu_ops
 from align.attribute.ranges import NO_RANGE, Ranges, innermost_pushpop, load_ranges, startend_pairs
 from align.profile.reader import Profile
 from align.stats.numbers import group_stats, round_tenth
@@ -84,6 +84,8 @@ class Projection:
         L = self.gpu.launches
         self.calls: Located = locate(self.ranges, L["gtid"].to_numpy(np.int64), L["api_start"].to_numpy(np.int64),
                                      L["api_end"].to_numpy(np.int64))
+        # the calls' intervals are only needed to place them; keep memory for the rest
+        self.gpu.launches = L.drop(columns=["api_start", "api_end"])
 
     # ---- nsys's launch-time view ------------------------------------------------------------
     @cached_property
@@ -92,16 +94,16 @@ class Projection:
         those calls (= distinct correlation ids). Ranges that launched nothing are absent."""
         r, L, c = self.ranges, self.gpu.launches, self.calls
         n = len(r)
-        lo = np.full(n, np.iinfo(np.int64).max, np.int64)
-        hi = np.full(n, np.iinfo(np.int64).min, np.int64)
-        cnt = np.zeros(n, np.int64)
+        # one spare slot (index n) collects the calls that lie in no range
+        lo = np.full(n + 1, np.iinfo(np.int64).max, np.int64)
+        hi = np.full(n + 1, np.iinfo(np.int64).min, np.int64)
         op_start, op_end = L["op_start"].to_numpy(np.int64), L["op_end"].to_numpy(np.int64)
-        ok = c.inner >= 0
-        if ok.any():
-            direct = pd.DataFrame({"r": c.inner[ok], "s": op_start[ok], "e": op_end[ok]}).groupby("r").agg(
-                s=("s", "min"), e=("e", "max"), n=("s", "size"))
-            idx = direct.index.to_numpy()
-            lo[idx], hi[idx], cnt[idx] = direct["s"].to_numpy(), direct["e"].to_numpy(), direct["n"].to_numpy()
+        slot = np.where(c.inner >= 0, c.inner, n)
+        np.minimum.at(lo, slot, op_start)
+        np.maximum.at(hi, slot, op_end)
+        cnt = np.bincount(slot, minlength=n + 1).astype(np.int64)
+        del slot
+        lo, hi, cnt = lo[:n], hi[:n], cnt[:n]
         depth = r.pp_depth
         for d in range(int(depth.max()) if n else 0, 0, -1):  # children's totals into their parents
             idx = np.flatnonzero((depth == d) & (cnt > 0))
@@ -170,7 +172,7 @@ class Projection:
         launch = rows["launch"].to_numpy()
         ok = launch >= 0
         safe = np.maximum(launch, 0)
-        rows["pid"] = np.where(ok, L["pid"].to_numpy()[safe] if len(L) else 0, -1)
+        rows["pid"] = np.where(ok, (L["key"].to_numpy()[safe] >> KEY_SHIFT) if len(L) else 0, -1)
         rows["tid"] = np.where(ok, (L["gtid"].to_numpy()[safe] & 0xFFFFFF) if len(L) else 0, -1)
         rdf = self.ranges.df
         rng = rows["range"].to_numpy()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from align.profile.reader import Profile
 from align.profile.schema import NVTX_TABLE, pid_of
@@ -103,25 +104,38 @@ def _range_rows(profile: Profile) -> pd.DataFrame:
     domain_join = "LEFT JOIN StringIds AS dsid ON dsid.id = d.textId" if "textId" in ncols else ""
     has_domain = "domainId" in ncols
     domains = (f"""domains AS (
-        SELECT {pid_of('d.globalTid')} AS pid, d.domainId AS id, {domain_text} AS name, min(d.start)
+        SELECT {pid_of('d.globalTid')} AS pid, d.domainId AS id, min({domain_text}) AS name
         FROM {NVTX_TABLE} AS d {domain_join}
         WHERE d.eventType = {et('NvtxDomainCreate')} GROUP BY 1, 2
-    ),""" if has_domain else "")
+    )""" if has_domain else "")
     domain_sel = "coalesce(dm.name, '')" if has_domain else "''"
     domain_on = (f"LEFT JOIN domains AS dm ON dm.id = e.domainId AND dm.pid = {pid_of('e.globalTid')}"
                  if has_domain else "")
+    last = profile.conn.execute(f'SELECT max(start), max("end") FROM {NVTX_TABLE} WHERE eventType IN ({codes})').fetchone()
+    maxts = max((v for v in last if v is not None), default=0)
     query = f"""
-WITH {domains}
-maxts AS (SELECT max(max(start), max(coalesce(end, start))) AS ts FROM {NVTX_TABLE} WHERE eventType IN ({codes}))
-SELECT e.rowid AS range_id, e.start AS start, coalesce(e.end, (SELECT ts FROM maxts)) AS end,
+{"WITH " + domains if has_domain else ""}
+SELECT e.rowid AS range_id, e.start AS start, coalesce(e."end", {maxts}) AS "end",
        e.globalTid AS gtid, {pid_of('e.globalTid')} AS pid, (e.globalTid & 16777215) AS tid,
        {domain_sel} AS domain, {text} AS text,
        CASE WHEN e.eventType IN ({','.join(map(str, pp))}) THEN 'PushPop' ELSE 'StartEnd' END AS style
 FROM {NVTX_TABLE} AS e {text_join} {domain_on}
 WHERE e.eventType IN ({codes}) {end_tid}
 """
-    df = profile.sql(query)
-    df["name"] = df["domain"] + ":" + df["text"]
+    # range texts repeat (one per layer and step): categoricals keep one copy of each string
+    parts = [c.astype({k: "category" for k in ("domain", "text", "style")}) for c in profile.engine.chunks(query)]
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("range_id", "start", "end", "gtid", "pid", "tid")
+                                          else "object") for c in cols})
+    df = pd.concat([p.drop(columns=["domain", "text", "style"]) for p in parts], ignore_index=True)
+    for k in ("domain", "text", "style"):
+        df[k] = union_categoricals([p[k] for p in parts])
+    pair = pd.MultiIndex.from_arrays([df["domain"].cat.codes, df["text"].cat.codes])
+    codes, uniq = pd.factorize(pair)
+    labels = [f"{df['domain'].cat.categories[d] if d >= 0 else ''}:{df['text'].cat.categories[t] if t >= 0 else ''}"
+              for d, t in uniq]
+    df["name"] = pd.Categorical.from_codes(codes, categories=pd.Index(labels).unique()) if len(set(labels)) == len(labels) \
+        else pd.Categorical(np.array(labels, dtype=object)[codes])
     return df[cols]
 
 
@@ -162,9 +176,11 @@ def _laminar_parents(gtid: np.ndarray, start: np.ndarray, end: np.ndarray, pushp
     return parent
 
 
-def innermost_pushpop(r: Ranges, gtid: np.ndarray, qstart: np.ndarray, qend: np.ndarray) -> np.ndarray:
+def innermost_pushpop(r: Ranges, gtid: np.ndarray, qstart: np.ndarray, qend: np.ndarray,
+                      chunk: int = 1 << 20) -> np.ndarray:
     """Index of the innermost push/pop range enclosing each interval [qstart, qend] on thread
-    ``gtid``, or -1. All other enclosing push/pop ranges are its ancestors (``pp_parent``)."""
+    ``gtid``, or -1. All other enclosing push/pop ranges are its ancestors (``pp_parent``).
+    Queries are handled in chunks so temporaries stay small next to the inputs."""
     out = np.full(len(qstart), NO_RANGE, np.int64)
     idx = np.flatnonzero(r.pushpop)
     if len(idx) == 0 or len(qstart) == 0:
@@ -172,12 +188,20 @@ def innermost_pushpop(r: Ranges, gtid: np.ndarray, qstart: np.ndarray, qend: np.
     t, s = r.gtid[idx], r.start[idx]
     threads, first = np.unique(t, return_index=True)
     bounds = np.append(first, len(t))
+    for lo in range(0, len(qstart), chunk):
+        hi = min(lo + chunk, len(qstart))
+        out[lo:hi] = _innermost_chunk(r, idx, s, threads, bounds, gtid[lo:hi], qstart[lo:hi], qend[lo:hi])
+    return out
+
+
+def _innermost_chunk(r, idx, s, threads, bounds, gtid, qstart, qend) -> np.ndarray:
+    out = np.full(len(qstart), NO_RANGE, np.int64)
     q_thread = np.searchsorted(threads, gtid)
-    q_thread_ok = (q_thread < len(threads)) & (threads[np.minimum(q_thread, len(threads) - 1)] == gtid)
+    q_ok = (q_thread < len(threads)) & (threads[np.minimum(q_thread, len(threads) - 1)] == gtid)
     cand = np.full(len(qstart), NO_RANGE, np.int64)
-    for k in np.unique(q_thread[q_thread_ok]):
+    for k in np.unique(q_thread[q_ok]):
         lo, hi = bounds[k], bounds[k + 1]
-        sel = np.flatnonzero(q_thread_ok & (q_thread == k))
+        sel = np.flatnonzero(q_ok & (q_thread == k))
         pos = np.searchsorted(s[lo:hi], qstart[sel], side="right") - 1
         ok = pos >= 0
         cand[sel[ok]] = idx[lo + pos[ok]]

@@ -293,6 +293,7 @@ def ops(
         if items:
             cols = ["start", "duration", "phase", "forward", "method", "family", "name"]
             shown = rows[cols] if phase is None else rows[rows["phase"] == phase][cols]
+            shown = shown.sort_values("start", kind="stable")
             print_frame(shown, fmt, title=f"{label}: GPU work", max_width=80)
             return
         fw = view.per_forward(rows, skip=skip, auto_skip=auto_skip, phase=phase)

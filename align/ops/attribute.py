@@ -9,9 +9,9 @@ than guessed. Every row says which method attributed it.
 A *forward* is one instance of the op's outermost matching range (or of an iteration range);
 a captured range replayed by several graph launches makes one forward per launch.
 
-Everything is decided on the range tree (a few thousand to a few hundred thousand ranges) and
-then looked up per GPU op through its launch call's innermost range, so millions of kernels cost
-a few array gathers.
+Everything is decided on the range tree and on the distinct kernel names, then looked up per GPU
+op through integer codes (its launch call's innermost range, its name code), so millions of
+kernels cost a few array gathers and no per-kernel Python objects.
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ import numpy as np
 import pandas as pd
 
 from align.attribute.launches import KIND_NAMES
-from align.attribute.projection import Located, Projection
+from align.attribute.projection import Projection
 from align.attribute.ranges import NO_RANGE
 from align.errors import AlignError
 from align.ops.registry import Registry, load_registry
 from align.profile.reader import Profile
 
-METHODS = ("nvtx", "nvtx-capture", "name", "name-shared")
+METHODS = np.array(["nvtx", "nvtx-capture", "name", "name-shared"], dtype=object)
+PHASES = np.array(["all", "context", "generation"], dtype=object)  # code 0: neither or both
+ID_BITS = 30  # name ids below 2^30: (shown, demangled) pack into one int64
 
 
 @dataclass
@@ -48,36 +50,48 @@ class OpView:
     def __init__(self, profile: Profile, registry: Registry | None = None, name: str = "demangled"):
         self.profile = profile
         self.registry = registry or load_registry()
-        self.proj = Projection(profile)
+        self._proj = Projection(profile)
+        # spans of launched work only serve nsys's projection sums: not needed here
+        self._proj.gpu.launches = self._proj.gpu.launches.drop(columns=["op_start", "op_end"])
         self.name_kind = name
-        self.items = self._items()
-        self._texts = self.proj.ranges.df["text"].to_numpy(dtype=object)
-        origins, self._cap = self.proj.captures
+        self._texts = self._proj.ranges.df["text"].astype(object).to_numpy()
+        origins, self._cap = self._proj.captures
         self._node_index = pd.Index(origins["graph_node_id"].to_numpy()) if len(origins) else pd.Index([])
+        self.items = self._items()
+        self._phase = None
+        # what remains needed is each launch's innermost range (calls.inner) and the items
+        self._proj.gpu = None
 
     def _items(self) -> pd.DataFrame:
-        ops = self.proj.gpu.ops
-        strings = self.profile.sql("SELECT id, value FROM StringIds").set_index("id")["value"]
-        name_ids = ops["short_id"].where(ops["short_id"] >= 0, ops["name_id"]) if self.name_kind == "short" \
-            else ops["name_id"]
+        """One row per GPU op with integer columns; ``code`` indexes :attr:`names`."""
+        ops = self._proj.gpu.ops
         kind = ops["kind"].to_numpy()
-        # one code per distinct (kind, name id); strings and families are looked up once per code
-        key = pd.MultiIndex.from_arrays([kind, name_ids.to_numpy(), ops["name_id"].to_numpy()])
-        codes, uniq = pd.factorize(key)
-        u_kind = uniq.get_level_values(0).to_numpy()
-        u_name = strings.reindex(uniq.get_level_values(1).to_numpy()).to_numpy(dtype=object)
-        u_full = strings.reindex(uniq.get_level_values(2).to_numpy()).to_numpy(dtype=object)
-        label = np.array([f"[CUDA {KIND_NAMES[k]}]" for k in u_kind], dtype=object)
-        u_name = np.where(u_kind == 0, u_name, label)
-        u_full = np.where(u_kind == 0, u_full, label)
-        self.names = pd.DataFrame({"name": u_name, "demangled": u_full,
-                                   "family": [self.registry.family(n) for n in u_full]})
-        return pd.DataFrame({"code": codes.astype(np.int32), "kind": kind, "start": ops["start"].to_numpy(),
-                             "duration": (ops["end"] - ops["start"]).to_numpy(), "launch": ops["launch"].to_numpy(),
-                             "graph_node_id": ops["graph_node_id"].to_numpy()})
+        full = ops["name_id"].to_numpy(np.int64)
+        shown = np.where(ops["short_id"].to_numpy() >= 0, ops["short_id"].to_numpy(), full) \
+            if self.name_kind == "short" else full
+        # memcpy/memset have no name id: give each kind its own negative id
+        full = np.where(kind == 0, full, -1 - kind.astype(np.int64))
+        shown = np.where(kind == 0, shown, full)
+        codes, uniq = pd.factorize((shown + (1 << ID_BITS)) << (ID_BITS + 1) | (full + (1 << ID_BITS)))
+        u_shown = (uniq >> (ID_BITS + 1)) - (1 << ID_BITS)
+        u_full = (uniq & ((1 << (ID_BITS + 1)) - 1)) - (1 << ID_BITS)
+        strings = self.profile.sql("SELECT id, value FROM StringIds").set_index("id")["value"]
 
-    def _with_names(self, df: pd.DataFrame) -> pd.DataFrame:
-        return df.join(self.names, on="code")
+        def label(ids: np.ndarray) -> np.ndarray:
+            text = strings.reindex(ids).to_numpy(dtype=object)
+            return np.where(ids >= 0, text, np.array([f"[CUDA {KIND_NAMES[-1 - i]}]" if i < 0 else ""
+                                                      for i in ids], dtype=object))
+
+        names = pd.DataFrame({"name": label(u_shown), "demangled": label(u_full)})
+        names["family"] = [self.registry.family(n) for n in names["demangled"]]
+        # unique display strings, so per-item columns can be categoricals over integer codes
+        names["family_code"], self._family_cats = pd.factorize(names["family"])
+        names["name_code"], self._name_cats = pd.factorize(names["name"])
+        self.names = names
+        return pd.DataFrame({"code": codes.astype(np.int32), "start": ops["start"].to_numpy(),
+                             "duration": ops["end"].to_numpy() - ops["start"].to_numpy(),
+                             "launch": ops["launch"].to_numpy(), "graph_node_id": ops["graph_node_id"].to_numpy()},
+                            copy=False)
 
     # ---- tree lookups -----------------------------------------------------------------------
     def _range_mark(self, match) -> np.ndarray:
@@ -86,67 +100,85 @@ class OpView:
         return pd.Series(self._texts, dtype=object).map(hit).to_numpy(dtype=bool) if len(self._texts) \
             else np.zeros(0, bool)
 
-    def _item_lookup(self, per_range: np.ndarray, fill) -> tuple[np.ndarray, np.ndarray]:
-        """``per_range`` looked up through each item's innermost range: (at launch, at capture)."""
+    def _inner_at_launch(self) -> np.ndarray:
         launch = self.items["launch"].to_numpy()
-        inner = np.full(len(launch), NO_RANGE, np.int64)
-        ok = launch >= 0
-        inner[ok] = self.proj.calls.inner[launch[ok]]
-        at_launch = np.where(inner >= 0, per_range[np.maximum(inner, 0)] if len(per_range) else fill, fill)
-        at_capture = np.full(len(launch), fill, dtype=at_launch.dtype)
-        node = self.items["graph_node_id"].to_numpy()
-        has_node = node >= 0
-        if has_node.any() and len(self._node_index):
-            pos = self._node_index.get_indexer(node[has_node])
-            cap_inner = np.where(pos >= 0, self._cap.inner[np.maximum(pos, 0)], NO_RANGE)
-            vals = np.where(cap_inner >= 0, per_range[np.maximum(cap_inner, 0)] if len(per_range) else fill, fill)
-            at_capture[has_node] = vals
-        return at_launch, at_capture
+        inner = self._proj.calls.inner
+        if len(inner) == 0:
+            return np.full(len(launch), NO_RANGE, np.int64)
+        return np.where(launch >= 0, inner[np.maximum(launch, 0)], NO_RANGE)
 
-    def _se_lookup(self, mark: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """First marked start/end range enclosing each item's launch and capture (-1 if none)."""
+    def _inner_at_capture(self) -> np.ndarray | None:
+        """Innermost range around each item's node capture, or None when nothing was captured."""
+        node = self.items["graph_node_id"].to_numpy()
+        if not len(self._node_index) or not (node >= 0).any():
+            return None
+        pos = self._node_index.get_indexer(node)
+        return np.where(pos >= 0, self._cap.inner[np.maximum(pos, 0)], NO_RANGE)
+
+    def _se_first(self, mark: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """First marked start/end range enclosing each item's launch and capture (None: none anywhere)."""
         out = []
-        for located, by in ((self.proj.calls, "launch"), (self._cap, "node")):
+        for located, by_node in ((self._proj.calls, False), (self._cap, True)):
+            if not len(located.se_ranges) or not mark[located.se_ranges].any():
+                out.append(None)
+                continue
+            sel = mark[located.se_ranges]
+            first = pd.Series(located.se_ranges[sel]).groupby(located.se_items[sel]).first()
+            if by_node:
+                key = self._node_index.get_indexer(self.items["graph_node_id"].to_numpy()) \
+                    if len(self._node_index) else np.full(len(self.items), -1)
+            else:
+                key = self.items["launch"].to_numpy()
             res = np.full(len(self.items), NO_RANGE, np.int64)
-            if len(located.se_ranges):
-                sel = mark[located.se_ranges]
-                first = pd.Series(located.se_ranges[sel]).groupby(located.se_items[sel]).first()
-                if by == "launch":
-                    launch = self.items["launch"].to_numpy()
-                    ok = launch >= 0
-                    res[ok] = first.reindex(launch[ok]).fillna(NO_RANGE).to_numpy(np.int64)
-                else:
-                    node = self.items["graph_node_id"].to_numpy()
-                    pos = self._node_index.get_indexer(node) if len(self._node_index) else np.full(len(node), -1)
-                    ok = pos >= 0
-                    res[ok] = first.reindex(pos[ok]).fillna(NO_RANGE).to_numpy(np.int64)
+            ok = key >= 0
+            res[ok] = first.reindex(key[ok]).fillna(NO_RANGE).to_numpy(np.int64)
             out.append(res)
         return out[0], out[1]
 
-    def phases(self) -> np.ndarray:
-        """'context', 'generation' or None per item, from every range enclosing it (launch or capture)."""
-        r = self.proj.ranges
-        found = {}
-        for phase, rx in self.registry._phase_re.items():
-            mark = self._range_mark(rx.search)
-            chain = r.any_on_chain(mark) if len(mark) else mark
-            a, b = self._item_lookup(chain, False)
-            sa, sb = self._se_lookup(mark)
-            found[phase] = a | b | (sa >= 0) | (sb >= 0)
-        out = np.full(len(self.items), None, dtype=object)
-        phases = list(found)
-        for p in phases:
-            only = found[p] & ~np.logical_or.reduce([found[q] for q in phases if q != p] or [np.zeros(len(out), bool)])
-            out[only] = p
-        return out
+    def _lookup(self, per_range: np.ndarray, mark: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``per_range`` (a range index per range, -1 for none) through each item's innermost range,
+        at launch and at capture, completed with the marked start/end ranges."""
+        a_in = self._inner_at_launch()
+        at_launch = np.where(a_in >= 0, per_range[np.maximum(a_in, 0)], NO_RANGE) if len(per_range) else a_in
+        c_in = self._inner_at_capture()
+        at_capture = None if c_in is None else (
+            np.where(c_in >= 0, per_range[np.maximum(c_in, 0)], NO_RANGE) if len(per_range) else c_in)
+        se_l, se_c = self._se_first(mark)
+        if se_l is not None:
+            at_launch = np.where(at_launch >= 0, at_launch, se_l)
+        if se_c is not None:
+            at_capture = se_c if at_capture is None else np.where(at_capture >= 0, at_capture, se_c)
+        return at_launch, at_capture
 
-    def _op_ranges(self, mark: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Outermost marked range enclosing each item at launch, and at capture (-1 if none)."""
-        r = self.proj.ranges
-        outer = r.nearest_on_chain(mark, outermost=True) if len(mark) else np.zeros(0, np.int64)
-        a, b = self._item_lookup(outer, NO_RANGE)
-        sa, sb = self._se_lookup(mark)
-        return np.where(a >= 0, a, sa), np.where(b >= 0, b, sb)
+    def phase_codes(self) -> np.ndarray:
+        """Phase code per item (index into PHASES) from every range enclosing it, launch or capture."""
+        if self._phase is None:
+            r = self._proj.ranges
+            found = {}
+            for phase, rx in self.registry._phase_re.items():
+                mark = self._range_mark(rx.search)
+                chain = r.nearest_on_chain(mark) if len(mark) else np.zeros(0, np.int64)
+                a, c = self._lookup(chain, mark)
+                found[phase] = (a >= 0) if c is None else ((a >= 0) | (c >= 0))
+            ctx = found.get("context", np.zeros(len(self.items), bool))
+            gen = found.get("generation", np.zeros(len(self.items), bool))
+            self._phase = np.where(ctx & ~gen, 1, np.where(gen & ~ctx, 2, 0)).astype(np.int8)
+        return self._phase
+
+    def _frame(self, sel: np.ndarray, method: np.ndarray, **extra) -> pd.DataFrame:
+        """Selected items as a readable frame; names, family, phase and method are categoricals
+        over integer codes, so millions of rows hold no per-row strings."""
+        df = self.items.iloc[sel].reset_index(drop=True)
+        df.index = sel
+        codes = df["code"].to_numpy()
+        df["name"] = pd.Categorical.from_codes(self.names["name_code"].to_numpy()[codes], categories=self._name_cats)
+        df["family"] = pd.Categorical.from_codes(self.names["family_code"].to_numpy()[codes],
+                                                 categories=self._family_cats)
+        df["phase"] = pd.Categorical.from_codes(self.phase_codes()[sel], categories=PHASES)
+        df["method"] = pd.Categorical.from_codes(method, categories=METHODS)
+        for k, v in extra.items():
+            df[k] = v
+        return df
 
     # ---- one op --------------------------------------------------------------------------
     def op_items(self, op: str | None = None, range_pattern: str | None = None,
@@ -155,54 +187,56 @@ class OpView:
 
         ``range_pattern`` replaces the op's NVTX patterns (a mock marking its iterations
         ``mock_generation``, say); ``iter_pattern`` makes forwards the instances of that range
-        instead of the op's range instances.
+        instead of the op's range instances. A forward key is the outermost op range's index
+        (times 2^32, plus the graph launch + 1 for a replay of a captured range).
         """
         if op is None and range_pattern is None:
             raise AlignError("no op given", "pass --op NAME or --range REGEX")
         spec = self.registry.op(op) if op else None
         matcher = _regex(range_pattern, "--range").search if range_pattern else spec.matches_range
         mark = self._range_mark(matcher)
-        at_launch, at_capture = self._op_ranges(mark)
-        in_range = (at_launch >= 0) | (at_capture >= 0)
-        if in_range.any():
-            sel = np.flatnonzero(in_range)
-            df = self.items.iloc[sel].copy()
-            launch_hit = at_launch[sel] >= 0
-            df["method"] = np.where(launch_hit, "nvtx", "nvtx-capture")
-            df["op_range"] = np.where(launch_hit, at_launch[sel], at_capture[sel])
-            df["forward"] = np.where(launch_hit, "r" + df["op_range"].astype(str),
-                                     "r" + df["op_range"].astype(str) + "/g" + df["launch"].astype(str))
+        outer = self._proj.ranges.nearest_on_chain(mark, outermost=True) if len(mark) else np.zeros(0, np.int64)
+        at_launch, at_capture = self._lookup(outer, mark)
+        hit_l = at_launch >= 0
+        hit = hit_l if at_capture is None else (hit_l | (at_capture >= 0))
+        launch = self.items["launch"].to_numpy()
+        if hit.any():
+            sel = np.flatnonzero(hit)
+            by_launch = hit_l[sel]
+            rng = np.where(by_launch, at_launch[sel], at_capture[sel] if at_capture is not None else NO_RANGE)
+            forward = (rng << 32) + np.where(by_launch, 0, launch[sel] + 1)
+            method = np.where(by_launch, 0, 1).astype(np.int8)
         elif spec is not None and not range_pattern:
             owner = np.array([self.registry.kernel_op(n) for n in self.names["demangled"]], dtype=object)
-            mask = owner[self.items["code"].to_numpy()] == spec.name
-            df = self.items[mask].copy()
-            df["method"] = "name-shared" if spec.shared else "name"
-            df["op_range"] = NO_RANGE
-            df["forward"] = None
+            sel = np.flatnonzero(owner[self.items["code"].to_numpy()] == spec.name)
+            rng = np.full(len(sel), NO_RANGE, np.int64)
+            forward = np.full(len(sel), -1, np.int64)
+            method = np.full(len(sel), 3 if spec.shared else 2, np.int8)
         else:
-            df = self.items.iloc[0:0].copy()
-            df["method"], df["op_range"], df["forward"] = [], [], []
-        df["phase"] = self.phases()[df.index.to_numpy()]
-        if iter_pattern or df["forward"].isna().all():
+            sel = np.empty(0, np.int64)
+            rng, forward, method = sel, sel, np.empty(0, np.int8)
+        if iter_pattern or (len(sel) and (forward < 0).all()):
             pattern = self.registry.iteration_pattern(iter_pattern or "align")
-            it_launch, it_capture = self._op_ranges(self._range_mark(_regex(pattern, "--iter-range").search))
-            it = np.where(it_launch >= 0, it_launch, NO_RANGE)[df.index.to_numpy()]
-            df["forward"] = np.where(it >= 0, "i" + pd.Series(it, index=df.index).astype(str), None)
-        return self._with_names(df).sort_values("start", kind="stable")
+            it_mark = self._range_mark(_regex(pattern, "--iter-range").search)
+            it_outer = self._proj.ranges.nearest_on_chain(it_mark, outermost=True) if len(it_mark) else \
+                np.zeros(0, np.int64)
+            it_launch, _ = self._lookup(it_outer, it_mark)
+            it = it_launch[sel]
+            forward = np.where(it >= 0, it << 32, -1)
+        return self._frame(sel, method, op_range=rng, forward=forward)
 
     def per_forward(self, items: pd.DataFrame, skip: int = 0, auto_skip: bool = True,
                     phase: str | None = None) -> Forwards:
         """Counts and latency per forward, by phase and kernel family, as medians over kept forwards."""
-        df = items[items["forward"].notna()]
+        df = items[items["forward"] >= 0]
         if phase:
             df = df[df["phase"] == phase]
-        df = df.assign(phase=df["phase"].fillna("all"))
-        fw = (df.groupby("forward", sort=False)
+        fw = (df.groupby("forward", sort=False, observed=True)
                 .agg(phase=("phase", "first"), start=("start", "min"), kernels=("code", "size"),
                      latency_ns=("duration", "sum"))
                 .reset_index().sort_values("start", kind="stable"))
         kept, skipped, cold = [], {}, {}
-        for ph, group in fw.groupby("phase", sort=False):
+        for ph, group in fw.groupby("phase", sort=False, observed=True):
             g = group.iloc[skip:]
             skipped[ph] = min(skip, len(group))
             n_cold = _cold_prefix(g) if auto_skip else 0
@@ -211,26 +245,29 @@ class OpView:
         fw_kept = pd.concat(kept) if kept else fw.iloc[0:0]
         fw["kept"] = fw["forward"].isin(fw_kept["forward"])
         rows = df[df["forward"].isin(fw_kept["forward"])]
-        fam = (rows.groupby(["phase", "forward", "family"], sort=False)
+        fam = (rows.groupby(["phase", "forward", "family"], sort=False, observed=True)
                    .agg(count=("code", "size"), latency_ns=("duration", "sum")).reset_index())
-        n_fw = fw_kept.groupby("phase").size()
+        n_fw = fw_kept.groupby("phase", observed=True).size()
+        by_family = rows.groupby(["phase", "family"], sort=False, observed=True)
+        detail = by_family.agg(kernel_median_ns=("duration", "median"), names=("code", "nunique"),
+                               example=("name", "first"))
+        methods = by_family["method"].agg(lambda m: "/".join(sorted(set(m))))
         out = []
-        for (ph, family), g in fam.groupby(["phase", "family"], sort=False):
+        for (ph, family), g in fam.groupby(["phase", "family"], sort=False, observed=True):
             n = int(n_fw[ph])
             counts, lats = np.zeros(n), np.zeros(n)
             counts[: len(g)] = g["count"].to_numpy()
             lats[: len(g)] = g["latency_ns"].to_numpy()
-            sub = rows[(rows["phase"] == ph) & (rows["family"] == family)]
+            d = detail.loc[(ph, family)]
             out.append({"phase": ph, "family": family, "forwards": n,
                         "count_per_forward": float(np.median(counts)),
                         "latency_per_forward_ns": float(np.median(lats)),
-                        "kernel_median_ns": float(sub["duration"].median()),
-                        "method": "/".join(sorted(sub["method"].unique())),
-                        "names": int(sub["code"].nunique()), "example": sub["name"].iloc[0]})
+                        "kernel_median_ns": float(d["kernel_median_ns"]), "method": methods.loc[(ph, family)],
+                        "names": int(d["names"]), "example": d["example"]})
         families = pd.DataFrame(out, columns=["phase", "family", "forwards", "count_per_forward",
                                               "latency_per_forward_ns", "kernel_median_ns", "method", "names", "example"])
         if not families.empty:
-            total = families.groupby("phase")["latency_per_forward_ns"].transform("sum")
+            total = families.groupby("phase", observed=True)["latency_per_forward_ns"].transform("sum")
             families.insert(5, "share_pct", (100 * families["latency_per_forward_ns"] / total).round(1))
             families = families.sort_values(["phase", "latency_per_forward_ns"], ascending=[True, False], kind="stable")
         return Forwards(families=families.reset_index(drop=True), forwards=fw.reset_index(drop=True),
@@ -241,32 +278,40 @@ class OpView:
         """Each item to one op: the innermost enclosing range that matches an op's NVTX patterns
         (launch time first, then capture time), else the first op whose kernel patterns match its
         name. A row per (op, phase)."""
-        r = self.proj.ranges
+        r = self._proj.ranges
+        op_names = np.array(self.registry.names() + ["unattributed"], dtype=object)
+        op_index = {n: i for i, n in enumerate(op_names)}
+        none = len(op_names) - 1
         uniq = pd.unique(self._texts)
-        first_op = {t: (self.registry.range_ops(t) or [None])[0] for t in uniq}
-        range_op = pd.Series(self._texts, dtype=object).map(first_op).to_numpy(dtype=object) if len(uniq) \
-            else np.zeros(0, object)
-        nearest = r.nearest_on_chain(pd.notna(range_op)) if len(range_op) else np.zeros(0, np.int64)
-        at_launch, at_capture = self._item_lookup(nearest, NO_RANGE)
-        op = np.full(len(self.items), None, dtype=object)
-        method = np.full(len(self.items), None, dtype=object)
-        for where, label in ((at_capture, "nvtx-capture"), (at_launch, "nvtx")):
+        first_op = {t: op_index[(self.registry.range_ops(t) or ["unattributed"])[0]] for t in uniq}
+        range_op = pd.Series(self._texts, dtype=object).map(first_op).to_numpy(np.int64) if len(uniq) \
+            else np.zeros(0, np.int64)
+        mark = range_op != none
+        nearest = r.nearest_on_chain(mark) if len(mark) else np.zeros(0, np.int64)
+        at_launch, at_capture = self._lookup(nearest, mark)
+        op = np.full(len(self.items), none, np.int64)
+        method = np.full(len(self.items), 2, np.int64)
+        for where, m in ((at_capture, 1), (at_launch, 0)):
+            if where is None:
+                continue
             ok = where >= 0
             op[ok] = range_op[where[ok]]
-            method[ok] = label
-        owner = np.array([self.registry.kernel_op(n) for n in self.names["demangled"]], dtype=object)
-        rest = pd.isna(op)
+            method[ok] = m
+        owner = np.array([op_index.get(self.registry.kernel_op(n), none) for n in self.names["demangled"]])
+        rest = method == 2
         op[rest] = owner[self.items["code"].to_numpy()[rest]]
-        shared = {o.name for o in self.registry.ops if o.shared}
-        method[rest] = np.where(pd.Series(op[rest], dtype=object).isin(shared), "name-shared", "name")
-        op[pd.isna(op)] = "unattributed"
-        items = self._with_names(self.items.assign(op=op, method=method, phase=self.phases()))
-        items["phase"] = items["phase"].fillna("all")
-        total = items["duration"].sum()
-        g = items.groupby(["op", "phase"], sort=False)
-        df = g.agg(kernels=("code", "size"), names=("code", "nunique"), families=("family", "nunique"),
-                   total_ns=("duration", "sum"), method=("method", lambda m: "/".join(sorted(set(m.dropna()))))
-                   ).reset_index()
+        shared = np.array([o.shared for o in self.registry.ops] + [False])
+        method[rest & shared[op]] = 3
+        fam = self.names["family_code"].to_numpy()[self.items["code"].to_numpy()]
+        g = pd.DataFrame({"op": op, "phase": self.phase_codes(), "method": method, "code": self.items["code"].to_numpy(),
+                          "family": fam, "duration": self.items["duration"].to_numpy()}, copy=False)
+        total = g["duration"].sum()
+        df = g.groupby(["op", "phase"], sort=False).agg(
+            kernels=("code", "size"), names=("code", "nunique"), families=("family", "nunique"),
+            total_ns=("duration", "sum"), method=("method", lambda m: "/".join(sorted(METHODS[np.unique(m)])))
+        ).reset_index()
+        df["op"] = op_names[df["op"].to_numpy()]
+        df["phase"] = PHASES[df["phase"].to_numpy()]
         df["share_pct"] = (100 * df["total_ns"] / total).round(1) if total else 0.0
         df = df[["op", "phase", "kernels", "names", "families", "total_ns", "share_pct", "method"]]
         return df.sort_values("total_ns", ascending=False, kind="stable").reset_index(drop=True)

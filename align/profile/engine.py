@@ -73,6 +73,26 @@ class Engine:
         cols = [d[0] for d in cur.description]
         return pd.DataFrame.from_records(cur.fetchall(), columns=cols)
 
+    def chunks(self, query: str, rows: int = 1 << 20):
+        """The result in pieces of about ``rows`` rows, so a caller can fold millions of rows into
+        compact arrays without holding the whole result twice."""
+        if self.duck is not None:
+            res = self.duck.execute(query)
+            vectors = max(1, rows // 2048)
+            while True:
+                df = res.fetch_df_chunk(vectors)
+                if df is None or len(df) == 0:
+                    return
+                yield df
+        else:
+            cur = self.conn.execute(query)
+            cols = [d[0] for d in cur.description]
+            while True:
+                batch = cur.fetchmany(rows)
+                if not batch:
+                    return
+                yield pd.DataFrame.from_records(batch, columns=cols)
+
     def close(self) -> None:
         if self._duck is not None:
             self._duck.close()

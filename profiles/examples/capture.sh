@@ -4,31 +4,14 @@
 #
 # Run from the repository root on a machine with a CUDA GPU, PyTorch and transformers:
 #   profiles/examples/capture.sh [OUT_DIR]
-# nsys: $NSYS, else what `align doctor` finds. On our H100/H200 image the only nsys is the one
-# bundled with Nsight Compute; its importer needs libdw (Debian's libdw1 and libelf1 .debs in
-# .debs/) and a host-linux-x64 link, which this script sets up when it finds that layout.
-# Python packages missing there (sqlite-utils and its small deps) are installed from .whl/ if present.
+# nsys: $NSYS, else what `align doctor` finds; scripts/gpu-env.sh sets up the nsys bundled with
+# Nsight Compute on our H100/H200 image and installs missing Python packages from .whl/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT_DIR=${1:-profiles/examples}
 PY=${PYTHON:-python3}
 
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/align-site .whl/*.whl
-  export PYTHONPATH=/tmp/align-site:${PYTHONPATH:-}
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-}
-
-NCU_HOST=$(ls -d /opt/nvidia/nsight-compute/*/host 2>/dev/null | sort -V | tail -1 || true)
-if [ -z "${NSYS:-}" ] && ! command -v nsys >/dev/null && [ -n "$NCU_HOST" ]; then
-  if [ -d .debs ]; then
-    mkdir -p /tmp/dw && for d in .debs/*.deb; do dpkg -x "$d" /tmp/dw; done
-    export LD_LIBRARY_PATH=/tmp/dw/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
-  fi
-  desktop=$(ls -d "$NCU_HOST"/linux-desktop-* | head -1)
-  [ -e "$NCU_HOST/host-linux-x64" ] || ln -sfn "$desktop" "$NCU_HOST/host-linux-x64"
-  export NSYS=$NCU_HOST/target-linux-x64/nsys
-fi
+. scripts/gpu-env.sh
 
 $PY -m align doctor
 NSYS_BIN=$($PY -c 'from align.nsys.discover import discover; print(discover().path)')
