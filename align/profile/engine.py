@@ -73,7 +73,7 @@ class Engine:
         cols = [d[0] for d in cur.description]
         return pd.DataFrame.from_records(cur.fetchall(), columns=cols)
 
-    def chunks(self, query: str, rows: int = 1 << 20):
+    def chunks(self, query: str, rows: int = 1 << 18):
         """The result in pieces of about ``rows`` rows, so a caller can fold millions of rows into
         compact arrays without holding the whole result twice."""
         if self.duck is not None:
