@@ -22,3 +22,6 @@ def test_notebook_runs(path, monkeypatch):
             exec(compile("".join(cell["source"]), f"{path.name}", "exec"), namespace)
     if path.name == "01_kernels.ipynb":
         assert namespace["replayed"].shape[0] > 0  # the CUDA-graph part found replayed kernels
+    if path.name == "02_ops.ipynb":  # per forward, the E2E attention launches what the mock launches
+        side = namespace["side"]
+        assert (side["count_per_forward"] == side["count_per_forward_mock"]).all()
