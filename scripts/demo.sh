@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # The main job on the shipped real GPU profiles (H100, captured by profiles/examples/capture.sh):
-# what each profile holds and its kernel summary, mock layer next to the E2E model. Needs no GPU
-# and no nsys.
+# the mock layer's and the E2E model's kernels, the E2E run's GPU time by op, and the attention
+# op per forward in both (found by NVTX; in the graph-replayed decode at capture time).
+# Needs no GPU and no nsys.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/venv.sh
 export COLUMNS=${COLUMNS:-160}
-A=.venv/bin/align
-$A profiles --store profiles
+A=".venv/bin/align"
+S="--store profiles"
+$A profiles $S
 for p in examples/attn_mock examples/llama_e2e; do
-  $A info "$p" --store profiles
-  $A kernels "$p" --store profiles --name short --limit 12
+  $A info "$p" $S
+  $A kernels "$p" $S --name short --limit 12
 done
+$A nvtx examples/llama_e2e $S --limit 8
+$A ops examples/llama_e2e $S
+$A ops examples/llama_e2e $S --op attention --phase generation
+$A ops examples/attn_mock $S --range '^mock_(context|generation)$' --phase generation
