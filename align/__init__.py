@@ -18,6 +18,8 @@ _EXPORTS = {
     "export": "align.profile.load",
     "load": "align.profile.load",
     "kernel_summary": "align.stats.kernels",
+    "diff": "align.compare.diff",
+    "verdict": "align.compare.verdict",
     # `align.profile` is the subpackage; the capture function is exported as `capture`.
     "capture": ("align.nsys.launch", "profile"),
     "find_nsys": ("align.nsys.discover", "discover"),

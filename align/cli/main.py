@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import sys
 from pathlib import Path
 from typing import Optional
@@ -11,7 +12,7 @@ import typer
 from rich.console import Console
 
 from align.errors import AlignError
-from align.output import Format, print_dict, print_frame, records
+from align.output import Format, print_dict, print_frame, records, stdout
 
 app = typer.Typer(
     add_completion=False,
@@ -64,7 +65,7 @@ def doctor(fmt: Format = FormatOpt) -> None:
 
 
 # ---- profile -------------------------------------------------------------------------------
-def _profile(kind: str, ctx: typer.Context, name, store, trace, sample, cpuctxsw, cuda_graph_trace, capture_range,
+def _profile(kind: str, ctx: typer.Context, name, op, store, trace, sample, cpuctxsw, cuda_graph_trace, capture_range,
              nvtx_capture, capture_range_end, delay, duration, overwrite, quiet, fmt) -> None:
     from align.nsys.launch import ProfileOptions, profile
 
@@ -78,7 +79,7 @@ def _profile(kind: str, ctx: typer.Context, name, store, trace, sample, cpuctxsw
                              capture_range=capture_range, nvtx_capture=nvtx_capture,
                              capture_range_end=capture_range_end, delay=delay, duration=duration, extra=extra)
     result = profile(cmd, kind=kind, name=name, store=_store(store), options=options, overwrite=overwrite,
-                     quiet=quiet or fmt != Format.table)
+                     quiet=quiet or fmt != Format.table, op=op)
     if fmt == Format.table:
         err.print(f"[green]saved[/] {result.path} [dim](status {result.status}, exit code {result.exit_code})[/]")
         if result.sqlite:
@@ -96,6 +97,7 @@ def _profile_command(kind: str, doc: str):
     def command(
         ctx: typer.Context,
         name: Optional[str] = typer.Option(None, "--name", "-n", help="store entry name (default: KIND-TIMESTAMP)"),
+        op: Optional[str] = typer.Option(None, "--op", help="the op this profile is for (align verdict --op finds it)"),
         store: Optional[Path] = StoreOpt,
         trace: str = typer.Option("cuda,nvtx", "--trace", "-t", help="nsys --trace"),
         sample: str = typer.Option("none", "--sample", "-s", help="nsys --sample (CPU sampling)"),
@@ -112,7 +114,7 @@ def _profile_command(kind: str, doc: str):
         quiet: bool = typer.Option(False, "--quiet", "-q", help="do not echo the program's output"),
         fmt: Format = FormatOpt,
     ) -> None:
-        _profile(kind, ctx, name, store, trace, sample, cpuctxsw, cuda_graph_trace, capture_range, nvtx_capture,
+        _profile(kind, ctx, name, op, store, trace, sample, cpuctxsw, cuda_graph_trace, capture_range, nvtx_capture,
                  capture_range_end, delay, duration, overwrite, quiet, fmt)
 
     return command
@@ -313,6 +315,122 @@ def ops(
             err.print(f"{ph}: {len(kept)} of {len(g)} forwards kept (skipped {fw.skipped.get(ph, 0)}, "
                       f"cold {fw.cold.get(ph, 0)}); per forward: {kept['kernels'].median():g} kernels, "
                       f"{kept['latency_ns'].median():,.0f} ns")
+
+
+class DiffFormat(str, enum.Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    md = "md"
+    html = "html"
+
+
+@app.command()
+def diff(
+    mock: str = typer.Argument(..., help="mock profile: file or store name"),
+    e2e: str = typer.Argument(..., help="E2E profile: file or store name"),
+    op: Optional[str] = typer.Option(None, "--op", help="op of the registry"),
+    phase: Optional[str] = typer.Option(None, "--phase", help="context or generation"),
+    mock_range: Optional[str] = typer.Option(None, "--mock-range", help="NVTX ranges holding the op in the mock"),
+    e2e_range: Optional[str] = typer.Option(None, "--e2e-range", help="NVTX ranges holding the op in the E2E run"),
+    skip: int = typer.Option(0, "--skip", help="drop the first N forwards of each phase on both sides"),
+    sequence: bool = typer.Option(False, "--sequence", help="also align one forward's kernel sequences"),
+    config: Optional[Path] = typer.Option(None, "--config", help="thresholds (TOML, see align/data/verdict.toml)"),
+    ops_file: Optional[Path] = typer.Option(None, "--ops-file", help="user op registry"),
+    store: Optional[Path] = StoreOpt,
+    fmt: DiffFormat = typer.Option(DiffFormat.table, "--format", "-f", help="table, csv, json, md or html"),
+) -> None:
+    """Mock vs E2E per kernel family: count and latency per forward, ratio, status."""
+    from align.compare.diff import compare
+    from align.compare.sequence import aligned_sequences, representative_forward
+
+    cmp = compare(mock, e2e, op=op, phase=phase, mock_range=mock_range, e2e_range=e2e_range, skip=skip,
+                  config=config, ops_file=ops_file, store=_store(store))
+    table = cmp.table
+    if fmt in (DiffFormat.md, DiffFormat.html):
+        from align.compare.report import render_html, render_markdown
+        from align.compare.verdict import Verdict, evaluate
+
+        import pandas as pd
+
+        checks = pd.DataFrame(evaluate(cmp), columns=["name", "passed", "value", "threshold", "reason", "kernels"])
+        v = Verdict(op=cmp.op, passed=bool(checks["passed"].all()), checks=checks, mock=cmp.mock.path,
+                    e2e=cmp.e2e.path, comparison=cmp)
+        sys.stdout.write(render_markdown(v) if fmt == DiffFormat.md else render_html(v))
+        return
+    out_fmt = Format(fmt.value)
+    print_frame(table, out_fmt, title=f"mock {cmp.mock.path} vs E2E {cmp.e2e.path} ({cmp.op})", max_width=50)
+    if sequence:
+        for ph in sorted(set(table["phase"])):
+            a = representative_forward(cmp.mock.items, cmp.mock.forwards.forwards, ph)
+            b = representative_forward(cmp.e2e.items, cmp.e2e.forwards.forwards, ph)
+            seq = aligned_sequences(a, b)
+            print_frame(seq, out_fmt, title=f"{ph}: one forward, mock vs E2E (= same, ~ other kernel, "
+                                            f"+ mock only, - E2E only)", max_width=40)
+
+
+@app.command()
+def verdict(
+    op: Optional[str] = typer.Option(None, "--op", help="op of the registry (finds the newest stored profiles)"),
+    mock: Optional[str] = typer.Option(None, "--mock", help="mock profile: file or store name"),
+    e2e: Optional[str] = typer.Option(None, "--e2e", help="E2E profile: file or store name"),
+    bench: Optional[Path] = typer.Option(None, "--bench", help="align bench --format json result"),
+    phase: Optional[str] = typer.Option(None, "--phase", help="context or generation"),
+    mock_range: Optional[str] = typer.Option(None, "--mock-range", help="NVTX ranges holding the op in the mock"),
+    e2e_range: Optional[str] = typer.Option(None, "--e2e-range", help="NVTX ranges holding the op in the E2E run"),
+    skip: int = typer.Option(0, "--skip", help="drop the first N forwards of each phase on both sides"),
+    config: Optional[Path] = typer.Option(None, "--config", help="thresholds (TOML, see align/data/verdict.toml)"),
+    ops_file: Optional[Path] = typer.Option(None, "--ops-file", help="user op registry"),
+    store: Optional[Path] = StoreOpt,
+    fmt: DiffFormat = typer.Option(DiffFormat.table, "--format", "-f", help="table, json or md"),
+) -> None:
+    """Is the mock faithful to the E2E run? The checklist, PASS/FAIL; exit 0 pass, 1 fail, 2 bad input."""
+    from align.compare.verdict import verdict as run_verdict
+
+    v = run_verdict(mock, e2e, op=op, bench=bench, config=config, phase=phase, mock_range=mock_range,
+                    e2e_range=e2e_range, skip=skip, ops_file=ops_file, store=_store(store))
+    if fmt == DiffFormat.json:
+        import json as _json
+
+        sys.stdout.write(_json.dumps(v.to_dict(), indent=2) + "\n")
+    elif fmt == DiffFormat.md:
+        sys.stdout.write(v.to_markdown())
+    elif fmt == DiffFormat.table:
+        checks = v.checks.assign(result=v.checks["passed"].map({True: "pass", False: "FAIL"}))
+        print_frame(checks[["name", "result", "reason"]], Format.table,
+                    title=f"align verdict ({v.op}): mock {v.mock} vs E2E {v.e2e}", max_width=110)
+        stdout.print(f"[bold {'green' if v.passed else 'red'}]{'PASS' if v.passed else 'FAIL'}[/]")
+    else:
+        raise AlignError(f"--format {fmt.value} is not a verdict format", "use table, json or md")
+    raise typer.Exit(0 if v.passed else 1)
+
+
+@app.command()
+def report(
+    mock: str = typer.Argument(..., help="mock profile: file or store name"),
+    e2e: str = typer.Argument(..., help="E2E profile: file or store name"),
+    op: Optional[str] = typer.Option(None, "--op", help="op of the registry"),
+    output: Path = typer.Option(Path("align-report.html"), "--output", "-o", help="HTML file to write"),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="also write a Markdown summary here"),
+    bench: Optional[Path] = typer.Option(None, "--bench", help="align bench --format json result"),
+    phase: Optional[str] = typer.Option(None, "--phase", help="context or generation"),
+    mock_range: Optional[str] = typer.Option(None, "--mock-range", help="NVTX ranges holding the op in the mock"),
+    e2e_range: Optional[str] = typer.Option(None, "--e2e-range", help="NVTX ranges holding the op in the E2E run"),
+    skip: int = typer.Option(0, "--skip", help="drop the first N forwards of each phase on both sides"),
+    config: Optional[Path] = typer.Option(None, "--config", help="thresholds (TOML)"),
+    store: Optional[Path] = StoreOpt,
+) -> None:
+    """Write a self-contained HTML report (checklist, plots, tables) and optionally a Markdown summary."""
+    from align.compare.report import render_html, render_markdown
+    from align.compare.verdict import verdict as run_verdict
+
+    v = run_verdict(mock, e2e, op=op, bench=bench, config=config, phase=phase, mock_range=mock_range,
+                    e2e_range=e2e_range, skip=skip, store=_store(store))
+    output.write_text(render_html(v), encoding="utf-8")
+    err.print(f"[green]wrote[/] {output} ({'PASS' if v.passed else 'FAIL'})")
+    if markdown:
+        markdown.write_text(render_markdown(v), encoding="utf-8")
+        err.print(f"[green]wrote[/] {markdown}")
 
 
 def main() -> None:

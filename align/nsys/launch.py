@@ -92,7 +92,7 @@ def build_command(nsys: NsysInfo, output_base: Path, options: ProfileOptions, cm
 
 def profile(cmd: list[str], kind: str = "mock", name: str | None = None, store: st.Store | None = None,
             options: ProfileOptions | None = None, nsys: NsysInfo | None = None, overwrite: bool = False,
-            quiet: bool = False, export: bool = True) -> ProfileResult:
+            quiet: bool = False, export: bool = True, op: str | None = None) -> ProfileResult:
     """Profile ``cmd`` under nsys into ``store/<name>/`` and export it; see the module docstring."""
     if not cmd:
         raise AlignError("no command to profile", "put it after --, e.g. align profile mock -- python mock.py")
@@ -109,6 +109,7 @@ def profile(cmd: list[str], kind: str = "mock", name: str | None = None, store: 
     meta = {
         "name": name,
         "kind": kind,
+        "op": op,
         "command": cmd,
         "command_line": shlex.join(cmd),
         "cwd": os.getcwd(),

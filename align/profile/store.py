@@ -66,6 +66,7 @@ class Store:
             rows.append({
                 "name": str(d.relative_to(self.root)),
                 "kind": meta.get("kind"),
+                "op": meta.get("op"),
                 "start_time": meta.get("start_time"),
                 "status": meta.get("status"),
                 "exit_code": meta.get("exit_code"),
@@ -74,7 +75,7 @@ class Store:
                 "sqlite": (d / SQLITE).exists(),
                 "command": meta.get("command_line"),
             })
-        cols = ["name", "kind", "start_time", "status", "exit_code", "gpu", "nsys_version", "sqlite", "command"]
+        cols = ["name", "kind", "op", "start_time", "status", "exit_code", "gpu", "nsys_version", "sqlite", "command"]
         df = pd.DataFrame(rows, columns=cols)
         return df.sort_values("start_time", na_position="first", kind="stable").reset_index(drop=True)
 

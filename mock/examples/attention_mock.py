@@ -28,6 +28,7 @@ import torch
 import transformers
 from transformers import LlamaConfig, StaticCache
 from transformers.masking_utils import create_causal_mask
+from transformers.models.llama import modeling_llama
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRotaryEmbedding
 
 try:
@@ -39,6 +40,27 @@ from align.annotate import nvtx_range
 from tiny_llama import capture, cuda_profiler, device_and_dtype, make_config, seed, synchronize, warm_up
 
 
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+PLANTS = ("none", "extra", "missing", "count")
+
+
+def planted(attn: LlamaAttention, kwargs: dict[str, Any], plant: str) -> Callable[[], object]:
+    """The block's step, with the requested misalignment built in (captured into the graph too)."""
+    if plant == "missing":
+        # skip rotary embedding: its neg/cat kernels vanish from the block
+        modeling_llama.apply_rotary_pos_emb = lambda q, k, cos, sin, *a, **kw: (q, k)
+
+    def step() -> object:
+        out = attn(**kwargs)
+        if plant == "extra":
+            torch.nn.functional.gelu(out[0])
+        elif plant == "count":
+            attn.o_proj(out[0])
+        return out
+
+    return step
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=2, help="requests (B)")
@@ -48,6 +70,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="warm-up iterations per phase, outside all ranges (W)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profiler-api", action="store_true", help="cudaProfilerStart/Stop around the measured parts")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="run the block in this dtype (default: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--plant", choices=PLANTS, default="none",
+                   help="plant a misalignment for align verdict's tests: an extra kernel (gelu), a missing one "
+                        "(no rotary embedding), or a count mismatch (o_proj applied twice)")
     args = p.parse_args()
     if args.kv_len < args.seq:
         p.error("--kv-len must be >= --seq (the context phase writes its S tokens into a cache of kv-len slots)")
@@ -124,8 +151,7 @@ def prepare_context(
     cache = static_cache(config, args.kv_len)
     kwargs = layer_inputs(config, rotary, cache, args.batch, args.seq, device, dtype)
 
-    def step() -> object:
-        return attn(**kwargs)
+    step = planted(attn, kwargs, args.plant)
 
     def rewind() -> None:
         set_cache_length(cache, 0)
@@ -144,8 +170,7 @@ def prepare_generation(
     attn(**layer_inputs(config, rotary, cache, args.batch, position, device, dtype))
     kwargs = layer_inputs(config, rotary, cache, args.batch, 1, device, dtype)
 
-    def step() -> object:
-        return attn(**kwargs)
+    step = planted(attn, kwargs, args.plant)
 
     def rewind() -> None:
         set_cache_length(cache, position)
@@ -170,6 +195,8 @@ def main() -> None:
     args = parse_args()
     seed(args.seed)
     device, dtype = device_and_dtype()
+    if args.dtype:
+        dtype = DTYPES[args.dtype]
     config = make_config(layers=1)
     attn = LlamaAttention(config, layer_idx=0).to(device=device, dtype=dtype).eval()
     rotary = LlamaRotaryEmbedding(config).to(device=device, dtype=dtype)
@@ -188,6 +215,7 @@ def main() -> None:
         "iters": args.iters,
         "warmup": args.warmup,
         "profiler_api": args.profiler_api,
+        "plant": args.plant,
         "phases": [
             {"phase": "context", "range": "mock_context", **context_info},
             {"phase": "generation", "range": "mock_generation", **generation_info},

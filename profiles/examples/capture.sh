@@ -17,13 +17,15 @@ $PY -m align doctor
 NSYS_BIN=$($PY -c 'from align.nsys.discover import discover; print(discover().path)')
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
 
+# Capture only these entries when ONLY="name ..." is set.
 # name | kind | align profile flags | command
 capture() {
   local name=$1 kind=$2; shift 2
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
   local flags=()
   while [ "$1" != "--" ]; do flags+=("$1"); shift; done
   shift
-  $PY -m align profile "$kind" --store "$OUT_DIR" --name "$name" --overwrite "${flags[@]}" -- "$@"
+  $PY -m align profile "$kind" --store "$OUT_DIR" --name "$name" --op attention --overwrite "${flags[@]}" -- "$@"
   local dir=$OUT_DIR/$name
   # Oracles: nsys's own reports on the same SQLite file.
   "$NSYS_BIN" stats --force-export=false --format csv --output "$dir/oracle" \
@@ -36,3 +38,9 @@ capture attn_mock mock -- $PY mock/examples/attention_mock.py
 capture attn_mock_profiler_api mock --capture-range cudaProfilerApi -- $PY mock/examples/attention_mock.py --profiler-api
 capture llama_e2e e2e -- $PY mock/examples/llama_e2e.py
 capture llama_e2e_eager e2e -- $PY mock/examples/llama_e2e.py --eager
+# planted misalignments of the mock, for align verdict's tests (each must fail for its reason)
+capture attn_mock_extra mock -- $PY mock/examples/attention_mock.py --plant extra
+capture attn_mock_missing mock -- $PY mock/examples/attention_mock.py --plant missing
+capture attn_mock_count mock -- $PY mock/examples/attention_mock.py --plant count
+capture attn_mock_fp32 mock -- $PY mock/examples/attention_mock.py --dtype fp32
+capture attn_mock_slow mock -- $PY mock/examples/attention_mock.py --batch 16

@@ -1,0 +1,154 @@
+"""Self-contained reports of a mock/E2E comparison: HTML with inline SVG plots, and Markdown.
+
+The HTML has no scripts and no external resources, so it opens anywhere (CI artifacts, mail) and
+renders the same offline.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import pandas as pd
+
+from align.compare.diff import Comparison
+from align.compare.verdict import Verdict
+
+COLORS = {"mock": "#d1495b", "e2e": "#00798c"}
+STATUS_COLORS = {"match": "#2e7d32", "missing": "#c62828", "extra": "#c62828", "count": "#ef6c00",
+                 "slower": "#ef6c00", "faster": "#ef6c00", "differs": "#ef6c00"}
+
+
+def _esc(x) -> str:
+    return html.escape("" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x))
+
+
+def _num(x, digits: int = 0) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return f"{x:,.{digits}f}"
+
+
+def family_bars(table: pd.DataFrame, phase: str, width: int = 900) -> str:
+    """Horizontal bars: latency per forward of each family, mock and E2E side by side."""
+    t = table[(table["phase"] == phase) & (table["family"] != "TOTAL")]
+    if t.empty:
+        return ""
+    label_w, bar_h, gap = 330, 9, 8
+    top = 24
+    height = top + len(t) * (2 * bar_h + gap) + 10
+    vmax = max(float(t[["mock_ns", "e2e_ns"]].max().max()), 1.0)
+    scale = (width - label_w - 90) / vmax
+    parts = [f'<svg class="bars" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+             f'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="latency per family, {_esc(phase)}">',
+             f'<text x="{label_w}" y="14" font-size="12">latency per forward (ns): '
+             f'<tspan fill="{COLORS["mock"]}">mock</tspan> / <tspan fill="{COLORS["e2e"]}">E2E</tspan></text>']
+    y = top
+    for r in t.itertuples():
+        fam = str(r.family)
+        label = fam if len(fam) <= 48 else fam[:45] + "..."
+        parts.append(f'<text x="{label_w - 6}" y="{y + bar_h + 3}" font-size="11" text-anchor="end">'
+                     f'<title>{_esc(fam)}</title>{_esc(label)}</text>')
+        for i, (side, value) in enumerate((("mock", r.mock_ns), ("e2e", r.e2e_ns))):
+            w = max(float(value) * scale, 0.0)
+            yy = y + i * bar_h
+            parts.append(f'<rect class="bar {side}" x="{label_w}" y="{yy}" width="{w:.1f}" height="{bar_h - 1}" '
+                         f'fill="{COLORS[side]}"><title>{side}: {_num(value)} ns</title></rect>')
+            parts.append(f'<text x="{label_w + w + 4:.1f}" y="{yy + bar_h - 1}" font-size="9">{_num(value)}</text>')
+        y += 2 * bar_h + gap
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def forward_timeline(cmp: Comparison, phase: str, width: int = 900, height: int = 220) -> str:
+    """Latency of every forward in order, both sides; dropped warm-up forwards drawn hollow."""
+    series = {}
+    for side in (cmp.mock, cmp.e2e):
+        fw = side.forwards.forwards
+        series[side.label] = fw[fw["phase"] == phase].reset_index(drop=True)
+    if all(s.empty for s in series.values()):
+        return ""
+    n = max(len(s) for s in series.values())
+    vmax = max(float(s["latency_ns"].max()) for s in series.values() if len(s)) or 1.0
+    left, bottom, top = 60, 30, 20
+    sx = (width - left - 20) / max(n - 1, 1)
+    sy = (height - bottom - top) / vmax
+    parts = [f'<svg class="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+             f'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="latency per forward, {_esc(phase)}">',
+             f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#999"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#999"/>',
+             f'<text x="{left}" y="{top - 6}" font-size="11">ns per forward (max {_num(vmax)})</text>',
+             f'<text x="{width - 10}" y="{height - 8}" font-size="11" text-anchor="end">forward</text>']
+    for label, s in series.items():
+        pts = [(left + i * sx, height - bottom - float(v) * sy) for i, v in enumerate(s["latency_ns"])]
+        if len(pts) > 1:
+            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{COLORS[label]}" stroke-width="1.5"/>')
+        for (x, y), kept, v in zip(pts, s["kept"], s["latency_ns"]):
+            fill = COLORS[label] if kept else "white"
+            parts.append(f'<circle class="point {label}" cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{fill}" '
+                         f'stroke="{COLORS[label]}"><title>{label}: {_num(v)} ns{"" if kept else " (dropped)"}</title>'
+                         f"</circle>")
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _table_html(df: pd.DataFrame, status_col: str | None = None) -> str:
+    head = "".join(f"<th>{_esc(c)}</th>" for c in df.columns)
+    rows = []
+    for r in df.itertuples(index=False):
+        cells = []
+        for c, v in zip(df.columns, r):
+            if isinstance(v, float):
+                text = _num(v, 2 if c == "latency_ratio" else 1)
+            else:
+                text = _esc(v)
+            style = f' style="color:{STATUS_COLORS.get(str(v), "inherit")};font-weight:600"' if c == status_col else ""
+            cells.append(f"<td{style}>{text}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+h1 .pass { color: #2e7d32; } h1 .fail { color: #c62828; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; }
+th { background: #f4f4f4; }
+td { max-width: 520px; overflow-wrap: anywhere; }
+.meta { color: #555; font-size: 13px; }
+"""
+
+
+def render_html(verdict: Verdict) -> str:
+    cmp = verdict.comparison
+    status = "PASS" if verdict.passed else "FAIL"
+    checks = verdict.checks.assign(result=verdict.checks["passed"].map({True: "pass", False: "FAIL"}))
+    checks = checks[["name", "result", "reason"]]
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>align verdict: {status} ({_esc(verdict.op)})"
+             f"</title><style>{CSS}</style></head><body>",
+             f"<h1>align verdict: <span class='{status.lower()}'>{status}</span> ({_esc(verdict.op)})</h1>",
+             f"<p class='meta'>mock: {_esc(verdict.mock)} (op region: {_esc(cmp.mock.range_used)})<br>"
+             f"E2E: {_esc(verdict.e2e)} (op region: {_esc(cmp.e2e.range_used)})</p>",
+             "<h2>Checklist</h2>", _table_html(checks, status_col=None)]
+    for phase in sorted(set(cmp.table["phase"])):
+        parts.append(f"<h2>{_esc(phase)}</h2>")
+        parts.append(family_bars(cmp.table, phase))
+        parts.append(forward_timeline(cmp, phase))
+        parts.append(_table_html(cmp.table[cmp.table["phase"] == phase].drop(columns=["phase"]), status_col="status"))
+    parts.append("</body></html>")
+    return "\n".join(p for p in parts if p)
+
+
+def render_markdown(verdict: Verdict) -> str:
+    """A pull-request summary: the checklist, then the per-family table of each phase."""
+    cmp = verdict.comparison
+    out = [verdict.to_markdown()]
+    for phase in sorted(set(cmp.table["phase"])):
+        t = cmp.table[cmp.table["phase"] == phase]
+        out.append(f"\n#### {phase}\n\n| family | status | mock count | E2E count | mock ns | E2E ns | ratio |\n"
+                   "|---|---|---|---|---|---|---|")
+        for r in t.itertuples():
+            out.append(f"| `{r.family}` | {r.status} | {r.mock_count:g} | {r.e2e_count:g} | {_num(r.mock_ns)} | "
+                       f"{_num(r.e2e_ns)} | {'' if pd.isna(r.latency_ratio) else f'{r.latency_ratio:.2f}'} |")
+    return "\n".join(out) + "\n"
