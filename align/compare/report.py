@@ -15,8 +15,8 @@ from align.compare.diff import Comparison
 from align.compare.verdict import Verdict
 
 COLORS = {"mock": "#d1495b", "e2e": "#00798c"}
-STATUS_COLORS = {"match": "#2e7d32", "missing": "#c62828", "extra": "#c62828", "count": "#ef6c00",
-                 "slower": "#ef6c00", "faster": "#ef6c00", "differs": "#ef6c00"}
+STATUS_COLORS = {"match": "#2e7d32", "pass": "#2e7d32", "missing": "#c62828", "extra": "#c62828", "FAIL": "#c62828",
+                 "count": "#ef6c00", "slower": "#ef6c00", "faster": "#ef6c00", "differs": "#ef6c00"}
 
 
 def _esc(x) -> str:
@@ -70,17 +70,20 @@ def forward_timeline(cmp: Comparison, phase: str, width: int = 900, height: int 
         return ""
     n = max(len(s) for s in series.values())
     vmax = max(float(s["latency_ns"].max()) for s in series.values() if len(s)) or 1.0
+    vmin = 0.9 * min(float(s["latency_ns"].min()) for s in series.values() if len(s))
     left, bottom, top = 60, 30, 20
     sx = (width - left - 20) / max(n - 1, 1)
-    sy = (height - bottom - top) / vmax
+    sy = (height - bottom - top) / max(vmax - vmin, 1.0)
     parts = [f'<svg class="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              f'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="latency per forward, {_esc(phase)}">',
              f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#999"/>',
              f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#999"/>',
-             f'<text x="{left}" y="{top - 6}" font-size="11">ns per forward (max {_num(vmax)})</text>',
+             f'<text x="{left}" y="{top - 6}" font-size="11">ns per forward ({_num(vmin)} to {_num(vmax)}): '
+             f'<tspan fill="{COLORS["mock"]}">mock</tspan> / <tspan fill="{COLORS["e2e"]}">E2E</tspan>; '
+             f'hollow: dropped as warm-up</text>',
              f'<text x="{width - 10}" y="{height - 8}" font-size="11" text-anchor="end">forward</text>']
     for label, s in series.items():
-        pts = [(left + i * sx, height - bottom - float(v) * sy) for i, v in enumerate(s["latency_ns"])]
+        pts = [(left + i * sx, height - bottom - (float(v) - vmin) * sy) for i, v in enumerate(s["latency_ns"])]
         if len(pts) > 1:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
             parts.append(f'<polyline points="{path}" fill="none" stroke="{COLORS[label]}" stroke-width="1.5"/>')
@@ -130,7 +133,7 @@ def render_html(verdict: Verdict) -> str:
              f"<h1>align verdict: <span class='{status.lower()}'>{status}</span> ({_esc(verdict.op)})</h1>",
              f"<p class='meta'>mock: {_esc(verdict.mock)} (op region: {_esc(cmp.mock.range_used)})<br>"
              f"E2E: {_esc(verdict.e2e)} (op region: {_esc(cmp.e2e.range_used)})</p>",
-             "<h2>Checklist</h2>", _table_html(checks, status_col=None)]
+             "<h2>Checklist</h2>", _table_html(checks, status_col="result")]
     for phase in sorted(set(cmp.table["phase"])):
         parts.append(f"<h2>{_esc(phase)}</h2>")
         parts.append(family_bars(cmp.table, phase))

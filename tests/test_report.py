@@ -1,0 +1,52 @@
+"""Reports: the HTML opens in a real headless browser (Debian's chromium) and shows the plots."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from .conftest import ROOT, run_align
+
+EX = ROOT / "profiles/examples"
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        if os.environ.get("ALIGN_REQUIRE_CHROMIUM") == "1":
+            pytest.fail("ALIGN_REQUIRE_CHROMIUM=1 but chromium is not installed")
+        pytest.skip("chromium not installed (scripts/test.sh installs Debian's)")
+    return path
+
+
+def _browse(chromium: str, page, tmp_path, *extra: str) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+             "--enable-logging=stderr", "--v=0"]
+    return subprocess.run([chromium, *flags, *extra, page.as_uri()], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("mock,status", [("attn_mock", "PASS"), ("attn_mock_extra", "FAIL")])
+def test_html_report_renders_in_chromium(chromium, tmp_path, mock, status):
+    html, md = tmp_path / "report.html", tmp_path / "report.md"
+    r = run_align("report", str(EX / mock), str(EX / "llama_e2e"), "--op", "attention", "-o", str(html),
+                  "--markdown", str(md))
+    assert r.returncode == 0, r.stderr
+    assert md.read_text().startswith(f"### align verdict: {status}")
+    text = html.read_text()
+    assert "<script" not in text and "http" not in text.replace('http://www.w3.org/2000/svg', '')
+    dom = _browse(chromium, html, tmp_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert f"align verdict: {status}" in dom.stdout
+    # the browser parsed both plots of both phases: one bar per family and side, one point per forward
+    assert len(re.findall(r'class="bar mock"', dom.stdout)) == len(re.findall(r'class="bar e2e"', dom.stdout)) > 10
+    assert dom.stdout.count("<svg") == 4 and len(re.findall(r'class="point ', dom.stdout)) > 40
+    assert "Uncaught" not in dom.stderr and "CONSOLE" not in dom.stderr
+    shot = tmp_path / "shot.png"
+    s = _browse(chromium, html, tmp_path, f"--screenshot={shot}", "--window-size=1200,1600")
+    assert s.returncode == 0 and shot.stat().st_size > 20_000

@@ -1,0 +1,158 @@
+"""align diff / verdict / report on real H100 pairs: the aligned mock passes, each planted
+misalignment (profiles/examples/attn_mock_*, see capture.sh) fails for its reason."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import align
+from align.compare.diff import compare, load_config
+from align.compare.sequence import aligned_sequences, representative_forward
+from align.compare.verdict import verdict
+from align.errors import AlignError
+
+from .conftest import ROOT, run_align
+
+EX = ROOT / "profiles/examples"
+E2E = EX / "llama_e2e"
+
+
+def failed(v) -> set[str]:
+    return set(v.checks.loc[~v.checks["passed"], "name"])
+
+
+def reason(v, name: str) -> str:
+    return v.checks.set_index("name").loc[name, "reason"]
+
+
+@pytest.mark.parametrize("e2e", ["llama_e2e", "llama_e2e_eager"])
+def test_aligned_mock_passes(e2e):
+    v = verdict(EX / "attn_mock", EX / e2e, op="attention")
+    assert v.passed, v.checks[["name", "reason"]].to_string()
+    assert list(v.checks["name"]) == ["names", "counts", "latency", "missing", "extra"]
+    assert (v.comparison.table["status"] == "match").all()
+
+
+def test_extra_kernel():
+    v = verdict(EX / "attn_mock_extra", E2E, op="attention")
+    assert failed(v) == {"extra", "counts"}
+    assert "GeluCUDAKernelImpl" in reason(v, "extra")
+    assert any("GeluCUDAKernelImpl" in k for k in v.checks.set_index("name").loc["extra", "kernels"])
+
+
+def test_missing_kernel():
+    v = verdict(EX / "attn_mock_missing", E2E, op="attention")
+    assert {"missing", "names"} <= failed(v) and "extra" not in failed(v)
+    assert "neg_kernel_cuda" in reason(v, "missing") and "CatArrayBatchedCopy" in reason(v, "missing")
+
+
+def test_count_mismatch():
+    v = verdict(EX / "attn_mock_count", E2E, op="attention")
+    assert failed(v) == {"counts"}
+    assert "nvjet_tst_gemm (5 vs 4)" in reason(v, "counts")
+
+
+def test_other_dtype():
+    v = verdict(EX / "attn_mock_fp32", E2E, op="attention")
+    assert {"names", "missing", "extra"} <= failed(v)
+    assert "nvjet_tst_gemm" in reason(v, "missing") and "cudnn_sdpa" in reason(v, "missing")
+    assert "xmma_gemm" in reason(v, "extra")
+
+
+def test_several_times_slower():
+    v = verdict(EX / "attn_mock_slow", E2E, op="attention")
+    assert failed(v) == {"latency"}
+    ratio = v.checks.set_index("name").loc["latency", "value"]["context"]
+    assert ratio > 2.0 and "context" in reason(v, "latency")
+
+
+def test_diff_statuses_and_input_preparation_kept_out():
+    table = compare(EX / "attn_mock_count", E2E, op="attention").table
+    fam = table[table["family"] != "TOTAL"].set_index(["phase", "family"])
+    assert fam.loc[("generation", "nvjet_tst_gemm"), "status"] == "count"
+    assert set(compare(EX / "attn_mock_missing", E2E, op="attention").table["status"]) >= {"missing"}
+    assert "slower" in set(compare(EX / "attn_mock_slow", E2E, op="attention").table["status"])
+    # the mock initialises its weights and inputs with random kernels outside its mock_* ranges
+    with align.load(EX / "attn_mock") as p:
+        names = set(p.kernels()["name"])
+    assert any("distribution_elementwise" in n for n in names)
+    assert not table["family"].str.contains("distribution_elementwise").any()
+
+
+def test_sequence_alignment_shows_the_extra_gemm():
+    cmp = compare(EX / "attn_mock_count", E2E, op="attention")
+    a = representative_forward(cmp.mock.items, cmp.mock.forwards.forwards, "generation")
+    b = representative_forward(cmp.e2e.items, cmp.e2e.forwards.forwards, "generation")
+    seq = aligned_sequences(a, b)
+    assert seq["op"].tolist().count("+") == 1 and set(seq["op"]) == {"=", "+"}
+    assert seq.loc[seq["op"] == "+", "mock_family"].tolist() == ["nvjet_tst_gemm"]
+    same = compare(EX / "attn_mock", E2E, op="attention")
+    s2 = aligned_sequences(representative_forward(same.mock.items, same.mock.forwards.forwards, "context"),
+                           representative_forward(same.e2e.items, same.e2e.forwards.forwards, "context"))
+    assert set(s2["op"]) == {"="}
+
+
+def test_bench_check():
+    ok = {"diff_pct": 0.4, "mock": {"median_ms": 0.100, "cuda_graph": "captured"},
+          "submodule": {"median_ms": 0.1004, "cuda_graph": "captured"}}
+    v = verdict(EX / "attn_mock", E2E, op="attention", bench=ok)
+    assert v.passed and "bench" in set(v.checks["name"])
+    slow = dict(ok, diff_pct=2.5)
+    v = verdict(EX / "attn_mock", E2E, op="attention", bench=slow)
+    assert failed(v) == {"bench"} and "+2.50 %" in reason(v, "bench")
+    graph = dict(ok, submodule={"median_ms": 0.1, "cuda_graph": "eager fallback"})
+    v = verdict(EX / "attn_mock", E2E, op="attention", bench=graph)
+    assert failed(v) == {"bench"} and "CUDA graph differs" in reason(v, "bench")
+    with pytest.raises(AlignError, match="diff_pct"):
+        verdict(EX / "attn_mock", E2E, op="attention", bench={"x": 1})
+
+
+def test_config_overrides_thresholds(tmp_path):
+    cfg = tmp_path / "t.toml"
+    cfg.write_text("[diff]\ncount_tolerance = 1\n[verdict]\ncounts_tolerance = 0.1\n")
+    assert verdict(EX / "attn_mock_count", E2E, op="attention", config=cfg).passed
+    strict = tmp_path / "s.toml"
+    strict.write_text("[verdict]\nlatency_ratio = 1.01\n")
+    assert failed(verdict(EX / "attn_mock", E2E, op="attention", config=strict)) == {"latency"}
+    bad = tmp_path / "b.toml"
+    bad.write_text("[verdict]\nno_such_key = 1\n")
+    with pytest.raises(AlignError, match="unknown key"):
+        load_config(bad)
+
+
+def test_cli_exit_codes_and_json():
+    r = run_align("verdict", "--op", "attention", "--mock", str(EX / "attn_mock"), "--e2e", str(E2E), "-f", "json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["passed"] is True and data["op"] == "attention"
+    for c in data["checks"]:
+        assert set(c) == {"name", "passed", "value", "threshold", "reason", "kernels"}
+        assert c["name"] in ("names", "counts", "latency", "missing", "extra", "bench")
+    r = run_align("verdict", "--op", "attention", "--mock", str(EX / "attn_mock_extra"), "--e2e", str(E2E))
+    assert r.returncode == 1 and "FAIL" in r.stdout
+    r = run_align("verdict", "--op", "attention", "--mock", str(EX / "nope"), "--e2e", str(E2E))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = run_align("verdict", "--op", "nope", "--mock", str(EX / "attn_mock"), "--e2e", str(E2E))
+    assert r.returncode == 2 and "unknown op" in r.stderr
+    r = run_align("diff", str(EX / "attn_mock"), str(E2E), "--op", "attention", "-f", "md")
+    assert r.returncode == 0 and r.stdout.startswith("### align verdict: PASS")
+
+
+def test_newest_stored_profiles_of_the_op(tmp_path):
+    store = tmp_path / "store"
+    for name, src, kind, t in (("old_mock", "attn_mock_slow", "mock", "2026-01-01T00:00:00+00:00"),
+                               ("new_mock", "attn_mock", "mock", "2026-02-01T00:00:00+00:00"),
+                               ("e2e", "llama_e2e", "e2e", "2026-01-15T00:00:00+00:00")):
+        d = store / name
+        d.mkdir(parents=True)
+        shutil.copy(EX / src / "report.sqlite", d / "report.sqlite")
+        (d / "meta.json").write_text(json.dumps({"kind": kind, "op": "attention", "start_time": t, "status": "ok"}))
+    r = run_align("verdict", "--op", "attention", "--store", str(store), "-f", "json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert "new_mock" in data["mock"] and data["passed"]
+    r = run_align("verdict", "--op", "moe", "--store", str(store))
+    assert r.returncode == 2 and "no mock profile of op 'moe'" in r.stderr
