@@ -15,6 +15,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path, monkeypatch):
     monkeypatch.chdir(path.parent)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
     cells = json.loads(path.read_text())["cells"]
     namespace: dict = {}
     for cell in cells:
