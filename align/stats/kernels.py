@@ -89,8 +89,8 @@ FROM ({agg}) AS a LEFT JOIN StringIds AS s ON s.id = a.name_id
         df[c] = df[c].map(round_tenth).astype("float64")
     col, ascending = SORT_KEYS[sort]
     # nsys's order: total time descending, then instances, then name.
-    keys = list(dict.fromkeys([col, "total_ns", "instances", "name"]))
-    order = [ascending if k == col else k in ("instances", "name") for k in keys]
+    keys = list(dict.fromkeys([col, "total_ns", "instances", "name"] + (["grid", "block"] if by_launch else [])))
+    order = [ascending if k == col else k in ("instances", "name", "grid", "block") for k in keys]
     df = df.sort_values(keys, ascending=order, kind="stable").reset_index(drop=True)
     if limit is not None:
         df = df.head(limit)
