@@ -433,6 +433,46 @@ def report(
         err.print(f"[green]wrote[/] {markdown}")
 
 
+@app.command("bench")
+def bench_cmd(
+    op: str = typer.Option(..., "--op", help="dsa, mla or moe"),
+    phase: str = typer.Option(..., "--phase", help="context or generation"),
+    tp: int = typer.Option(1, "--tp", help="tensor-parallel size simulated on one GPU (local heads = heads / tp)"),
+    batch: int = typer.Option(1, "--batch", help="requests"),
+    seq: int = typer.Option(1, "--seq", help="context: tokens per request"),
+    kv_len: int = typer.Option(0, "--kv-len", help="generation: cached tokens per request; context: prior tokens"),
+    config: str = typer.Option("v32", "--config", help="v32 (DeepSeek-V3.2 dims) or small"),
+    dtype: str = typer.Option("bfloat16", "--dtype", help="bfloat16, float16 or float32"),
+    iters: int = typer.Option(50, "--iters", help="timed calls per side"),
+    warmup: int = typer.Option(5, "--warmup", help="untimed calls before each timing round"),
+    eager: bool = typer.Option(False, "--eager", help="do not capture CUDA graphs"),
+    check_only: bool = typer.Option(False, "--check-only", help="only compare outputs (works on CPU)"),
+    fmt: Format = FormatOpt,
+) -> None:
+    """The decoder layer's own submodule vs a standalone mock layer: same weights, same inputs."""
+    from align.opbench import bench
+
+    r = bench(op, phase, tp=tp, batch=batch, seq=seq, kv_len=kv_len, config=config, dtype=dtype, iters=iters,
+              warmup=warmup, use_graph=not eager, timing=not check_only,
+              device="cpu" if check_only else "cuda")
+    data = r.to_dict()
+    if fmt == Format.json:
+        import json as _json
+
+        sys.stdout.write(_json.dumps(data, indent=2) + "\n")
+    else:
+        flat = {"op": r.op, "phase": r.phase, **{f"shape.{k}": v for k, v in r.shape.items()},
+                "outputs_match": r.outputs_match, "max_abs_diff": r.max_abs_diff}
+        if r.diff_pct is not None:
+            flat.update({"submodule_ms": r.submodule["median_ms"], "mock_ms": r.mock["median_ms"],
+                         "diff_pct": r.diff_pct, "submodule_graph": r.submodule["cuda_graph"],
+                         "mock_graph": r.mock["cuda_graph"], "device": r.device})
+        print_dict(flat, fmt, title="align bench")
+    if not r.outputs_match:
+        err.print(f"align: mock and submodule outputs differ (max |diff| {r.max_abs_diff:.3g})")
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point: user mistakes print one line and exit 2, never a traceback."""
     try:

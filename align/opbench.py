@@ -1,0 +1,111 @@
+"""``align bench``: a decoder layer's own submodule against a standalone mock layer with the same
+weights and inputs (seed 002's "correct alignment": latency within 1 %, same CUDA-graph behaviour).
+
+The pair comes from ``align_mock.bench_api.build_pair`` (the mock layers in ``mock/``). Outputs
+are compared numerically first; then both are timed the same way (:func:`align.timing.time_call`),
+alternating rounds so clock drift hits both sides alike.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+
+from align.errors import AlignError
+
+# bf16 keeps 8 bits of mantissa: outputs of two evaluation orders differ by a few ulps
+TOLERANCES = {"bfloat16": (2e-2, 2e-2), "float16": (2e-3, 2e-3), "float32": (1e-4, 1e-5)}
+
+
+@dataclass
+class BenchResult:
+    op: str
+    phase: str
+    shape: dict
+    outputs_match: bool
+    max_abs_diff: float
+    tolerance: dict
+    mock: dict = field(default_factory=dict)
+    submodule: dict = field(default_factory=dict)
+    diff_pct: float | None = None
+    device: str = ""
+    versions: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"op": self.op, "phase": self.phase, "shape": self.shape, "outputs_match": self.outputs_match,
+                "max_abs_diff": self.max_abs_diff, "tolerance": self.tolerance, "mock": self.mock,
+                "submodule": self.submodule, "diff_pct": self.diff_pct, "device": self.device, "versions": self.versions}
+
+
+def _pair(op: str, phase: str, **kw):
+    try:
+        from align_mock.bench_api import build_pair
+    except ImportError as exc:
+        raise AlignError(f"the mock layers are not importable ({exc})",
+                         "install align with torch: pip install -e '.[mock]'") from None
+    try:
+        return build_pair(op, phase, **kw)
+    except ValueError as exc:
+        raise AlignError(str(exc), "check --op/--phase/--tp/--batch/--seq/--kv-len") from None
+
+
+def bench(op: str, phase: str, tp: int = 1, batch: int = 1, seq: int = 1, kv_len: int = 0, config: str = "v32",
+          dtype: str = "bfloat16", device: str = "cuda", iters: int = 50, warmup: int = 5, rounds: int = 2,
+          use_graph: bool = True, timing: bool = True, seed: int = 0) -> BenchResult:
+    """Compare outputs, then time submodule and mock; ``timing=False`` only compares (runs on CPU)."""
+    try:
+        import torch
+    except ImportError:
+        raise AlignError("align bench needs PyTorch", "pip install -e '.[mock]'") from None
+    if phase not in ("context", "generation"):
+        raise AlignError(f"unknown phase {phase!r}", "use context or generation")
+    if dtype not in TOLERANCES:
+        raise AlignError(f"unknown dtype {dtype!r}", f"use one of {', '.join(TOLERANCES)}")
+    if timing and not torch.cuda.is_available():
+        raise AlignError("timing needs a CUDA GPU", "run on a GPU machine, or pass --check-only to compare outputs")
+    if device == "cuda" and not torch.cuda.is_available():
+        device = "cpu"
+    tdtype = getattr(torch, dtype)
+    pair = _pair(op, phase, tp=tp, batch=batch, seq=seq, kv_len=kv_len, config=config, device=device,
+                 dtype=tdtype, seed=seed)
+    with torch.no_grad():
+        if pair.reset:
+            pair.reset()
+        ref = pair.submodule_call().float()
+        if pair.reset:
+            pair.reset()
+        out = pair.mock_call().float()
+    rtol, atol = TOLERANCES[dtype]
+    max_abs = float((out - ref).abs().max()) if ref.numel() else 0.0
+    match = bool(ref.shape == out.shape and torch.allclose(out, ref, rtol=rtol, atol=atol))
+    result = BenchResult(op=op, phase=phase, shape=dict(pair.shape), outputs_match=match, max_abs_diff=max_abs,
+                         tolerance={"rtol": rtol, "atol": atol},
+                         device=torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+                         versions={"torch": torch.__version__})
+    if not timing:
+        return result
+    from align.timing import time_call
+
+    per_round = max(1, iters // rounds)
+    sub_samples, mock_samples, graphs = [], [], {}
+    with torch.no_grad():
+        for _ in range(rounds):
+            for label, call, samples in (("submodule", pair.submodule_call, sub_samples),
+                                         ("mock", pair.mock_call, mock_samples)):
+                t = time_call(call, pair.reset, warmup=warmup, iters=per_round, use_graph=use_graph)
+                samples.extend(t.samples_ms)
+                graphs[label] = t.cuda_graph
+    result.submodule = _summary(sub_samples, graphs["submodule"])
+    result.mock = _summary(mock_samples, graphs["mock"])
+    result.diff_pct = 100.0 * (result.mock["median_ms"] - result.submodule["median_ms"]) / result.submodule["median_ms"]
+    return result
+
+
+def _summary(samples: list[float], graph: str) -> dict:
+    import statistics
+
+    from align.timing import quantile
+
+    return {"median_ms": statistics.median(samples), "mean_ms": statistics.fmean(samples), "min_ms": min(samples),
+            "max_ms": max(samples), "p10_ms": quantile(samples, 0.1), "p90_ms": quantile(samples, 0.9),
+            "iters": len(samples), "cuda_graph": graph}
