@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""E2E reference for dsa_mock.py: a small random-weight DeepSeek-V3.2 style model, prefill then decode.
+
+Run like an inference engine, to be profiled with nsys. The model (align_mock Transformer, config
+``demo`` by default) has V3.2's real per-head attention shapes (q/kv LoRA 1536/512, q/k 128+64,
+v 128, indexer 64 heads x 128 with top-2048) but 16 heads, width 2048, 16 experts and L layers
+(the first dense, the rest MoE), so a profile stays small; ``--small`` uses the tiny test config.
+
+One prefill of B x S tokens (range ``prefill``), then T greedy decode steps (ranges
+``decode_step``) on static caches of ``--cache-len`` slots that every step reads in full. The decode
+step keeps its position in a device tensor, so it is captured once in a CUDA graph (range
+``capture_decode_graph``) and replayed; ``--eager`` runs it eagerly instead, and so does a failed
+capture. align.annotate.nvtx_modules adds ``layers.{i}``, ``layers.{i}.self_attn`` and
+``layers.{i}.mlp``; with a graph those exist at capture time only, since a replay runs no Python.
+Warm-up (one prefill and W decode steps) happens before those hooks and outside all ranges;
+``--profiler-api`` puts only the measured parts and the capture in the profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+try:
+    import align  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+try:
+    import align_mock  # noqa: F401
+except ImportError:  # a checkout where mock/ is not installed: load it under its package name
+    _root = Path(__file__).resolve().parents[1]
+    _spec = importlib.util.spec_from_file_location("align_mock", _root / "__init__.py",
+                                                   submodule_search_locations=[str(_root)])
+    sys.modules["align_mock"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["align_mock"])
+
+from align.annotate import nvtx_modules, nvtx_range
+from align_mock.config import CONFIGS, named_config
+from align_mock.model import DecodeLoop, Transformer, cuda_profiler, synchronize, warm_up
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# shared with dsa_mock.py (its --kv-len default is this script's default cache length)
+DEFAULTS = {"config": "demo", "layers": 4, "batch": 2, "seq": 2048}
+SMALL = {"config": "small", "layers": 2, "batch": 2, "seq": 48}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--small", action="store_true", help=f"CPU-sized run: {SMALL} unless given explicitly")
+    p.add_argument("--config", choices=sorted(CONFIGS), help=f"model dimensions (default {DEFAULTS['config']})")
+    p.add_argument("--attention", choices=("dsa", "mla"), default="dsa", help="DSA (V3.2) or plain MLA (V3)")
+    p.add_argument("--tp", type=int, default=1, help="simulated tensor-parallel degree: heads // tp on this GPU")
+    p.add_argument("--layers", type=int, help=f"decoder layers (L), default {DEFAULTS['layers']}")
+    p.add_argument("--batch", type=int, help=f"requests (B), default {DEFAULTS['batch']}")
+    p.add_argument("--seq", type=int, help=f"prompt tokens per request (S), default {DEFAULTS['seq']}")
+    p.add_argument("--steps", type=int, default=8, help="measured decode steps (T)")
+    p.add_argument("--warmup", type=int, default=2, help="decode warm-up steps before the measured run (W)")
+    p.add_argument("--cache-len", type=int, default=0,
+                   help="cache slots, read by every decode step; default: S + max(T, W) rounded up to 64 "
+                        "(2112 for the defaults, 64 with --small: dsa_mock.py's default --kv-len)")
+    p.add_argument("--eager", action="store_true", help="decode eagerly, no CUDA graph")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profiler-api", action="store_true", help="cudaProfilerStart/Stop around the measured parts")
+    p.add_argument("--dtype", choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
+    args = p.parse_args()
+    for key, value in (SMALL if args.small else DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    needed = args.seq + max(args.steps, args.warmup)
+    args.cache_len = args.cache_len or -(-needed // 64) * 64
+    if args.cache_len < needed:
+        p.error(f"--cache-len must be >= seq + max(steps, warmup) = {needed}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    try:
+        cfg = named_config(args.config, tp_size=args.tp)
+        model = Transformer(cfg, n_layers=args.layers, attention=args.attention, device=device, dtype=dtype)
+        model.eval().requires_grad_(False)
+        model.setup_caches(args.batch, args.cache_len)
+    except ValueError as exc:
+        sys.exit(f"dsa_e2e: {exc}")
+    prompt = torch.randint(cfg.vocab_size, (args.batch, args.seq), device=device)
+
+    with torch.no_grad():
+        first = model.prefill(prompt).argmax(-1, keepdim=True)
+        warm_up(DecodeLoop(model, first, args.seq, use_cuda_graph=False).step, args.warmup)
+        model.reset_caches()
+        remove_hooks = nvtx_modules(model)
+        with cuda_profiler(args.profiler_api):
+            with nvtx_range("prefill"):
+                first = model.prefill(prompt).argmax(-1, keepdim=True)
+                synchronize()
+            if args.eager:
+                loop = DecodeLoop(model, first, args.seq, use_cuda_graph=False)
+                status = "eager (--eager)"
+            else:
+                with nvtx_range("capture_decode_graph"):
+                    loop = DecodeLoop(model, first, args.seq, use_cuda_graph=True, warmup=0)
+                status = loop.status
+            print(f"cuda_graph: {status}")
+            for _ in range(args.steps):
+                with nvtx_range("decode_step"):
+                    loop.step()
+            synchronize()
+        remove_hooks()
+    summary = {
+        "script": "dsa_e2e",
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "config": args.config,
+        "attention": args.attention,
+        "tp": args.tp,
+        "local_heads": cfg.local_heads,
+        "layers": args.layers,
+        "batch": args.batch,
+        "seq": args.seq,
+        "decode_steps": args.steps,
+        "warmup": args.warmup,
+        "cache_len": args.cache_len,
+        "index_topk": {"context": min(cfg.index_topk, args.seq), "generation": min(cfg.index_topk, args.cache_len)}
+        if args.attention == "dsa" else None,
+        "cuda_graph": status,
+        "profiler_api": args.profiler_api,
+        "next_position": int(loop.pos.item()),
+        "last_tokens": loop.tokens[:, 0].tolist(),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

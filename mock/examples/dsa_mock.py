@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Mock layer: one DeepSeek-V3.2 DSA attention layer (align_mock MLAAttention + indexer) run standalone.
+
+Profiled with nsys and compared with the ``layers.{i}.self_attn`` ranges of dsa_e2e.py, whose
+defaults it shares (config ``demo``: V3.2's per-head shapes with 16 heads; ``--small`` for CPU).
+The layer is built from the config alone, with the TP split of ``--tp`` (heads // tp).
+
+Context (prefill): B x S tokens from position 0, causal and top-k sparse, writing a static cache
+of ``kv_len`` slots; every iteration rewrites the same slots, so no rewind is needed. Each measured
+iteration is in an NVTX range ``mock_context``. Generation (decode): one token per request at
+position ``kv_len - 1`` over a cache whose earlier slots hold random data, reading all ``kv_len``
+slots with the position in a device tensor, exactly as the E2E decode step calls it; the step is
+captured in a CUDA graph and replayed (eager when capture fails or without CUDA), each replay in a
+range ``mock_generation``. Outer ranges ``context`` / ``generation`` hold each phase's measured
+part; warm-up and capture come first, outside the ``--profiler-api`` window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+try:
+    import align  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+try:
+    import align_mock  # noqa: F401
+except ImportError:  # a checkout where mock/ is not installed: load it under its package name
+    _root = Path(__file__).resolve().parents[1]
+    _spec = importlib.util.spec_from_file_location("align_mock", _root / "__init__.py",
+                                                   submodule_search_locations=[str(_root)])
+    sys.modules["align_mock"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["align_mock"])
+
+from align.annotate import nvtx_range
+from align_mock.config import CONFIGS, named_config
+from align_mock.dsa import KVCache, MLAAttention, precompute_freqs_cis
+from align_mock.model import capture_graph, cuda_profiler, synchronize, warm_up
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# defaults shared with dsa_e2e.py: kv_len = seq + max(steps, warmup) of the E2E, rounded up to 64
+DEFAULTS = {"config": "demo", "batch": 2, "seq": 2048, "kv_len": 2112}
+SMALL = {"config": "small", "batch": 2, "seq": 48, "kv_len": 64}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--small", action="store_true", help=f"CPU-sized run: {SMALL} unless given explicitly")
+    p.add_argument("--config", choices=sorted(CONFIGS), help=f"model dimensions (default {DEFAULTS['config']})")
+    p.add_argument("--attention", choices=("dsa", "mla"), default="dsa", help="DSA (V3.2) or plain MLA (V3)")
+    p.add_argument("--tp", type=int, default=1, help="simulated tensor-parallel degree: heads // tp on this GPU")
+    p.add_argument("--batch", type=int, help=f"requests (B), default {DEFAULTS['batch']}")
+    p.add_argument("--seq", type=int, help=f"context tokens per request (S), default {DEFAULTS['seq']}")
+    p.add_argument("--kv-len", type=int, help=f"static cache slots, >= seq; decode reads all of them "
+                                              f"(default {DEFAULTS['kv_len']}, dsa_e2e.py's default cache)")
+    p.add_argument("--iters", type=int, default=5, help="measured iterations per phase (N)")
+    p.add_argument("--warmup", type=int, default=3, help="warm-up iterations per phase, outside all ranges (W)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profiler-api", action="store_true", help="cudaProfilerStart/Stop around the measured parts")
+    p.add_argument("--dtype", choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
+    args = p.parse_args()
+    for key, value in (SMALL if args.small else DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.kv_len < args.seq:
+        p.error("--kv-len must be >= --seq (the context phase writes its S tokens into a cache of kv-len slots)")
+    return args
+
+
+def measure(outer: str, inner: str, run: Callable[[], object], iters: int) -> None:
+    """``iters`` steps, each in range ``inner``, all in range ``outer``."""
+    with nvtx_range(outer):
+        for _ in range(iters):
+            with nvtx_range(inner):
+                run()
+        synchronize()
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    try:
+        cfg = named_config(args.config, tp_size=args.tp)
+        heads = cfg.local_heads
+    except ValueError as exc:
+        sys.exit(f"dsa_mock: {exc}")
+    if args.kv_len > cfg.max_seq_len:
+        sys.exit(f"dsa_mock: --kv-len {args.kv_len} exceeds max_seq_len {cfg.max_seq_len}")
+    use_indexer = args.attention == "dsa"
+    attn = MLAAttention(cfg, use_indexer=use_indexer, device=device, dtype=dtype).eval().requires_grad_(False)
+    freqs = precompute_freqs_cis(cfg, args.kv_len).to(device)
+    batch, seq, kv_len = args.batch, args.seq, args.kv_len
+
+    with torch.no_grad():
+        context_cache = KVCache(cfg, batch, kv_len, device=device, dtype=dtype, indexer=use_indexer)
+        context_x = torch.randn(batch, seq, cfg.dim, device=device, dtype=dtype)
+
+        def context() -> object:
+            return attn(context_x, 0, context_cache, freqs[:seq])
+
+        warm_up(context, args.warmup)
+
+        position = kv_len - 1
+        decode_cache = KVCache(cfg, batch, kv_len, device=device, dtype=dtype, indexer=use_indexer)
+        decode_cache.fill_random_(position)
+        decode_x = torch.randn(batch, 1, cfg.dim, device=device, dtype=dtype)
+        pos = torch.full((1,), position, dtype=torch.long, device=device)
+        freqs_row = freqs[position: position + 1]
+
+        def generation() -> object:
+            return attn(decode_x, pos, decode_cache, freqs_row)
+
+        warm_up(generation, args.warmup)
+        generation_run, status = capture_graph(generation)
+        print(f"cuda_graph: {status}")
+        with cuda_profiler(args.profiler_api):
+            measure("context", "mock_context", context, args.iters)
+            measure("generation", "mock_generation", generation_run, args.iters)
+
+    common: dict[str, Any] = {"dtype": str(dtype).removeprefix("torch."), "kv_cache_len": kv_len, "local_heads": heads}
+
+    def topk(keys: int) -> int | None:
+        return min(cfg.index_topk, keys) if use_indexer else None
+
+    summary = {
+        "script": "dsa_mock",
+        "device": str(device),
+        "torch": torch.__version__,
+        "config": args.config,
+        "attention": args.attention,
+        "tp": args.tp,
+        "iters": args.iters,
+        "warmup": args.warmup,
+        "profiler_api": args.profiler_api,
+        "phases": [
+            {"phase": "context", "range": "mock_context", "hidden_states": [batch, seq, cfg.dim], **common,
+             "index_topk": topk(seq)},
+            {"phase": "generation", "range": "mock_generation", "hidden_states": [batch, 1, cfg.dim],
+             "position": position, **common, "index_topk": topk(kv_len), "cuda_graph": status},
+        ],
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
