@@ -10,7 +10,9 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
     --target /tmp/align-site .whl/*.whl
   export PYTHONPATH=/tmp/align-site:${PYTHONPATH:-}
 fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-}
+# mock/ is the package align_mock (pyproject's package-dir); without an install, link it
+mkdir -p /tmp/align-pkgs && ln -sfn "$PWD/mock" /tmp/align-pkgs/align_mock
+export PYTHONPATH=$PWD:/tmp/align-pkgs:${PYTHONPATH:-}
 NCU_HOST=$(ls -d /opt/nvidia/nsight-compute/*/host 2>/dev/null | sort -V | tail -1 || true)
 if [ -z "${NSYS:-}" ] && ! command -v nsys >/dev/null && [ -n "$NCU_HOST" ]; then
   if [ -d .debs ]; then

@@ -43,7 +43,7 @@ def load_config(path: str | os.PathLike | None = None) -> dict:
             if section not in cfg or not isinstance(values, dict):
                 raise AlignError(f"unknown section [{section}] in {chosen}", f"use {', '.join(cfg)}")
             unknown = set(values) - set(cfg[section])
-            if unknown:
+            if unknown and section != "e2e":  # [e2e] is keyed by op name: any op may be added
                 raise AlignError(f"unknown key(s) {', '.join(sorted(unknown))} in [{section}] of {chosen}",
                                  f"known: {', '.join(cfg[section])}")
             cfg[section].update(values)
@@ -68,11 +68,13 @@ def op_side(ref, label: str, op: str | None, range_pattern: str | None, phase: s
     view = OpView(profile, registry, name=name)
     used = range_pattern or (f"op {op}" if op else None)
     items = view.op_items(op, range_pattern=range_pattern) if (op or range_pattern) else None
-    if label == "mock" and not range_pattern and (items is None or not items["method"].str.startswith("nvtx").any()):
-        # the mock's own iteration ranges hold the op (verdict.toml [mock] range)
-        conv = config["mock"]["range"]
-        conv_items = view.op_items(range_pattern=conv)
-        if len(conv_items):
+    by_nvtx = items is not None and items["method"].astype(str).str.startswith("nvtx").any()
+    if not range_pattern and not by_nvtx:
+        # the ranges that hold the op by convention: a mock's own iteration ranges
+        # (verdict.toml [mock] range), or an E2E model's module for this op ([e2e] <op>)
+        conv = config["mock"]["range"] if label == "mock" else config["e2e"].get(op or "")
+        conv_items = view.op_items(range_pattern=conv) if conv else None
+        if conv_items is not None and len(conv_items):
             items, used = conv_items, conv
     if items is None or items.empty:
         raise AlignError(f"no GPU work for {op or range_pattern} in the {label} profile {profile.path}",

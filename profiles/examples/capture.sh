@@ -44,3 +44,6 @@ capture attn_mock_missing mock -- $PY mock/examples/attention_mock.py --plant mi
 capture attn_mock_count mock -- $PY mock/examples/attention_mock.py --plant count
 capture attn_mock_fp32 mock -- $PY mock/examples/attention_mock.py --dtype fp32
 capture attn_mock_slow mock -- $PY mock/examples/attention_mock.py --batch 16
+# DeepSeek-V3.2 sparse attention (align_mock): the mock layer and a small E2E model built from it
+capture dsa_mock mock --op dsa -- $PY mock/examples/dsa_mock.py
+capture dsa_e2e e2e --op dsa -- $PY mock/examples/dsa_e2e.py
