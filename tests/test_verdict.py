@@ -156,3 +156,22 @@ def test_newest_stored_profiles_of_the_op(tmp_path):
     assert "new_mock" in data["mock"] and data["passed"]
     r = run_align("verdict", "--op", "moe", "--store", str(store))
     assert r.returncode == 2 and "no mock profile of op 'moe'" in r.stderr
+
+
+def test_dsa_mock_layer_matches_its_e2e_model():
+    """The DeepSeek-V3.2 DSA mock (align_mock) against a 4-layer E2E model built from the same
+    modules (H200 profiles): the E2E attention is found through its layers.N.self_attn ranges
+    ([e2e] dsa in verdict.toml), at capture time in the graph-replayed decode."""
+    v = verdict(EX / "dsa_mock", EX / "dsa_e2e", op="dsa")
+    assert v.passed, v.checks[["name", "reason"]].to_string()
+    cmp = v.comparison
+    assert cmp.e2e.range_used == r"layers\.\d+\.self_attn$"
+    assert set(cmp.e2e.items.loc[cmp.e2e.items["phase"] == "generation", "method"].astype(str)) == {"nvtx-capture"}
+    # the committed align bench results (same H200 run) pass the bench check too
+    import glob
+
+    for f in sorted(glob.glob(str(EX / "dsa_bench" / "*.json"))):
+        b = json.loads(open(f).read())
+        assert b["outputs_match"] and abs(b["diff_pct"]) < 1.0 and b["mock"]["cuda_graph"] == "captured"
+    v = verdict(EX / "dsa_mock", EX / "dsa_e2e", op="dsa", bench=EX / "dsa_bench" / "gen_tp8_b64_kv8192.json")
+    assert v.passed and "bench" in set(v.checks["name"])
