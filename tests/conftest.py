@@ -26,8 +26,17 @@ def nsys():
         pytest.skip(f"real nsys needed: {exc}")
 
 
+_STORE = None
+
+
 def run_align(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The installed CLI as a user runs it, in a child process."""
-    full_env = {**os.environ, **(env or {})}
+    """The installed CLI as a user runs it, in a child process. The default store is a temporary
+    folder (verdicts are recorded there), never the checkout's profiles/."""
+    global _STORE
+    if _STORE is None:
+        import tempfile
+
+        _STORE = tempfile.mkdtemp(prefix="align-test-store-")
+    full_env = {**os.environ, "ALIGN_STORE": _STORE, **(env or {})}
     return subprocess.run([sys.executable, "-m", "align", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=600)

@@ -385,10 +385,13 @@ def verdict(
     fmt: DiffFormat = typer.Option(DiffFormat.table, "--format", "-f", help="table, json or md"),
 ) -> None:
     """Is the mock faithful to the E2E run? The checklist, PASS/FAIL; exit 0 pass, 1 fail, 2 bad input."""
+    from align.compare.verdict import record
     from align.compare.verdict import verdict as run_verdict
 
+    s = _store(store)
     v = run_verdict(mock, e2e, op=op, bench=bench, config=config, phase=phase, mock_range=mock_range,
-                    e2e_range=e2e_range, skip=skip, ops_file=ops_file, store=_store(store))
+                    e2e_range=e2e_range, skip=skip, ops_file=ops_file, store=s)
+    record(v, s)
     if fmt == DiffFormat.json:
         import json as _json
 
@@ -470,6 +473,59 @@ def bench_cmd(
         print_dict(flat, fmt, title="align bench")
     if not r.outputs_match:
         err.print(f"align: mock and submodule outputs differ (max |diff| {r.max_abs_diff:.3g})")
+        raise typer.Exit(1)
+
+
+@app.command()
+def collect(
+    op: str = typer.Option(..., "--op", help="op to collect (dsa, or standin to try the machinery)"),
+    phase: Optional[str] = typer.Option(None, "--phase", help="context or generation (default: both)"),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="worker processes, one per GPU (default: all visible)"),
+    out: Path = typer.Option(Path("collect"), "--out", help="output folder (aiconfigurator's data layout inside)"),
+    resume: bool = typer.Option(False, "--resume", help="continue a collection in --out: skip finished cases"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="with --resume, run failed cases again"),
+    cases: list[str] = typer.Option([], "--cases", help="restrict a grid field: FIELD=V1,V2 (repeatable)"),
+    force: bool = typer.Option(False, "--force", help="collect even without a passing verdict (recorded)"),
+    verify_k: int = typer.Option(0, "--verify", help="instead of collecting, re-run K random finished cases"),
+    warmups: int = typer.Option(5, "--warmups", help="untimed calls before timing (and again after capture)"),
+    runs: int = typer.Option(20, "--runs", help="timed calls per case"),
+    eager: bool = typer.Option(False, "--eager", help="do not capture CUDA graphs"),
+    power: bool = typer.Option(False, "--power", help="sample NVML power and clocks (adds power columns)"),
+    version: str = typer.Option("align", "--version-label", help="version folder name in the data layout"),
+    backend: str = typer.Option("trtllm", "--backend", help="backend folder name in the data layout"),
+    system: Optional[str] = typer.Option(None, "--system", help="system folder (default from the GPU: h200_sxm ...)"),
+    store: Optional[Path] = StoreOpt,
+    fmt: Format = FormatOpt,
+) -> None:
+    """Benchmark an aligned op over its test-case grid and write aiconfigurator's perf files."""
+    from align.collect.cases import parse_subset
+    from align.collect.runner import Settings, collect as run_collect, verify
+    from align.compare.verdict import newest_record
+
+    settings = Settings(warmups=warmups, runs=runs, use_graph=not eager, measure_power=power, version=version,
+                        backend=backend, system=system)
+    if verify_k:
+        df = verify(out, op, verify_k, settings)
+        print_frame(df, fmt, title=f"verification of {len(df)} cases (seed: |deviation| < 2 %)", max_width=70)
+        return
+    if op != "standin":
+        rec = newest_record(_store(store), op)
+        if (rec is None or not rec.get("passed")) and not force:
+            why = "no verdict recorded" if rec is None else f"its newest verdict ({rec.get('time')}) failed"
+            raise AlignError(f"refusing to collect {op}: {why} in {_store(store).root}",
+                             f"run align verdict --op {op} until it passes, or pass --force (recorded in the metadata)")
+    summary = run_collect(op, [phase] if phase else None, gpus=gpus, out=out, resume=resume,
+                          subset=parse_subset(cases), settings=settings, retry_failed=retry_failed,
+                          forced=force and op != "standin", progress=fmt == Format.table)
+    data = {"out": str(summary.out), "done": summary.done, "failed": summary.failed,
+            "already_done": summary.already_done, "skipped": len(summary.skipped), "tables": summary.tables}
+    if fmt == Format.table:
+        for case, why in summary.skipped[:10]:
+            err.print(f"[yellow]skipped[/] {case.id}: {why}")
+        if len(summary.skipped) > 10:
+            err.print(f"[yellow]skipped[/] {len(summary.skipped) - 10} more (see {out}/.align/checkpoint.json)")
+    print_dict(data, fmt, title=f"align collect {op}")
+    if summary.failed:
         raise typer.Exit(1)
 
 

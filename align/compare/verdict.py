@@ -194,6 +194,25 @@ def verdict(mock=None, e2e=None, op: str | None = None, bench: str | os.PathLike
                    e2e=cmp.e2e.path, comparison=cmp)
 
 
+def record(v: Verdict, store) -> Path:
+    """Keep the verdict in the store (``verdicts/<op>/<time>.json``): ``align collect`` refuses to
+    collect an op whose newest verdict did not pass."""
+    import datetime as dt
+
+    when = dt.datetime.now(dt.timezone.utc)
+    folder = Path(store.root) / "verdicts" / str(v.op)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{when.strftime('%Y%m%dT%H%M%S.%fZ')}.json"
+    path.write_text(json.dumps({**v.to_dict(), "time": when.isoformat()}, indent=2) + "\n")
+    return path
+
+
+def newest_record(store, op: str) -> dict | None:
+    folder = Path(store.root) / "verdicts" / op
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return json.loads(files[-1].read_text()) if files else None
+
+
 def _read_bench(bench) -> dict:
     if isinstance(bench, dict):
         return bench

@@ -1,0 +1,127 @@
+"""Test-case grids: positional argument lists in the order of the op's run function (seed 001),
+with the caps that keep a grid sane and memory estimates that skip cases the GPU cannot hold.
+Skipped cases are reported with their reason, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from align.errors import AlignError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+PHASES = ("context", "generation")
+
+
+@dataclass
+class PhaseSpec:
+    op: str
+    phase: str
+    op_name: str
+    perf_file: str
+    fields: list[str]
+    values: dict[str, list]
+    max_tokens: int | None
+
+
+@dataclass
+class OpSpec:
+    name: str
+    builder: str
+    family: str
+    framework: str
+    kernel_source: str
+    phases: dict[str, PhaseSpec] = field(default_factory=dict)
+
+    def module(self):
+        try:
+            return importlib.import_module(self.builder)
+        except ImportError as exc:
+            raise AlignError(f"cannot import {self.builder} for op {self.name} ({exc})",
+                             "install align with its mock layers and torch: pip install -e '.[mock]'") from None
+
+
+@dataclass(frozen=True)
+class Case:
+    op: str
+    phase: str
+    args: tuple
+
+    @property
+    def id(self) -> str:
+        return f"{self.op}:{self.phase}:{json.dumps(list(self.args))}"
+
+
+def load_ops() -> dict[str, OpSpec]:
+    data = tomllib.loads(resources.files("align").joinpath("data/collect.toml").read_text())
+    ops = {}
+    for name, entry in data["ops"].items():
+        spec = OpSpec(name=name, builder=entry["builder"], family=entry["family"], framework=entry["framework"],
+                      kernel_source=entry["kernel_source"])
+        for phase in PHASES:
+            p = entry.get(phase)
+            if p:
+                spec.phases[phase] = PhaseSpec(op=name, phase=phase, op_name=p["op_name"], perf_file=p["perf_file"],
+                                               fields=list(p["fields"]), values={f: list(p[f]) for f in p["fields"]},
+                                               max_tokens=p.get("max_tokens"))
+        ops[name] = spec
+    return ops
+
+
+def op_spec(name: str) -> OpSpec:
+    ops = load_ops()
+    if name not in ops:
+        raise AlignError(f"no collector for op {name!r}", f"collectable ops: {', '.join(ops)}")
+    return ops[name]
+
+
+def _tokens(spec: PhaseSpec, args: dict) -> int:
+    per_request = args.get("seq", args.get("tokens", args.get("kv_len", 1)))
+    return int(args.get("batch", 1)) * int(per_request)
+
+
+def grid(spec: PhaseSpec, memory_bytes: int | None = None, estimate=None, subset: dict | None = None
+         ) -> tuple[list[Case], list[tuple[Case, str]]]:
+    """(cases to run, [(case, why skipped)]) for one phase. ``subset`` restricts a field to some
+    values (``--cases seq=1024,4096 tp=8``); ``estimate(phase, *args)`` gives bytes a case needs."""
+    values = {f: (subset or {}).get(f, spec.values[f]) for f in spec.fields}
+    unknown = set(subset or {}) - set(spec.fields)
+    if unknown:
+        raise AlignError(f"--cases names unknown field(s) {', '.join(sorted(unknown))}",
+                         f"fields of {spec.op} {spec.phase}: {', '.join(spec.fields)}")
+    run, skipped = [], []
+    for combo in itertools.product(*(values[f] for f in spec.fields)):
+        args = dict(zip(spec.fields, combo))
+        case = Case(spec.op, spec.phase, tuple(combo))
+        if spec.max_tokens and _tokens(spec, args) > spec.max_tokens:
+            continue  # outside the op's grid by definition (the seed's b*s caps), not a skip
+        if memory_bytes is not None and estimate is not None:
+            need = estimate(spec.phase, *combo)
+            if need > memory_bytes:
+                skipped.append((case, f"needs about {need / 2**30:.1f} GiB, {memory_bytes / 2**30:.1f} GiB free"))
+                continue
+        run.append(case)
+    return run, skipped
+
+
+def parse_subset(items: list[str]) -> dict[str, list[Any]]:
+    """``["seq=1024,4096", "tp=8"]`` -> {"seq": [1024, 4096], "tp": [8]}."""
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        if "=" not in item:
+            raise AlignError(f"bad --cases item {item!r}", "write FIELD=V1,V2 (e.g. tp=1,8)")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = [int(x) for x in v.split(",") if x.strip()]
+        except ValueError:
+            raise AlignError(f"bad --cases values in {item!r}", "values are integers, comma separated") from None
+    return out

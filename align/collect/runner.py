@@ -1,0 +1,363 @@
+"""``align collect``: one worker process per GPU pulling cases from a shared queue, rows appended to
+the perf files as they finish, and a resumable record of what is done.
+
+The perf files are the record: a case is done when its row is in its file, so a run killed with
+``kill -9`` (even between writing a row and anything else) resumes without losing or repeating a
+case; a partial last line left by a killed writer is cut on resume. Failures (OOM, errors, a
+worker that died) are recorded in ``.align/checkpoint.json`` and the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import queue
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from align.collect import writers
+from align.collect.benchmark import benchmark
+from align.collect.cases import Case, OpSpec, grid, op_spec
+from align.errors import AlignError
+
+STATE = ".align"
+
+
+@dataclass
+class Settings:
+    warmups: int = 5
+    runs: int = 20
+    use_graph: bool = True
+    measure_power: bool = False
+    dtype: str = "bfloat16"
+    backend: str = "trtllm"
+    version: str = "align"
+    system: str | None = None
+
+
+@dataclass
+class Summary:
+    out: Path
+    done: int = 0
+    failed: int = 0
+    skipped: list = field(default_factory=list)
+    already_done: int = 0
+    tables: dict = field(default_factory=dict)
+
+
+def system_name(gpu: str | None) -> str:
+    """aiconfigurator's system folder for a GPU name (h200_sxm, h100_sxm, ...); 'cpu' without one."""
+    if not gpu:
+        return "cpu"
+    g = gpu.lower()
+    for key, name in (("h200", "h200_sxm"), ("h100", "h100_sxm"), ("b200", "b200_sxm"), ("gb200", "gb200_sxm"),
+                      ("a100", "a100_sxm"), ("l40s", "l40s")):
+        if key in g:
+            return name
+    return g.replace("nvidia ", "").replace(" ", "_")
+
+
+def table_dir(out: Path, spec: OpSpec, settings: Settings) -> Path:
+    return Path(out) / settings.system / spec.family / settings.backend / settings.version
+
+
+def _case_key(module, case: Case) -> tuple:
+    return tuple(str(v) for v in module.describe(case.phase, *case.args).values())
+
+
+def _row_keys(df: pd.DataFrame, fields: list[str]) -> list[tuple]:
+    if df.empty:
+        return []
+    return [tuple(r) for r in df[fields].itertuples(index=False)]
+
+
+def _worker(index: int, device: str, op: str, settings: dict, tasks, results, out: str) -> None:
+    """Runs in its own process: build, benchmark and write each case it pulls."""
+    spec = op_spec(op)
+    module = spec.module()
+    s = Settings(**settings)
+    delay = float(os.environ.get("ALIGN_COLLECT_CASE_DELAY", "0"))  # tests: make kill-and-resume reproducible
+    try:
+        import torch
+
+        dtype = getattr(torch, s.dtype)
+        if device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(device))
+        gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
+    except ImportError:
+        dtype, gpu = None, "cpu"
+    while True:
+        item = tasks.get()
+        if item is None:
+            return
+        case = Case(*item)
+        results.put(("start", index, case.id, None))
+        try:
+            if delay:
+                time.sleep(delay)
+            phase = spec.phases[case.phase]
+            call = module.build(case.phase, *case.args, device=device, dtype=dtype)
+            res = benchmark(call, device=device, warmups=s.warmups, runs=s.runs, use_graph=s.use_graph,
+                            min_duration_s=1.0 if s.measure_power else 0.0)
+            items = dict(module.describe(case.phase, *case.args))
+            items["latency"] = res.latency
+            base = {"framework": spec.framework, "version": s.version, "device": gpu, "op_name": phase.op_name,
+                    "kernel_source": spec.kernel_source}
+            power = (res.power, res.power_limit) if s.measure_power and res.power is not None else None
+            path = table_dir(Path(out), spec, s) / phase.perf_file
+            writers.append_row(path, base, items, power)
+            results.put(("done", index, case.id, res.to_dict()))
+        except Exception as exc:  # recorded, the run goes on
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except ImportError:
+                pass
+            results.put(("failed", index, case.id, {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
+                                                    "traceback": traceback.format_exc()[-4000:]}))
+
+
+class Checkpoint:
+    """Failures and run metadata (the rows themselves are the record of what is done)."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / STATE / "checkpoint.json"
+        self.data = {"failed": {}, "runs": []}
+        if self.path.exists():
+            self.data = json.loads(self.path.read_text())
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, default=str))
+        os.replace(tmp, self.path)
+
+
+def _devices(gpus: int | None) -> list[str]:
+    try:
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        n = 0
+    if n == 0:
+        return ["cpu"]
+    if gpus is not None and gpus > n:
+        raise AlignError(f"--gpus {gpus} but only {n} GPU(s) visible", "lower --gpus or set CUDA_VISIBLE_DEVICES")
+    return [f"cuda:{i}" for i in range(gpus or n)]
+
+
+def _gpu_memory() -> tuple[str | None, int | None]:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            free, _ = torch.cuda.mem_get_info(0)
+            return torch.cuda.get_device_name(0), int(free * 0.9)
+    except ImportError:
+        pass
+    return None, None
+
+
+def plan(op: str, phases: list[str], subset: dict | None, out: Path, settings: Settings
+         ) -> tuple[OpSpec, list[Case], list, dict]:
+    """Cases to run, skipped cases, and the done keys already in the files."""
+    spec = op_spec(op)
+    module = spec.module()
+    gpu, free = _gpu_memory()
+    settings.system = settings.system or system_name(gpu)
+    estimate = getattr(module, "estimate", None)
+    cases, skipped, done = [], [], {}
+    for phase in phases:
+        if phase not in spec.phases:
+            raise AlignError(f"op {op} has no {phase} phase", f"phases: {', '.join(spec.phases)}")
+        ps = spec.phases[phase]
+        run, skip = grid(ps, free, estimate, subset)
+        path = table_dir(out, spec, settings) / ps.perf_file
+        writers.repair(path)
+        rows = writers.read_rows(path)
+        fields = list(module.describe(phase, *run[0].args)) if run else []
+        present = _row_keys(rows, fields) if fields and not rows.empty else []
+        dupes = len(present) - len(set(present))
+        if dupes:
+            raise AlignError(f"{path} holds {dupes} duplicate rows", "it was not written by align collect; move it away")
+        done[phase] = set(present)
+        cases += run
+        skipped += skip
+    return spec, cases, skipped, done
+
+
+def collect(op: str, phases: list[str] | None = None, gpus: int | None = None, out: Path = Path("collect"),
+            resume: bool = False, subset: dict | None = None, settings: Settings | None = None,
+            retry_failed: bool = False, forced: bool = False, progress: bool = True) -> Summary:
+    """Collect ``op`` over its grid into ``out``; see the module docstring for the guarantees."""
+    settings = settings or Settings()
+    out = Path(out)
+    spec0 = op_spec(op)
+    phases = phases or list(spec0.phases)
+    spec, cases, skipped, done_keys = plan(op, phases, subset, out, settings)
+    module = spec.module()
+    existing = sum(len(v) for v in done_keys.values())
+    if existing and not resume:
+        raise AlignError(f"{out} already holds {existing} collected rows of {op}",
+                         "pass --resume to continue it, or another --out")
+    ck = Checkpoint(out)
+    todo = []
+    already = 0
+    for c in cases:
+        if _case_key(module, c) in done_keys[c.phase]:
+            already += 1
+        elif c.id in ck.data["failed"] and not retry_failed:
+            continue
+        else:
+            todo.append(c)
+    ck.data["runs"].append({"started": writers.now_utc(), "op": op, "phases": phases, "cases": len(cases),
+                            "todo": len(todo), "forced": forced, "settings": settings.__dict__})
+    ck.data["skipped"] = {c.id: why for c, why in skipped}
+    ck.save()
+    summary = Summary(out=out, skipped=skipped, already_done=already)
+    if todo:
+        _run(op, todo, gpus, out, settings, ck, summary, progress)
+    summary.tables = finalize(out, spec, settings, cases, forced)
+    return summary
+
+
+def _run(op, todo, gpus, out, settings, ck, summary, progress) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    devices = _devices(gpus)
+    ctx = mp.get_context("spawn")
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for c in todo:
+        tasks.put((c.op, c.phase, c.args))
+    for _ in devices:
+        tasks.put(None)
+    args = dict(settings.__dict__)
+    procs = {i: ctx.Process(target=_worker, args=(i, d, op, args, tasks, results, str(out)), daemon=True)
+             for i, d in enumerate(devices)}
+    for p in procs.values():
+        p.start()
+    inflight: dict[int, str] = {}
+    finished = 0
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"collect {op} on {len(devices)} device(s)", total=len(todo))
+        while finished < len(todo):
+            try:
+                kind, idx, cid, payload = results.get(timeout=1.0)
+            except queue.Empty:
+                for i, p in list(procs.items()):
+                    if not p.is_alive() and i in inflight:  # died mid-case: record it, replace the worker
+                        cid = inflight.pop(i)
+                        ck.data["failed"][cid] = {"error": f"worker died (exit code {p.exitcode})"}
+                        ck.save()
+                        summary.failed += 1
+                        finished += 1
+                        bar.advance(task)
+                        procs[i] = ctx.Process(target=_worker, args=(i, devices[i], op, args, tasks, results, str(out)),
+                                               daemon=True)
+                        procs[i].start()
+                continue
+            if kind == "start":
+                inflight[idx] = cid
+                continue
+            inflight.pop(idx, None)
+            finished += 1
+            bar.advance(task)
+            if kind == "done":
+                summary.done += 1
+                ck.data["failed"].pop(cid, None)
+            else:
+                summary.failed += 1
+                ck.data["failed"][cid] = payload
+            ck.save()
+    for p in procs.values():
+        p.join(timeout=30)
+
+
+def finalize(out: Path, spec: OpSpec, settings: Settings, cases: list[Case], forced: bool) -> dict:
+    """Parquet tables and collection_meta.yaml next to the perf txt files."""
+    folder = table_dir(out, spec, settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    plan_hash = hashlib.sha256("\n".join(sorted(c.id for c in cases)).encode()).hexdigest()[:16]
+    module_file = Path(spec.module().__file__)
+    collector_hash = hashlib.sha256(module_file.read_bytes()).hexdigest()[:16]
+    tables = {}
+    failed = Checkpoint(out).data["failed"]
+    for phase, ps in spec.phases.items():
+        txt = folder / ps.perf_file
+        if not txt.exists():
+            continue
+        pq = folder / ps.perf_file.replace(".txt", ".parquet")
+        rows = writers.finalize(txt, pq)
+        phase_failed = sum(1 for cid in failed if cid.startswith(f"{spec.name}:{phase}:"))
+        tables[pq.stem] = {"collector_ref": f"align {__import__('align').__version__} {spec.builder}",
+                           "collector_hash": collector_hash, "case_plan_hash": plan_hash,
+                           "collected_at": writers.now_utc(), "rows": rows,
+                           "status": "complete" if phase_failed == 0 else "partial", "failed": phase_failed}
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = None
+    meta = {"schema_version": 1,
+            "runtime": {"framework": spec.framework, "version": settings.version, "image": f"torch {torch_version}"},
+            "collector": {"tool": "align collect", "op": spec.name, "forced_without_passing_verdict": forced,
+                          "timing": "median of CUDA-event-timed runs of one CUDA graph (eager fallback recorded)"},
+            "tables": tables}
+    writers.write_meta(folder, meta)
+    return tables
+
+
+def verify(out: Path, op: str, k: int, settings: Settings | None = None, seed: int = 0) -> pd.DataFrame:
+    """Re-run ``k`` random finished cases; deviation of each from its stored latency (seed: < 2 %)."""
+    settings = settings or Settings()
+    spec = op_spec(op)
+    module = spec.module()
+    gpu, _ = _gpu_memory()
+    settings.system = settings.system or system_name(gpu)
+    device = _devices(1)[0]
+    rows = []
+    try:
+        import torch
+
+        dtype = getattr(torch, settings.dtype)
+    except ImportError:
+        dtype = None
+    for phase, ps in spec.phases.items():
+        path = table_dir(out, spec, settings) / ps.perf_file
+        df = writers.read_rows(path)
+        if df.empty:
+            continue
+        run, _ = grid(ps)
+        by_key = {_case_key(module, c): c for c in run}
+        fields = list(module.describe(phase, *run[0].args))
+        for key, lat in zip(_row_keys(df, fields), df["latency"]):
+            if key in by_key:
+                rows.append((by_key[key], float(lat)))
+    if not rows:
+        raise AlignError(f"no collected rows of {op} under {out}", "run align collect first")
+    picked = random.Random(seed).sample(rows, min(k, len(rows)))
+    report = []
+    for case, stored in picked:
+        call = module.build(case.phase, *case.args, device=device, dtype=dtype)
+        res = benchmark(call, device=device, warmups=settings.warmups, runs=settings.runs, use_graph=settings.use_graph)
+        report.append({"case": case.id, "stored_ms": stored, "rerun_ms": res.latency,
+                       "deviation_pct": 100.0 * (res.latency - stored) / stored, "graph": res.graph_note})
+    df = pd.DataFrame(report)
+    state = Path(out) / STATE
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "verify.json").write_text(json.dumps(report, indent=1))
+    return df

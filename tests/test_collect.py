@@ -1,0 +1,165 @@
+"""align collect on the CPU with the stand-in op: grid, benchmark, writers and locking, kill -9 and
+resume, verification, the verdict gate; and one real DSA case."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from align.collect import writers
+from align.collect.benchmark import benchmark
+from align.collect.cases import Case, grid, op_spec, parse_subset
+from align.errors import AlignError
+
+from .conftest import ROOT, run_align
+
+torch = pytest.importorskip("torch")
+
+STANDIN_CASES = 12 + 4  # the stand-in grid of align/data/collect.toml
+
+
+def test_grid_order_caps_and_memory_skips():
+    ctx = op_spec("dsa").phases["context"]
+    run, skipped = grid(ctx)
+    assert all(len(c.args) == 4 for c in run) and ctx.fields == ["seq", "batch", "tp", "prefix"]
+    assert all(c.args[0] * c.args[1] <= 65536 for c in run) and skipped == []
+    assert Case("dsa", "context", (32768, 4, 1, 0)) not in run  # over the b*s cap: outside the grid
+    assert Case("dsa", "context", (32768, 2, 1, 0)) in run  # exactly at the cap
+    from align_mock.collect import estimate
+
+    run2, skipped2 = grid(ctx, memory_bytes=80 * 2**30, estimate=estimate)
+    assert skipped2 and all("GiB" in why for _, why in skipped2)
+    assert len(run2) + len(skipped2) == len(run)
+    sub, _ = grid(ctx, subset=parse_subset(["seq=1024,4096", "tp=8", "batch=1", "prefix=0"]))
+    assert [c.args for c in sub] == [(1024, 1, 8, 0), (4096, 1, 8, 0)]
+    with pytest.raises(AlignError, match="unknown field"):
+        grid(ctx, subset={"nope": [1]})
+
+
+def test_benchmark_without_cuda_uses_a_wall_clock():
+    a = torch.randn(64, 64)
+    res = benchmark(lambda: a @ a, device="cpu", warmups=2, runs=7)
+    assert res.runs == 7 and res.timer == "wall-clock" and res.min_ms <= res.latency <= res.max_ms
+    assert not res.used_cuda_graph and res.power is None
+
+
+def _append_many(path: str, who: int, n: int) -> None:
+    for i in range(n):
+        writers.append_row(Path(path), {"framework": "f", "version": "v", "device": "d", "op_name": "o",
+                                        "kernel_source": "k"}, {"who": who, "i": i, "latency": 1.0 + i})
+
+
+def test_concurrent_appends_from_processes(tmp_path):
+    path = tmp_path / "x_perf.txt"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(str(path), w, 40)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    text = path.read_text()
+    assert text.count("framework,version") == 1
+    df = writers.read_rows(path)
+    assert len(df) == 160 and len(df.drop_duplicates(["who", "i"])) == 160
+    assert not Path(str(path) + ".lock").exists()
+
+
+def test_header_mismatch_stale_lock_and_repair(tmp_path):
+    path = tmp_path / "y_perf.txt"
+    base = {"framework": "f", "version": "v", "device": "d", "op_name": "o", "kernel_source": "k"}
+    writers.append_row(path, base, {"a": 1, "latency": 2.0})
+    with pytest.raises(AlignError, match="same settings"):
+        writers.append_row(path, base, {"a": 1, "latency": 2.0}, power=(300.0, 700.0))
+    lock = Path(str(path) + ".lock")
+    lock.write_text("12345\n")
+    old = time.time() - 2 * writers.STALE_LOCK_S
+    os.utime(lock, (old, old))
+    writers.append_row(path, base, {"a": 2, "latency": 3.0})  # breaks the stale lock
+    with open(path, "a") as f:
+        f.write("f,v,d,o,k,3,4.")  # a writer killed mid-line
+    assert writers.repair(path) > 0
+    assert writers.read_rows(path)["a"].tolist() == ["1", "2"]
+
+
+def _collect(*args, env=None):
+    return run_align("collect", "--op", "standin", "--runs", "3", "--warmups", "1", *args, env=env)
+
+
+def test_collect_writes_the_aiconfigurator_layout(tmp_path):
+    out = tmp_path / "c"
+    r = _collect("--out", str(out), "-f", "json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["done"] == STANDIN_CASES and data["failed"] == 0
+    folder = out / "cpu" / "gemm" / "trtllm" / "align"
+    pq = pd.read_parquet(folder / "standin_context_perf.parquet")
+    assert len(pq) == 12 and pq["latency"].dtype.kind == "f" and list(pq.columns[:5]) == writers.BASE_COLUMNS
+    meta = (folder / "collection_meta.yaml").read_text()
+    assert "standin_context_perf:" in meta and 'status: "complete"' in meta and "rows: 12" in meta
+    r = _collect("--out", str(out))
+    assert r.returncode == 2 and "--resume" in r.stderr
+    r = _collect("--out", str(out), "--resume", "-f", "json")
+    assert json.loads(r.stdout)["already_done"] == STANDIN_CASES and json.loads(r.stdout)["done"] == 0
+    r = _collect("--out", str(out), "--verify", "3", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert len(rows) == 3 and all("deviation_pct" in x for x in rows)
+    assert json.loads((out / ".align" / "verify.json").read_text())[0]["case"] == rows[0]["case"]
+
+
+def test_kill_minus_9_then_resume_gives_every_case_exactly_once(tmp_path):
+    out = tmp_path / "k"
+    env = {**os.environ, "ALIGN_COLLECT_CASE_DELAY": "0.25", "ALIGN_STORE": str(tmp_path / "store")}
+    cmd = [sys.executable, "-m", "align", "collect", "--op", "standin", "--runs", "2", "--warmups", "1",
+           "--out", str(out), "-f", "json"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    txt = out / "cpu" / "gemm" / "trtllm" / "align" / "standin_context_perf.txt"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not txt.exists() or len(writers.read_rows(txt)) < 3):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its worker, mid-run
+    proc.wait()
+    before = len(writers.read_rows(txt))
+    assert 3 <= before < 12
+    with open(txt, "a") as f:
+        f.write("align-standin,align,cpu,standin_con")  # as if killed inside a write
+    r = subprocess.run(cmd + ["--resume"], env={**env, "ALIGN_COLLECT_CASE_DELAY": "0"}, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["already_done"] >= before and data["done"] + data["already_done"] == STANDIN_CASES
+    ctx = writers.read_rows(txt)
+    gen = writers.read_rows(txt.with_name("standin_generation_perf.txt"))
+    key = ["num_heads", "batch_size", "isl", "step"]
+    assert len(ctx) == 12 and len(ctx.drop_duplicates(key)) == 12
+    assert len(gen) == 4 and len(gen.drop_duplicates(key)) == 4
+
+
+def test_verdict_gate_and_one_real_dsa_case(tmp_path):
+    store = tmp_path / "store"
+    r = run_align("collect", "--op", "dsa", "--out", str(tmp_path / "d"), "--store", str(store))
+    assert r.returncode == 2 and "refusing to collect dsa" in r.stderr and "--force" in r.stderr
+    ex = ROOT / "profiles/examples"
+    r = run_align("verdict", "--op", "dsa", "--mock", str(ex / "dsa_mock"), "--e2e", str(ex / "dsa_e2e"),
+                  "--store", str(store))
+    assert r.returncode == 0, r.stderr
+    # the gate now opens; one tiny generation case of the real DSA mock layer (V3.2 dims, TP 128)
+    r = run_align("collect", "--op", "dsa", "--phase", "generation", "--cases", "kv_len=64", "--cases", "batch=1",
+                  "--cases", "tp=128", "--runs", "2", "--warmups", "1", "--out", str(tmp_path / "d"),
+                  "--store", str(store), "-f", "json")
+    assert r.returncode == 0, r.stderr
+    folder = tmp_path / "d" / "cpu" / "sparse_attention" / "trtllm" / "align"
+    row = writers.read_rows(folder / "dsa_generation_module_perf.txt").iloc[0]
+    assert (row["op_name"], row["num_heads"], row["batch_size"], row["isl"], row["step"], row["tp_size"]) == \
+        ("dsa_generation_module", "1", "1", "1", "64", "1")
+    assert float(row["latency"]) > 0
