@@ -41,8 +41,11 @@ def test_grid_order_caps_and_memory_skips():
     assert len(run2) + len(skipped2) == len(run)
     sub, _ = grid(ctx, subset=parse_subset(["seq=1024,4096", "tp=8", "batch=1", "prefix=0"]))
     assert [c.args for c in sub] == [(1024, 1, 8, 0), (4096, 1, 8, 0)]
+    from align.collect.cases import check_subset
+
+    check_subset(op_spec("dsa"), ["context", "generation"], {"seq": [1], "kv_len": [2]})  # each phase its own
     with pytest.raises(AlignError, match="unknown field"):
-        grid(ctx, subset={"nope": [1]})
+        check_subset(op_spec("dsa"), ["generation"], {"seq": [1]})
 
 
 def test_benchmark_without_cuda_uses_a_wall_clock():

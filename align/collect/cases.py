@@ -94,10 +94,6 @@ def grid(spec: PhaseSpec, memory_bytes: int | None = None, estimate=None, subset
     """(cases to run, [(case, why skipped)]) for one phase. ``subset`` restricts a field to some
     values (``--cases seq=1024,4096 tp=8``); ``estimate(phase, *args)`` gives bytes a case needs."""
     values = {f: (subset or {}).get(f, spec.values[f]) for f in spec.fields}
-    unknown = set(subset or {}) - set(spec.fields)
-    if unknown:
-        raise AlignError(f"--cases names unknown field(s) {', '.join(sorted(unknown))}",
-                         f"fields of {spec.op} {spec.phase}: {', '.join(spec.fields)}")
     run, skipped = [], []
     for combo in itertools.product(*(values[f] for f in spec.fields)):
         args = dict(zip(spec.fields, combo))
@@ -111,6 +107,15 @@ def grid(spec: PhaseSpec, memory_bytes: int | None = None, estimate=None, subset
                 continue
         run.append(case)
     return run, skipped
+
+
+def check_subset(op: OpSpec, phases: list[str], subset: dict | None) -> None:
+    """Every --cases field must belong to one of the phases collected (each phase uses its own)."""
+    known = {f for p in phases if p in op.phases for f in op.phases[p].fields}
+    unknown = set(subset or {}) - known
+    if unknown:
+        raise AlignError(f"--cases names unknown field(s) {', '.join(sorted(unknown))}",
+                         f"fields of {op.name} {'/'.join(phases)}: {', '.join(sorted(known))}")
 
 
 def parse_subset(items: list[str]) -> dict[str, list[Any]]:

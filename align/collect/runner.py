@@ -24,7 +24,7 @@ import pandas as pd
 
 from align.collect import writers
 from align.collect.benchmark import benchmark
-from align.collect.cases import Case, OpSpec, grid, op_spec
+from align.collect.cases import Case, OpSpec, check_subset, grid, op_spec
 from align.errors import AlignError
 
 STATE = ".align"
@@ -172,6 +172,7 @@ def plan(op: str, phases: list[str], subset: dict | None, out: Path, settings: S
          ) -> tuple[OpSpec, list[Case], list, dict]:
     """Cases to run, skipped cases, and the done keys already in the files."""
     spec = op_spec(op)
+    check_subset(spec, phases, subset)
     module = spec.module()
     gpu, free = _gpu_memory()
     settings.system = settings.system or system_name(gpu)
