@@ -129,7 +129,9 @@ def finalize(txt: Path, parquet: Path) -> int:
     df = read_rows(txt)
     if df.empty:
         return 0
-    typed = df.apply(lambda col: pd.to_numeric(col) if col.name in METRICS or _numeric(col) else col)
+    # aiconfigurator's reader is strict about types: metrics float64, integer keys int64
+    typed = df.apply(lambda col: pd.to_numeric(col).astype("float64") if col.name in METRICS
+                     else pd.to_numeric(col) if _numeric(col) else col)
     if parquet.exists():
         typed = pd.concat([pd.read_parquet(parquet), typed], ignore_index=True)
     keys = [c for c in typed.columns if c not in METRICS]
