@@ -349,13 +349,9 @@ def diff(
     table = cmp.table
     if fmt in (DiffFormat.md, DiffFormat.html):
         from align.compare.report import render_html, render_markdown
-        from align.compare.verdict import Verdict, evaluate
+        from align.compare.verdict import judge
 
-        import pandas as pd
-
-        checks = pd.DataFrame(evaluate(cmp), columns=["name", "passed", "value", "threshold", "reason", "kernels"])
-        v = Verdict(op=cmp.op, passed=bool(checks["passed"].all()), checks=checks, mock=cmp.mock.path,
-                    e2e=cmp.e2e.path, comparison=cmp)
+        v = judge(cmp)
         sys.stdout.write(render_markdown(v) if fmt == DiffFormat.md else render_html(v))
         return
     out_fmt = Format(fmt.value)

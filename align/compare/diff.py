@@ -159,7 +159,7 @@ class Comparison:
 def compare(mock, e2e, op: str | None = None, phase: str | None = None, mock_range: str | None = None,
             e2e_range: str | None = None, skip: int = 0, config: dict | str | None = None,
             ops_file: str | None = None, store=None) -> Comparison:
-    if op is None and not (mock_range and e2e_range) and not e2e_range:
+    if op is None and not e2e_range:
         raise AlignError("which op?", "pass --op NAME (see align ops --list) or --e2e-range/--mock-range REGEX")
     cfg = config if isinstance(config, dict) else load_config(config)
     registry = load_registry(ops_file)

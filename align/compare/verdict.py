@@ -187,9 +187,12 @@ def verdict(mock=None, e2e=None, op: str | None = None, bench: str | os.PathLike
         e2e = e2e or newest(store, "e2e", op)
     cmp = compare(mock, e2e, op=op, phase=phase, mock_range=mock_range, e2e_range=e2e_range, skip=skip,
                   config=config, ops_file=ops_file, store=store)
-    bench_data = _read_bench(bench) if bench is not None else None
-    rows = evaluate(cmp, bench_data)
-    checks = pd.DataFrame(rows, columns=["name", "passed", "value", "threshold", "reason", "kernels"])
+    return judge(cmp, _read_bench(bench) if bench is not None else None)
+
+
+def judge(cmp: Comparison, bench: dict | None = None) -> Verdict:
+    """The checklist of an existing comparison."""
+    checks = pd.DataFrame(evaluate(cmp, bench), columns=["name", "passed", "value", "threshold", "reason", "kernels"])
     return Verdict(op=cmp.op, passed=bool(checks["passed"].all()), checks=checks, mock=cmp.mock.path,
                    e2e=cmp.e2e.path, comparison=cmp)
 
