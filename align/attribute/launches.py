@@ -28,7 +28,8 @@ PID = "((({col}) >> 24) & 16777215)"
 KEY = f"(({PID} << {KEY_SHIFT}) | coalesce(correlationId, 0))"
 
 
-def _ops_query(profile: Profile, extra: bool) -> str | None:
+def _ops_query(profile: Profile, extra: bool, where: str | None = None) -> str | None:
+    """GPU work of all kinds; ``where`` (on globalPid/deviceId) keeps one process or device."""
     parts = []
     s = profile.schema
     for kind, table in GPU_OP_TABLES.items():
@@ -43,12 +44,15 @@ def _ops_query(profile: Profile, extra: bool) -> str | None:
                 f"coalesce({'shortName' if is_kernel and 'shortName' in cols else 'NULL'}, -1) AS short_id",
                 f"coalesce({'graphNodeId' if 'graphNodeId' in cols else 'NULL'}, -1) AS graph_node_id",
             ]
-        parts.append(f"SELECT {', '.join(select)} FROM {table}")
+        parts.append(f"SELECT {', '.join(select)} FROM {table}" + (f" WHERE {where}" if where else ""))
     return " UNION ALL ".join(parts) if parts else None
 
 
-def _count_ops(profile: Profile) -> int:
-    return sum(profile.count(t) for t in GPU_OP_TABLES.values())
+def _count_ops(profile: Profile, where: str | None = None) -> int:
+    if not where:
+        return sum(profile.count(t) for t in GPU_OP_TABLES.values())
+    return sum(int(profile.conn.execute(f"SELECT count(*) FROM {t} WHERE {where}").fetchone()[0])
+               for t in GPU_OP_TABLES.values() if profile.schema.has(t))
 
 
 def _fill(profile: Profile, query: str, n: int, dtypes: dict[str, type]) -> dict[str, np.ndarray]:
@@ -63,15 +67,15 @@ def _fill(profile: Profile, query: str, n: int, dtypes: dict[str, type]) -> dict
     return {c: a[:at] for c, a in out.items()}
 
 
-def load_launches(profile: Profile) -> pd.DataFrame:
+def load_launches(profile: Profile, where: str | None = None) -> pd.DataFrame:
     """One row per launch (pid, correlation id) in key order: the span of the GPU work it
     launched and, where the CUDA API was traced, the launching call's thread and interval
     (``gtid`` -1 where it was not)."""
     cols = ("key", "gtid", "api_start", "api_end", "op_start", "op_end")
-    query = _ops_query(profile, extra=False)
+    query = _ops_query(profile, extra=False, where=where)
     if query is None:
         return pd.DataFrame({c: pd.Series(dtype="int64") for c in cols})
-    ops = _fill(profile, query, _count_ops(profile), {"key": np.int64, "start": np.int64, "end": np.int64})
+    ops = _fill(profile, query, _count_ops(profile, where), {"key": np.int64, "start": np.int64, "end": np.int64})
     order = np.argsort(ops["key"], kind="stable")
     for c in ("key", "start", "end"):  # permute one column at a time to keep one spare copy at most
         ops[c] = ops[c][order]
@@ -104,17 +108,17 @@ def load_launches(profile: Profile) -> pd.DataFrame:
                          "op_start": op_start, "op_end": op_end}, copy=False)
 
 
-def load_ops(profile: Profile, launches: pd.DataFrame) -> pd.DataFrame:
+def load_ops(profile: Profile, launches: pd.DataFrame, where: str | None = None) -> pd.DataFrame:
     """One row per GPU operation (kernels, then memcpy, then memset, each in table order) with
     its kind code, times, name ids, graph node (-1 if none) and launch row (-1 if its launch
     call was not traced)."""
     dtypes = {"kind": np.int8, "key": np.int64, "start": np.int64, "end": np.int64, "name_id": np.int32,
               "short_id": np.int32, "graph_node_id": np.int64}
-    query = _ops_query(profile, extra=True)
+    query = _ops_query(profile, extra=True, where=where)
     if query is None:
         return pd.DataFrame({c: pd.Series(dtype="int64") for c in ("kind", "start", "end", "name_id", "short_id",
                                                                      "graph_node_id", "launch")})
-    ops = _fill(profile, query, _count_ops(profile), dtypes)
+    ops = _fill(profile, query, _count_ops(profile, where), dtypes)
     launch_key = launches["key"].to_numpy(np.int64)
     traced = launches["gtid"].to_numpy(np.int64) >= 0
     pos = np.searchsorted(launch_key, ops["key"])
@@ -132,12 +136,13 @@ class GpuOps:
 
     profile: Profile
     launches: pd.DataFrame
+    where: str | None = None
     _ops: pd.DataFrame | None = None
 
     @property
     def ops(self) -> pd.DataFrame:
         if self._ops is None:
-            self._ops = load_ops(self.profile, self.launches)
+            self._ops = load_ops(self.profile, self.launches, self.where)
         return self._ops
 
     @property
@@ -146,5 +151,5 @@ class GpuOps:
         return self.launches["gtid"].to_numpy() >= 0
 
 
-def load_gpu_ops(profile: Profile) -> GpuOps:
-    return GpuOps(profile=profile, launches=load_launches(profile))
+def load_gpu_ops(profile: Profile, where: str | None = None) -> GpuOps:
+    return GpuOps(profile=profile, launches=load_launches(profile, where), where=where)

@@ -77,10 +77,12 @@ def locate(r: Ranges, gtid: np.ndarray, qstart: np.ndarray, qend: np.ndarray) ->
 class Projection:
     """Ranges, launch calls and who-contains-whom for one profile; computed once, queried many ways."""
 
-    def __init__(self, profile: Profile):
+    def __init__(self, profile: Profile, where: str | None = None):
+        """``where``: an SQL condition on globalPid/deviceId keeping one process or GPU (see
+        align.profile.processes.gpu_filter)."""
         self.profile = profile
         self.ranges: Ranges = load_ranges(profile)
-        self.gpu: GpuOps = load_gpu_ops(profile)
+        self.gpu: GpuOps = load_gpu_ops(profile, where)
         L = self.gpu.launches
         self.calls: Located = locate(self.ranges, L["gtid"].to_numpy(np.int64), L["api_start"].to_numpy(np.int64),
                                      L["api_end"].to_numpy(np.int64))

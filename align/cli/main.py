@@ -28,6 +28,9 @@ app.add_typer(profile_app, name="profile")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 FormatOpt = typer.Option(Format.table, "--format", "-f", help="table, csv or json")
+PidOpt = typer.Option(None, "--pid", help="only this process (see align processes)")
+DeviceOpt = typer.Option(None, "--device", help="only this GPU")
+RankOpt = typer.Option(None, "--rank", help="only this rank (the process on GPU RANK)")
 StoreOpt = typer.Option(None, "--store", help="profile store folder (default: $ALIGN_STORE or ./profiles)",
                         show_default=False)
 
@@ -66,7 +69,7 @@ def doctor(fmt: Format = FormatOpt) -> None:
 
 # ---- profile -------------------------------------------------------------------------------
 def _profile(kind: str, ctx: typer.Context, name, op, store, trace, sample, cpuctxsw, cuda_graph_trace, capture_range,
-             nvtx_capture, capture_range_end, delay, duration, overwrite, quiet, fmt) -> None:
+             nvtx_capture, capture_range_end, delay, duration, overwrite, quiet, fmt, serve=None) -> None:
     from align.nsys.launch import ProfileOptions, profile
 
     cmd = ctx.meta.get("align_cmd")
@@ -75,11 +78,19 @@ def _profile(kind: str, ctx: typer.Context, name, op, store, trace, sample, cpuc
         cmd, extra = extra, []
         if cmd and cmd[0].startswith("-"):
             raise AlignError(f"unknown option {cmd[0]}", "put nsys flags before -- and the command after it")
-    options = ProfileOptions(trace=trace, sample=sample, cpuctxsw=cpuctxsw, cuda_graph_trace=cuda_graph_trace,
+    serving = serve is not None and serve["serve"]
+    if serve is not None and not serving and (serve["preset"] or serve["load"] or serve["ready_url"]):
+        raise AlignError("--preset/--load/--ready-url belong to --serve", "add --serve")
+    wide = "system-wide" if serving else "none"
+    options = ProfileOptions(trace=trace or ("cuda,nvtx,osrt" if serving else "cuda,nvtx"), sample=sample or wide,
+                             cpuctxsw=cpuctxsw or wide, cuda_graph_trace=cuda_graph_trace,
                              capture_range=capture_range, nvtx_capture=nvtx_capture,
                              capture_range_end=capture_range_end, delay=delay, duration=duration, extra=extra)
-    result = profile(cmd, kind=kind, name=name, store=_store(store), options=options, overwrite=overwrite,
-                     quiet=quiet or fmt != Format.table, op=op)
+    if serving:
+        result = _serve(cmd, serve, options, name, op, store, overwrite, quiet or fmt != Format.table)
+    else:
+        result = profile(cmd, kind=kind, name=name, store=_store(store), options=options, overwrite=overwrite,
+                         quiet=quiet or fmt != Format.table, op=op)
     if fmt == Format.table:
         err.print(f"[green]saved[/] {result.path} [dim](status {result.status}, exit code {result.exit_code})[/]")
         if result.sqlite:
@@ -89,9 +100,34 @@ def _profile(kind: str, ctx: typer.Context, name, op, store, trace, sample, cpuc
     if result.status == "app-failed":
         err.print(f"align: the profiled command exited with {result.exit_code}; its profile was kept")
         raise typer.Exit(1)
+    if serving and result.status != "ok":
+        err.print(f"align: serving profile ended with status {result.status}; report and logs kept in {result.path}")
+        raise typer.Exit(1)
+
+
+def _serve(cmd, serve: dict, options, name, op, store, overwrite, quiet):
+    from align.serve.load import LoadSpec
+    from align.serve.run import ServeOptions, preset_command, profile_serve
+
+    env, endpoint, port, ready_url = {}, "/v1/completions", serve["port"], serve["ready_url"]
+    if serve["preset"]:
+        if cmd:
+            raise AlignError("--preset builds the server command", "drop the command after --, or drop --preset")
+        cmd, p = preset_command(serve["preset"], serve["model"], serve["tp"], port)
+        port, endpoint, env = p["port"], p["endpoint"], p["env"]
+        ready_url = ready_url or f"http://127.0.0.1:{port}{p['ready']}"
+    load = None if serve["load"] == "none" else LoadSpec.parse(serve["load"], endpoint=endpoint,
+                                                             model=serve["model"] or "default")
+    so = ServeOptions(delay=options.delay if options.delay is not None else 30.0,
+                      duration=options.duration if options.duration is not None else 20.0,
+                      ready_url=ready_url, ready_timeout=serve["ready_timeout"], load=load, port=port, env=env)
+    return profile_serve(cmd, so, name=name, store=_store(store), options=options, overwrite=overwrite, quiet=quiet,
+                         op=op)
 
 
 def _profile_command(kind: str, doc: str):
+    serve_help = "e2e only: " if kind == "mock" else ""
+
     @profile_app.command(kind, cls=CommandAfterDashes, help=doc,
                          context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def command(
@@ -99,9 +135,11 @@ def _profile_command(kind: str, doc: str):
         name: Optional[str] = typer.Option(None, "--name", "-n", help="store entry name (default: KIND-TIMESTAMP)"),
         op: Optional[str] = typer.Option(None, "--op", help="the op this profile is for (align verdict --op finds it)"),
         store: Optional[Path] = StoreOpt,
-        trace: str = typer.Option("cuda,nvtx", "--trace", "-t", help="nsys --trace"),
-        sample: str = typer.Option("none", "--sample", "-s", help="nsys --sample (CPU sampling)"),
-        cpuctxsw: str = typer.Option("none", "--cpuctxsw", help="nsys --cpuctxsw"),
+        trace: Optional[str] = typer.Option(None, "--trace", "-t",
+                                            help="nsys --trace (default cuda,nvtx; with --serve cuda,nvtx,osrt)"),
+        sample: Optional[str] = typer.Option(None, "--sample", "-s",
+                                             help="CPU sampling (default none; with --serve system-wide)"),
+        cpuctxsw: Optional[str] = typer.Option(None, "--cpuctxsw", help="default none; with --serve system-wide"),
         cuda_graph_trace: str = typer.Option("node", "--cuda-graph-trace", help="graph or node"),
         capture_range: Optional[str] = typer.Option(None, "--capture-range", "-c",
                                                     help="none, cudaProfilerApi or nvtx"),
@@ -112,10 +150,23 @@ def _profile_command(kind: str, doc: str):
         duration: Optional[float] = typer.Option(None, "--duration", "-d", help="seconds of collection"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing entry of that name"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="do not echo the program's output"),
+        serve: bool = typer.Option(False, "--serve", help=f"{serve_help}a multi-process server, system-wide, under load"),
+        preset: Optional[str] = typer.Option(None, "--preset", help="trtllm, vllm or sglang (builds the command)"),
+        model: Optional[str] = typer.Option(None, "--model", help="model for --preset and the load's model field"),
+        tp: int = typer.Option(1, "--tp", help="tensor parallelism for --preset"),
+        port: Optional[int] = typer.Option(None, "--port", help="the server's port (checked free first)"),
+        ready_url: Optional[str] = typer.Option(None, "--ready-url", help="polled until 200 (default :PORT/health)"),
+        ready_timeout: float = typer.Option(900.0, "--ready-timeout", help="seconds to wait for readiness"),
+        load: Optional[str] = typer.Option(None, "--load", help="requests=N,concurrency=C,input=I,output=O,"
+                                                               "endpoint=completions|chat (or none)"),
         fmt: Format = FormatOpt,
     ) -> None:
+        if serve and kind != "e2e":
+            raise AlignError("--serve profiles an E2E server", "use align profile e2e --serve")
         _profile(kind, ctx, name, op, store, trace, sample, cpuctxsw, cuda_graph_trace, capture_range, nvtx_capture,
-                 capture_range_end, delay, duration, overwrite, quiet, fmt)
+                 capture_range_end, delay, duration, overwrite, quiet, fmt,
+                 serve={"serve": serve, "preset": preset, "model": model, "tp": tp, "port": port, "ready_url": ready_url,
+                        "ready_timeout": ready_timeout, "load": load})
 
     return command
 
@@ -194,19 +245,36 @@ def kernels(
     by_launch: bool = typer.Option(False, "--by-launch", help="also group by grid and block (as nsys 2022.4 did)"),
     sort: str = typer.Option("total", "--sort", help="total, instances, avg, med, min, max, stddev or name"),
     limit: Optional[int] = typer.Option(None, "--limit", "-l", help="print only the first N rows"),
+    pid: Optional[int] = PidOpt,
+    device: Optional[int] = DeviceOpt,
+    rank: Optional[int] = RankOpt,
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
 ) -> None:
     """Per-kernel summary: the numbers of ``nsys stats --report cuda_gpu_kern_sum``."""
     from align.profile.load import load
+    from align.profile.processes import gpu_filter
     from align.stats.kernels import kernel_summary, to_nsys_csv_frame
 
     with load(profile, _store(store)) as p:
         if not p.has_kernels:
             raise AlignError(f"{p.path} has no CUDA kernel data",
                              "profile with --trace cuda (the default of align profile) on a GPU machine")
-        df = kernel_summary(p, name=name, by_launch=by_launch, sort=sort, limit=limit)
+        df = kernel_summary(p, name=name, by_launch=by_launch, sort=sort, limit=limit,
+                            where=gpu_filter(p, pid=pid, device=device, rank=rank))
     print_frame(df, fmt, title=f"CUDA GPU kernel summary: {profile}", csv_frame=to_nsys_csv_frame(df), max_width=90)
+
+
+@app.command()
+def processes(profile: str = typer.Argument(..., help="profile file or store name"), store: Optional[Path] = StoreOpt,
+              fmt: Format = FormatOpt) -> None:
+    """Processes of a profile with their GPU, kernel count, NVTX and CUDA API activity, and rank."""
+    from align.profile.load import load
+    from align.profile.processes import process_table
+
+    with load(profile, _store(store)) as p:
+        df = process_table(p)
+    print_frame(df, fmt, title=f"processes: {profile}", max_width=60)
 
 
 @app.command()
@@ -256,6 +324,9 @@ def ops(
     items: bool = typer.Option(False, "--kernels", help="list the op's GPU work, one row per kernel"),
     ops_file: Optional[Path] = typer.Option(None, "--ops-file", help="user registry (TOML) extending the built-in one"),
     list_ops: bool = typer.Option(False, "--list", help="list the registry's ops and exit"),
+    pid: Optional[int] = PidOpt,
+    device: Optional[int] = DeviceOpt,
+    rank: Optional[int] = RankOpt,
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
 ) -> None:
@@ -280,7 +351,9 @@ def ops(
     with load(profile, _store(store)) as p:
         if not p.has_kernels:
             raise AlignError(f"{p.path} has no CUDA kernel data", "profile with --trace cuda on a GPU machine")
-        view = OpView(p, registry, name=name)
+        from align.profile.processes import gpu_filter
+
+        view = OpView(p, registry, name=name, where=gpu_filter(p, pid=pid, device=device, rank=rank))
         if op is None and range_pattern is None:
             df = view.overview()
             if phase:
@@ -335,6 +408,9 @@ def diff(
     e2e_range: Optional[str] = typer.Option(None, "--e2e-range", help="NVTX ranges holding the op in the E2E run"),
     skip: int = typer.Option(0, "--skip", help="drop the first N forwards of each phase on both sides"),
     sequence: bool = typer.Option(False, "--sequence", help="also align one forward's kernel sequences"),
+    pid: Optional[int] = typer.Option(None, "--pid", help="E2E side: only this process"),
+    device: Optional[int] = typer.Option(None, "--device", help="E2E side: only this GPU"),
+    rank: Optional[int] = typer.Option(None, "--rank", help="E2E side: only this rank"),
     config: Optional[Path] = typer.Option(None, "--config", help="thresholds (TOML, see align/data/verdict.toml)"),
     ops_file: Optional[Path] = typer.Option(None, "--ops-file", help="user op registry"),
     store: Optional[Path] = StoreOpt,
@@ -345,7 +421,8 @@ def diff(
     from align.compare.sequence import aligned_sequences, representative_forward
 
     cmp = compare(mock, e2e, op=op, phase=phase, mock_range=mock_range, e2e_range=e2e_range, skip=skip,
-                  config=config, ops_file=ops_file, store=_store(store))
+                  config=config, ops_file=ops_file, store=_store(store),
+                  e2e_select={"pid": pid, "device": device, "rank": rank})
     table = cmp.table
     if fmt in (DiffFormat.md, DiffFormat.html):
         from align.compare.report import render_html, render_markdown
@@ -377,6 +454,9 @@ def verdict(
     skip: int = typer.Option(0, "--skip", help="drop the first N forwards of each phase on both sides"),
     config: Optional[Path] = typer.Option(None, "--config", help="thresholds (TOML, see align/data/verdict.toml)"),
     ops_file: Optional[Path] = typer.Option(None, "--ops-file", help="user op registry"),
+    pid: Optional[int] = typer.Option(None, "--pid", help="E2E side: only this process"),
+    device: Optional[int] = typer.Option(None, "--device", help="E2E side: only this GPU"),
+    rank: Optional[int] = typer.Option(None, "--rank", help="E2E side: only this rank"),
     store: Optional[Path] = StoreOpt,
     fmt: DiffFormat = typer.Option(DiffFormat.table, "--format", "-f", help="table, json or md"),
 ) -> None:
@@ -386,7 +466,8 @@ def verdict(
 
     s = _store(store)
     v = run_verdict(mock, e2e, op=op, bench=bench, config=config, phase=phase, mock_range=mock_range,
-                    e2e_range=e2e_range, skip=skip, ops_file=ops_file, store=s)
+                    e2e_range=e2e_range, skip=skip, ops_file=ops_file, store=s,
+                    e2e_select={"pid": pid, "device": device, "rank": rank})
     record(v, s)
     if fmt == DiffFormat.json:
         import json as _json

@@ -63,9 +63,12 @@ class Side:
 
 
 def op_side(ref, label: str, op: str | None, range_pattern: str | None, phase: str | None, skip: int,
-            registry: Registry, config: dict, store=None, name: str = "short") -> Side:
+            registry: Registry, config: dict, store=None, name: str = "short", select: dict | None = None) -> Side:
+    """``select``: {pid, device, rank} keeping one process of a multi-process profile."""
+    from align.profile.processes import gpu_filter
+
     profile = load(ref, store)
-    view = OpView(profile, registry, name=name)
+    view = OpView(profile, registry, name=name, where=gpu_filter(profile, **(select or {})))
     used = range_pattern or (f"op {op}" if op else None)
     items = view.op_items(op, range_pattern=range_pattern) if (op or range_pattern) else None
     by_nvtx = items is not None and items["method"].astype(str).str.startswith("nvtx").any()
@@ -141,10 +144,11 @@ def family_table(mock: Side, e2e: Side, config: dict) -> pd.DataFrame:
 
 def diff(mock, e2e, op: str | None = None, phase: str | None = None, mock_range: str | None = None,
          e2e_range: str | None = None, skip: int = 0, config: dict | str | None = None,
-         ops_file: str | None = None, store=None) -> pd.DataFrame:
-    """Side-by-side per kernel family of a mock and an E2E profile (paths or store names)."""
+         ops_file: str | None = None, store=None, e2e_select: dict | None = None) -> pd.DataFrame:
+    """Side-by-side per kernel family of a mock and an E2E profile (paths or store names);
+    ``e2e_select`` ({pid, device, rank}) compares one rank of a multi-process E2E profile."""
     return compare(mock, e2e, op=op, phase=phase, mock_range=mock_range, e2e_range=e2e_range, skip=skip,
-                   config=config, ops_file=ops_file, store=store).table
+                   config=config, ops_file=ops_file, store=store, e2e_select=e2e_select).table
 
 
 @dataclass
@@ -158,11 +162,11 @@ class Comparison:
 
 def compare(mock, e2e, op: str | None = None, phase: str | None = None, mock_range: str | None = None,
             e2e_range: str | None = None, skip: int = 0, config: dict | str | None = None,
-            ops_file: str | None = None, store=None) -> Comparison:
+            ops_file: str | None = None, store=None, e2e_select: dict | None = None) -> Comparison:
     if op is None and not e2e_range:
         raise AlignError("which op?", "pass --op NAME (see align ops --list) or --e2e-range/--mock-range REGEX")
     cfg = config if isinstance(config, dict) else load_config(config)
     registry = load_registry(ops_file)
     m = op_side(mock, "mock", op, mock_range, phase, skip, registry, cfg, store)
-    e = op_side(e2e, "e2e", op, e2e_range, phase, skip, registry, cfg, store)
+    e = op_side(e2e, "e2e", op, e2e_range, phase, skip, registry, cfg, store, select=e2e_select)
     return Comparison(mock=m, e2e=e, table=family_table(m, e, cfg), config=cfg, op=op or e2e_range)

@@ -175,7 +175,7 @@ def _bench_check(bench: dict, limit: float) -> dict:
 
 def verdict(mock=None, e2e=None, op: str | None = None, bench: str | os.PathLike | dict | None = None,
             config=None, phase: str | None = None, mock_range: str | None = None, e2e_range: str | None = None,
-            skip: int = 0, ops_file: str | None = None, store=None) -> Verdict:
+            skip: int = 0, ops_file: str | None = None, store=None, e2e_select: dict | None = None) -> Verdict:
     """The checklist for ``op``; without ``mock``/``e2e`` the newest stored profiles of that op."""
     from align.profile.store import Store
 
@@ -186,7 +186,7 @@ def verdict(mock=None, e2e=None, op: str | None = None, bench: str | os.PathLike
         mock = mock or newest(store, "mock", op)
         e2e = e2e or newest(store, "e2e", op)
     cmp = compare(mock, e2e, op=op, phase=phase, mock_range=mock_range, e2e_range=e2e_range, skip=skip,
-                  config=config, ops_file=ops_file, store=store)
+                  config=config, ops_file=ops_file, store=store, e2e_select=e2e_select)
     return judge(cmp, _read_bench(bench) if bench is not None else None)
 
 

@@ -47,10 +47,11 @@ class Forwards:
 class OpView:
     """GPU work of one profile with everything needed to cut it by op, forward and phase."""
 
-    def __init__(self, profile: Profile, registry: Registry | None = None, name: str = "demangled"):
+    def __init__(self, profile: Profile, registry: Registry | None = None, name: str = "demangled",
+                 where: str | None = None):
         self.profile = profile
         self.registry = registry or load_registry()
-        self._proj = Projection(profile)
+        self._proj = Projection(profile, where)
         # spans of launched work only serve nsys's projection sums: not needed here
         self._proj.gpu.launches = self._proj.gpu.launches.drop(columns=["op_start", "op_end"])
         self.name_kind = name
