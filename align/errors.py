@@ -27,5 +27,11 @@ class NsysFailed(AlignError):
     exit_code = 1
 
 
+class ServeFailed(AlignError):
+    """A served program that never became ready or went away: not bad input, so exit 1."""
+
+    exit_code = 1
+
+
 class ProfileError(AlignError):
     """A file that is not a readable nsys SQLite export."""

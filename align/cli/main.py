@@ -120,7 +120,8 @@ def _serve(cmd, serve: dict, options, name, op, store, overwrite, quiet):
                                                              model=serve["model"] or "default")
     so = ServeOptions(delay=options.delay if options.delay is not None else 30.0,
                       duration=options.duration if options.duration is not None else 20.0,
-                      ready_url=ready_url, ready_timeout=serve["ready_timeout"], load=load, port=port, env=env)
+                      ready_url=ready_url, ready_timeout=serve["ready_timeout"], load=load, port=port, env=env,
+                      report_timeout=serve["report_timeout"])
     return profile_serve(cmd, so, name=name, store=_store(store), options=options, overwrite=overwrite, quiet=quiet,
                          op=op)
 
@@ -157,6 +158,8 @@ def _profile_command(kind: str, doc: str):
         port: Optional[int] = typer.Option(None, "--port", help="the server's port (checked free first)"),
         ready_url: Optional[str] = typer.Option(None, "--ready-url", help="polled until 200 (default :PORT/health)"),
         ready_timeout: float = typer.Option(900.0, "--ready-timeout", help="seconds to wait for readiness"),
+        report_timeout: float = typer.Option(300.0, "--report-timeout",
+                                             help="seconds after the window for nsys to stop the server and write"),
         load: Optional[str] = typer.Option(None, "--load", help="requests=N,concurrency=C,input=I,output=O,"
                                                                "endpoint=completions|chat (or none)"),
         fmt: Format = FormatOpt,
@@ -166,7 +169,7 @@ def _profile_command(kind: str, doc: str):
         _profile(kind, ctx, name, op, store, trace, sample, cpuctxsw, cuda_graph_trace, capture_range, nvtx_capture,
                  capture_range_end, delay, duration, overwrite, quiet, fmt,
                  serve={"serve": serve, "preset": preset, "model": model, "tp": tp, "port": port, "ready_url": ready_url,
-                        "ready_timeout": ready_timeout, "load": load})
+                        "ready_timeout": ready_timeout, "report_timeout": report_timeout, "load": load})
 
     return command
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from align.errors import AlignError
+from align.errors import AlignError, ServeFailed
 
 
 @dataclass
@@ -135,8 +135,8 @@ def wait_ready(url: str, timeout_s: float, alive: Callable[[], bool], interval: 
         except (urllib.error.URLError, OSError):
             pass
         if not alive():
-            raise AlignError(f"the server exited before {url} answered", "see its log for why")
+            raise ServeFailed(f"the server (or nsys) exited before {url} answered", "see its log for why")
         if time.monotonic() - t0 > timeout_s:
-            raise AlignError(f"{url} did not answer 200 within {timeout_s:.0f} s",
+            raise ServeFailed(f"{url} did not answer 200 within {timeout_s:.0f} s",
                              "raise --ready-timeout, or check --ready-url and the server log")
         time.sleep(interval)

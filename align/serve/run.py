@@ -15,6 +15,7 @@ import datetime as dt
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from align.errors import AlignError, NsysFailed
+from align.errors import AlignError, NsysFailed, ServeFailed
 from align.nsys.discover import NsysInfo, discover
 from align.nsys.export import export_sqlite
 from align.nsys.launch import ProfileOptions, ProfileResult, _find_report, _gpus_from_smi, _write_meta, git_revisions
@@ -46,6 +47,7 @@ class ServeOptions:
     load: LoadSpec | None = field(default_factory=LoadSpec)
     port: int | None = None
     env: dict = field(default_factory=dict)
+    report_timeout: float = 300.0  # after the window closes, for nsys to stop the server and write
 
 
 def presets() -> dict:
@@ -78,35 +80,87 @@ def check_port_free(port: int) -> None:
             raise AlignError(f"port {port} is taken", "stop what listens there or pass another --port") from None
 
 
-def _kill_group(pgid: int, grace: float = 5.0) -> list[int]:
-    """SIGTERM then SIGKILL every process of the group; returns pids that had to be killed hard."""
-    def members() -> list[int]:
-        out = []
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    if os.getpgid(int(d)) == pgid:
-                        out.append(int(d))
-                except (ProcessLookupError, PermissionError):
-                    pass
-        return out
+def _proc_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (parent pid, process group, session) of every process."""
+    table = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2:].split()
+            if fields[0] != "Z":
+                table[int(d)] = (int(fields[1]), int(fields[2]), int(fields[3]))
+    return table
 
-    if not members():
-        return []
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return []
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and members():
-        time.sleep(0.1)
-    hard = members()
-    if hard:
+
+def family(root: int) -> set[int]:
+    """``root``, its descendants, and everything in their process groups and sessions: nsys starts
+    the server in a session of its own, and workers may start more."""
+    table = _proc_table()
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid in found or pid not in table:
+            continue
+        found.add(pid)
+        todo += [c for c, (ppid, _, _) in table.items() if ppid == pid]
+    groups = {table[p][1] for p in found} | {table[p][2] for p in found}
+    return found | {p for p, (_, pg, sid) in table.items() if pg in groups or sid in groups} - {os.getpid()}
+
+
+def _kill_all(pids: set[int], grace: float = 5.0) -> list[int]:
+    """SIGTERM, then SIGKILL what is still alive after ``grace``; returns the pids killed hard."""
+    def alive() -> list[int]:
+        table = _proc_table()
+        return [p for p in pids if p in table]
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 1.0)):
+        left = alive()
+        if not left:
+            return [] if sig == signal.SIGTERM else left
+        for p in left:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and alive():
+            time.sleep(0.1)
+        if sig == signal.SIGKILL:
+            return left
+    return []
+
+
+def _kill_agents(nsys_pid: int) -> list[int]:
+    """nsys's agent runs in a session of its own, named after the nsys process; a hung capture can
+    leave it behind."""
+    killed = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
         try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return hard
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "--start-agent" in cmd and re.search(rf"--session-name=profile-\S*-{nsys_pid}\b", cmd):
+            try:
+                os.kill(int(d), signal.SIGKILL)
+                killed.append(int(d))
+            except ProcessLookupError:
+                pass
+    return killed
+
+
+def _keep_partial_capture(log: Path, entry: Path, meta: dict) -> None:
+    """A capture nsys never finished stays in its temporary folder: move it into the entry (nothing
+    is lost; the importer refuses an incomplete one, which says what happened)."""
+    m = re.search(r"Generating '([^']+\.qdstrm)'", log.read_text(errors="replace")) if log.exists() else None
+    if m and Path(m.group(1)).exists():
+        target = entry / "report.incomplete.qdstrm"
+        shutil.move(m.group(1), target)
+        meta["files"]["incomplete_capture"] = target.name
 
 
 def _tail(path: Path, n: int = 12) -> str:
@@ -157,15 +211,17 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
     t0 = time.monotonic()
     proc = subprocess.Popen(nsys_cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     pgid = proc.pid
+    seen: set[int] = set()
     say = (lambda msg: None) if quiet else (lambda msg: console.print(msg))
     try:
         say(f"[bold]serving[/] {shlex.join(cmd)} under nsys [dim]-> {entry}[/]")
         try:
             waited = wait_ready(ready_url, serve.ready_timeout, alive=lambda: proc.poll() is None)
-        except AlignError as exc:
+        except ServeFailed as exc:
             status = "never-ready"
-            raise AlignError(f"{exc.message}; last server/nsys lines:\n{_tail(log)}", exc.hint) from None
+            raise ServeFailed(f"{exc.message}; last server/nsys lines:\n{_tail(log)}", exc.hint) from None
         meta["ready_after_s"] = round(waited, 2)
+        seen |= family(proc.pid)  # the server and its workers, while nsys still holds them
         window_start = t0 + serve.delay
         window_end = window_start + serve.duration
         if time.monotonic() > window_start:
@@ -183,8 +239,19 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
             if result.errors:
                 status = "load-errors"
         with console.status("capturing until the window closes, then nsys writes the report"):
-            while proc.poll() is None:
+            deadline = window_end + serve.report_timeout
+            while proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.2)
+        if proc.poll() is None:
+            # seen with nsys 2022.4 in system-wide mode: the session neither ends nor answers; one
+            # SIGINT is nsys's "stop and write the report" (a second one aborts without a report)
+            status = "nsys-hung"
+            meta["warning"] = f"nsys still running {serve.report_timeout:.0f} s after the window closed"
+            os.killpg(pgid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
         rc = proc.returncode
         meta["exit_code"] = rc
         if time.monotonic() < window_end - 0.5 and status == "ok":
@@ -202,13 +269,15 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
             status = "failed"
         raise
     finally:
-        leftover = _kill_group(pgid)
+        leftover = _kill_all(seen | family(pgid)) + _kill_agents(proc.pid)
         if proc.poll() is None:
             proc.wait(timeout=30)
         meta["killed_leftovers"] = leftover
         logf.close()
         try:
             report = _find_report(entry, nsys, log)
+            if report is None:
+                _keep_partial_capture(log, entry, meta)
             if report is not None:
                 meta["files"]["report"] = report.name
                 sqlite = export_sqlite(report, entry / st.SQLITE, nsys=nsys, log=log, quiet=True)
