@@ -231,7 +231,13 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
             time.sleep(0.1)
         if serve.load:
             say(f"capture window open: sending {serve.load.requests} requests, {serve.load.concurrency} at a time")
-            result = send_load(base_url, serve.load)
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            with Progress(TextColumn("load"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[errs]}"),
+                          TimeElapsedColumn(), console=console, disable=quiet) as bar:
+                task = bar.add_task("load", total=serve.load.requests, errs="")
+                result = send_load(base_url, serve.load, progress=lambda r: bar.update(
+                    task, completed=r.sent, errs=f"{r.errors} errors" if r.errors else ""))
             meta["load"] = result.summary()
             say(f"load: {result.ok} answered, {result.errors} errors of {result.sent} sent")
             if time.monotonic() > window_end:
