@@ -29,6 +29,7 @@ the all-reduce a real TP group would add. The indexer is replicated on every ran
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -242,7 +243,17 @@ class Indexer(nn.Module):
     fp32 result. Positions that are not visible (``allowed``) score -inf;
     when fewer than ``index_topk`` are visible, all of them are selected plus some masked ones,
     which the attention masks again.
+
+    Trace hook (decode only): when ``trace_hook`` is set (on one instance, or on the class for every
+    indexer; a plain function set on the class needs ``staticmethod``), each generation call
+    (``S == 1``) ends with ``trace_hook(layer_idx, start_pos, topk_indices, scores)`` on the device
+    tensors; ``layer_idx`` is whatever the caller assigned (None by default). Unset, it costs one
+    attribute test: no host sync, nothing that stops a CUDA graph capture. A Python hook does not
+    run on graph replays, so tracing needs an eager decode.
     """
+
+    trace_hook: Callable[[int | None, Position, Tensor, Tensor], None] | None = None
+    layer_idx: int | None = None
 
     def __init__(self, cfg: DSAConfig, *, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
@@ -283,7 +294,10 @@ class Indexer(nn.Module):
         scores = torch.bmm(weights.view(bsz * seqlen, 1, self.n_heads),
                            logits.view(bsz * seqlen, self.n_heads, length)).view(bsz, seqlen, length).float()
         scores = scores.masked_fill_(~allowed, float("-inf"))
-        return scores.topk(min(self.topk, length), dim=-1, sorted=False).indices
+        chosen = scores.topk(min(self.topk, length), dim=-1, sorted=False).indices
+        if seqlen == 1 and self.trace_hook is not None:
+            self.trace_hook(self.layer_idx, start_pos, chosen, scores)
+        return chosen
 
 
 class MLAAttention(nn.Module):

@@ -609,6 +609,149 @@ def collect(
         raise typer.Exit(1)
 
 
+# ---- DSA top-k traces --------------------------------------------------------------------------
+trace_app = typer.Typer(help="Decode-time traces of the mock model.", no_args_is_help=True)
+topk_app = typer.Typer(help="DSA top-k selections per request, layer and decode step (JSONL shards).",
+                       no_args_is_help=True)
+trace_app.add_typer(topk_app, name="topk")
+app.add_typer(trace_app, name="trace")
+_TOPK_TABLES = ("all", "overall", "layers", "requests")
+
+
+@topk_app.command("run")
+def trace_topk_run(
+    out: Path = typer.Option(..., "--out", help="trace folder (new or empty)"),
+    requests: int = typer.Option(32, "--requests", help="synthetic requests: 80 % chat, 20 % long context"),
+    seed: int = typer.Option(0, "--seed", help="seed of the lengths, tokens, prefixes and model weights"),
+    config: str = typer.Option("small", "--config", help="mock model config: small, demo or v32"),
+    layers: Optional[int] = typer.Option(None, "--layers", help="decoder layers to build (default: the config's)"),
+    batch_size: int = typer.Option(4, "--batch-size", help="requests of equal prompt length decoded together"),
+    block_size: Optional[int] = typer.Option(None, "--block-size",
+                                             help="KV block size in tokens (default: env or 64)"),
+    shard_size: Optional[int] = typer.Option(None, "--shard-size", help="requests per shard file (default 16)"),
+    scores: Optional[bool] = typer.Option(None, "--scores/--no-scores", help="record the indexer scores"),
+    every: Optional[int] = typer.Option(None, "--every", help="record every k-th decode step"),
+    length_scale: float = typer.Option(1.0, "--length-scale", help="multiply every prompt and output length"),
+    length_quantum: int = typer.Option(1, "--length-quantum", help="round prompt lengths to a multiple (batching)"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16"),
+    fmt: Format = FormatOpt,
+) -> None:
+    """Run a synthetic workload on the mock E2E model (eager decode) and write a top-k trace to --out."""
+    import torch
+
+    from align.trace.workload import WorkloadSpec, run_workload
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AlignError(f"{out} is not an empty folder", "give a new --out (a trace is never appended to)")
+    if dtype not in ("float32", "bfloat16"):
+        raise AlignError(f"unknown --dtype {dtype!r}", "use float32 or bfloat16")
+    try:
+        spec = WorkloadSpec(requests=requests, seed=seed, length_scale=length_scale, length_quantum=length_quantum)
+        result = run_workload(out, spec, config=config, n_layers=layers, batch_size=batch_size, device=device,
+                              dtype=getattr(torch, dtype), block_size=block_size, shard_size=shard_size,
+                              record_scores=scores, sample_every=every,
+                              progress=(lambda done, total: err.print(f"batch {done}/{total}", end="\r"))
+                              if fmt == Format.table else None)
+    except ValueError as exc:
+        raise AlignError(str(exc)) from None
+    if fmt == Format.table:
+        err.print()
+    writer = result.summary["writer"]
+    stats = result.summary["stats"]
+    print_dict({"out": str(out), "requests": len(result.requests), "batches": result.batches,
+                "records": stats["records"], "dropped": writer["dropped"], "errors": writer["errors"],
+                "mean_unique_blocks": stats["mean_unique_blocks"], "elapsed_s": round(result.elapsed_s, 3)},
+               fmt, title="align trace topk run")
+
+
+@topk_app.command("summary")
+def trace_topk_summary(
+    directory: Path = typer.Argument(..., help="trace folder written by align trace topk run"),
+    table: str = typer.Option("all", "--table", help="all, overall, layers or requests"),
+    fmt: Format = FormatOpt,
+) -> None:
+    """Per-layer and per-request block statistics of a trace, with each request's prefix overlap."""
+    import json as _json
+
+    import pandas as pd
+
+    from align.trace.topk import summary_tables
+
+    if table not in _TOPK_TABLES:
+        raise AlignError(f"unknown --table {table!r}", f"choose one of {', '.join(_TOPK_TABLES)}")
+    if not (directory / "run_meta.json").is_file():
+        raise AlignError(f"{directory} holds no run_meta.json", "give a folder written by align trace topk run")
+    tables = summary_tables(directory)
+    chosen = tables if table == "all" else {table: tables[table]}
+    if fmt == Format.json:
+        sys.stdout.write(_json.dumps({k: records(v) for k, v in chosen.items()}, indent=2) + "\n")
+    elif fmt == Format.csv:
+        frames = [v.assign(table=k)[["table", *v.columns]] for k, v in chosen.items()]
+        pd.concat(frames, ignore_index=True).to_csv(sys.stdout, index=False)
+    else:
+        for name, frame in chosen.items():
+            print_frame(frame, fmt, title=f"{directory}: {name}")
+
+
+# ---- module traces -------------------------------------------------------------------------
+@trace_app.command("modules", cls=CommandAfterDashes,
+                   context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def trace_modules(
+    ctx: typer.Context,
+    include: Optional[str] = typer.Option(None, "--include", help="regex on module name or class: only these"),
+    exclude: Optional[str] = typer.Option(None, "--exclude", help="regex on module name or class: not these"),
+    layer: Optional[str] = typer.Option(None, "--layer",
+                                        help="regex of the decoder layer whose call order is shown (default layers.0)"),
+    nvtx: bool = typer.Option(False, "--nvtx", help="an NVTX range per module, for nsys (align profile)"),
+    profiler: bool = typer.Option(False, "--profiler", help="torch.profiler: kernels per module (CPU ops on CPU)"),
+    shapes: bool = typer.Option(True, "--shapes/--no-shapes", help="record input and output shapes and dtypes"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the whole trace, every call, as JSON"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="rows per table (default 30 in a table, else all; 0 all)"),
+    fmt: Format = FormatOpt,
+) -> None:
+    """Run `-- python script.py ARGS` in this process and trace the models it calls, unchanged: calls
+    per class and module, one decoder layer's call order, kernels per module (--profiler). CSV: per module."""
+    import json as _json
+
+    from align.trace.modules import DEFAULT_LAYER, run_script
+
+    cmd = ctx.meta.get("align_cmd")
+    if cmd is None:
+        cmd = list(ctx.args)
+        if cmd and cmd[0].startswith("-"):
+            raise AlignError(f"unknown option {cmd[0]}", "put align's options before -- and the program after it")
+    trace, code = run_script(cmd, include=include, exclude=exclude, layer=layer or DEFAULT_LAYER, nvtx=nvtx,
+                             profiler=profiler, shapes=shapes)
+    if out:
+        out.write_text(trace.to_json(), encoding="utf-8")
+    if not trace.forwards and code == 0:
+        raise AlignError(f"{' '.join(cmd)} called no torch.nn.Module", "trace a program that runs a model")
+    rows = limit if limit is not None else (30 if fmt == Format.table else 0)
+
+    def cut(df):
+        return df.head(rows) if rows else df
+
+    if fmt == Format.json:
+        sys.stdout.write(_json.dumps(trace.to_dict(calls=False, limit=rows or None), indent=2) + "\n")
+    elif fmt == Format.csv:
+        print_frame(cut(trace.by_name), fmt)
+    else:
+        print_dict(trace.summary(), fmt, title="align trace modules")
+        print_frame(cut(trace.by_class), fmt, title="calls per class")
+        print_frame(cut(trace.by_name), fmt, title="calls per module (wall_ms: CPU time, inclusive)", max_width=60)
+        print_frame(cut(trace.layer_order), fmt, title=f"call order of one layer: {trace.layer_name}", max_width=50)
+        if profiler:
+            print_frame(cut(trace.kernels), fmt, title="kernels per module (innermost module range)", max_width=60)
+        if rows and len(trace.by_name) > rows:
+            err.print(f"showing the first {rows} rows of each table; --limit 0 shows all")
+    if out:
+        err.print(f"[green]wrote[/] {out}")
+    if code:
+        err.print(f"align: the traced program exited with {code}")
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point: user mistakes print one line and exit 2, never a traceback."""
     try:
