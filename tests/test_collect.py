@@ -113,10 +113,12 @@ def test_collect_writes_the_aiconfigurator_layout(tmp_path):
     assert r.returncode == 2 and "--resume" in r.stderr
     r = _collect("--out", str(out), "--resume", "-f", "json")
     assert json.loads(r.stdout)["already_done"] == STANDIN_CASES and json.loads(r.stdout)["done"] == 0
-    r = _collect("--out", str(out), "--verify", "3", "-f", "json")
+    # no --runs here: verification times as the collection did (3 runs, recorded in its checkpoint)
+    r = run_align("collect", "--op", "standin", "--out", str(out), "--verify", "3", "-f", "json")
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert len(rows) == 3 and all("deviation_pct" in x for x in rows)
+    assert {x["runs"] for x in rows} == {3}
     assert json.loads((out / ".align" / "verify.json").read_text())[0]["case"] == rows[0]["case"]
 
 
@@ -166,3 +168,18 @@ def test_verdict_gate_and_one_real_dsa_case(tmp_path):
     assert (row["op_name"], row["num_heads"], row["batch_size"], row["isl"], row["step"], row["tp_size"]) == \
         ("dsa_generation_module", "1", "1", "1", "64", "1")
     assert float(row["latency"]) > 0
+
+
+def test_parquet_holds_exactly_the_latencies_written(tmp_path):
+    """finalize parses each metric as the text says, to the last bit (the text is the record)."""
+    import random
+
+    rng = random.Random(7)
+    txt, pq = tmp_path / "t_perf.txt", tmp_path / "t_perf.parquet"
+    values = [rng.uniform(1e-4, 200.0) for _ in range(500)] + [24.547903060913086, 0.1 + 0.2]
+    base = dict(zip(writers.BASE_COLUMNS, ["f", "v", "d", "op", "k"]))
+    for i, v in enumerate(values):
+        writers.append_row(txt, base, {"case": i, "latency": v}, power=(v / 3, 700.0))
+    assert writers.finalize(txt, pq) == len(values)
+    table = pd.read_parquet(pq)
+    assert list(table["latency"]) == values and list(table["power"]) == [v / 3 for v in values]

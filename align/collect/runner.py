@@ -9,6 +9,7 @@ worker that died) are recorded in ``.align/checkpoint.json`` and the run goes on
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing as mp
@@ -316,15 +317,28 @@ def finalize(out: Path, spec: OpSpec, settings: Settings, cases: list[Case], for
     meta = {"schema_version": 1,
             "runtime": {"framework": spec.framework, "version": settings.version, "image": f"torch {torch_version}"},
             "collector": {"tool": "align collect", "op": spec.name, "forced_without_passing_verdict": forced,
-                          "timing": "median of CUDA-event-timed runs of one CUDA graph (eager fallback recorded)"},
+                          "timing": "median of CUDA-event-timed runs of one CUDA graph, queued back to back (eager fallback recorded)"},
             "tables": tables}
     writers.write_meta(folder, meta)
     return tables
 
 
 def verify(out: Path, op: str, k: int, settings: Settings | None = None, seed: int = 0) -> pd.DataFrame:
-    """Re-run ``k`` random finished cases; deviation of each from its stored latency (seed: < 2 %)."""
-    settings = settings or Settings()
+    """Re-run ``k`` random finished cases; deviation of each from its stored latency (seed: < 2 %).
+
+    The cases are timed as the newest collection run in ``out`` timed them (warm-ups, runs, graph,
+    the power run's minimum duration, dtype): a different timing would measure the timing, not the
+    op. ``settings`` fill in what no collection recorded (and name the table folder)."""
+    settings = dataclasses.replace(settings or Settings())
+    runs_done = Checkpoint(out).data.get("runs", [])
+    if runs_done:
+        recorded = runs_done[-1].get("settings", {})
+        for name in ("warmups", "runs", "use_graph", "measure_power", "dtype"):
+            if name in recorded:
+                setattr(settings, name, recorded[name])
+        for name in ("backend", "version", "system"):
+            if recorded.get(name) and getattr(settings, name) in (None, getattr(Settings, name, None)):
+                setattr(settings, name, recorded[name])
     spec = op_spec(op)
     module = spec.module()
     gpu, _ = _gpu_memory()
@@ -354,9 +368,11 @@ def verify(out: Path, op: str, k: int, settings: Settings | None = None, seed: i
     report = []
     for case, stored in picked:
         call = module.build(case.phase, *case.args, device=device, dtype=dtype)
-        res = benchmark(call, device=device, warmups=settings.warmups, runs=settings.runs, use_graph=settings.use_graph)
+        res = benchmark(call, device=device, warmups=settings.warmups, runs=settings.runs, use_graph=settings.use_graph,
+                        min_duration_s=1.0 if settings.measure_power else 0.0)
         report.append({"case": case.id, "stored_ms": stored, "rerun_ms": res.latency,
-                       "deviation_pct": 100.0 * (res.latency - stored) / stored, "graph": res.graph_note})
+                       "deviation_pct": 100.0 * (res.latency - stored) / stored, "runs": res.runs,
+                       "graph": res.graph_note})
     df = pd.DataFrame(report)
     state = Path(out) / STATE
     state.mkdir(parents=True, exist_ok=True)

@@ -129,8 +129,9 @@ def finalize(txt: Path, parquet: Path) -> int:
     df = read_rows(txt)
     if df.empty:
         return 0
-    # aiconfigurator's reader is strict about types: metrics float64, integer keys int64
-    typed = df.apply(lambda col: pd.to_numeric(col).astype("float64") if col.name in METRICS
+    # aiconfigurator's reader is strict about types: metrics float64, integer keys int64. Metrics go
+    # through Python's float(), exact for the repr written (to_numeric was seen a few ulp off on the GPU image).
+    typed = df.apply(lambda col: col.map(float).astype("float64") if col.name in METRICS
                      else pd.to_numeric(col) if _numeric(col) else col)
     if parquet.exists():
         typed = pd.concat([pd.read_parquet(parquet), typed], ignore_index=True)
