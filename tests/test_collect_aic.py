@@ -134,3 +134,22 @@ def test_a_folder_written_by_align_collect_loads_in_aiconfigurator(tmp_path):
                             isl=int(row["isl"]), step=int(row["step"]))
     assert got == pytest.approx(float(row["latency"]), rel=1e-12)
     assert json.loads(r.stdout)["done"] == 1
+
+
+GPU_COLLECTION = Path(__file__).resolve().parents[1] / "profiles" / "examples" / "collect" / "data"
+
+
+def test_the_committed_h200_collection_loads_in_aiconfigurator(tmp_path):
+    """The real H200 collection (profiles/examples/collect): every row of both phases comes back
+    from aiconfigurator's engine as written."""
+    from align.collect import writers
+
+    root = build_systems_root(GPU_COLLECTION, tmp_path / "systems")
+    folder = GPU_COLLECTION.joinpath(*VERSION_DIR)
+    for phase in ("context", "generation"):
+        txt = writers.read_rows(folder / f"dsa_{phase}_module_perf.txt")
+        pq = pd.read_parquet(folder / f"dsa_{phase}_module_perf.parquet")
+        assert len(txt) == len(pq) > 0
+        for r in pq.itertuples():
+            got = query_dsa_latency(root, phase, num_heads=r.num_heads, batch=r.batch_size, isl=r.isl, step=r.step)
+            assert got == pytest.approx(r.latency, rel=1e-12, abs=0), (phase, r)
