@@ -183,3 +183,72 @@ def test_parquet_holds_exactly_the_latencies_written(tmp_path):
     assert writers.finalize(txt, pq) == len(values)
     table = pd.read_parquet(pq)
     assert list(table["latency"]) == values and list(table["power"]) == [v / 3 for v in values]
+
+
+def test_mla_and_moe_grids_and_named_values():
+    ctx = op_spec("mla").phases["context"]
+    assert ctx.fields == ["seq", "batch", "tp"] and ctx.op_name == "mla_context_module"
+    moe = op_spec("moe")
+    assert list(moe.phases) == ["all"] and moe.phases["all"].fields == ["tokens", "tp", "ep", "distribution"]
+    from align.collect.cases import check_subset
+
+    subset = parse_subset(["tokens=4,16", "distribution=balanced,power_law_1.2"])
+    assert subset == {"tokens": [4, 16], "distribution": ["balanced", "power_law_1.2"]}
+    check_subset(moe, ["all"], subset)
+    with pytest.raises(AlignError, match="not a value"):
+        check_subset(moe, ["all"], {"distribution": ["balaced"]})
+    run, _ = grid(moe.phases["all"], subset={**subset, "tokens": [4], "tp": [8], "ep": [256]})
+    assert [c.args for c in run] == [(4, 8, 256, "balanced"), (4, 8, 256, "power_law_1.2")]
+    from align_mock import collect_mla
+
+    row = collect_mla.describe("context", 1024, 2, 8)
+    assert (row["num_heads"], row["isl"], row["step"], row["model"]) == (16, 1024, 0, "deepseek-ai/DeepSeek-V3")
+    assert collect_mla.estimate("context", 4096, 8, 1) < __import__("align_mock.collect").collect.estimate(
+        "context", 4096, 8, 1, 0)  # no indexer scores
+
+
+def test_moe_routing_loads():
+    from align_mock.collect_moe import local_load, routing
+
+    bal = routing(64, 8, 256, "balanced")
+    assert all(len(set(r)) == 8 for r in bal) and len(set(map(tuple, bal))) > 1
+    counts = torch.bincount(torch.as_tensor(bal.ravel()), minlength=256)
+    assert counts.max() - counts.min() <= 1  # every expert the same load, up to one token
+    skew = routing(4096, 8, 256, "power_law_1.2")
+    assert all(len(set(r)) == 8 for r in skew[:100])
+    loads = torch.bincount(torch.as_tensor(skew.ravel()), minlength=256).sort(descending=True).values
+    assert loads[0] > 4 * loads[128]  # a few popular experts
+    assert local_load(256, 1, 8, "balanced") == 256 * 8 // 8
+
+
+def test_moe_call_equals_expert_by_expert_reference():
+    from align_mock.collect_moe import build
+
+    for dist in ("balanced", "power_law_1.01"):
+        call = build("all", 6, 8, 64, dist, device="cpu", dtype=torch.float32)
+        got, want = call(), call.reference()
+        assert got.abs().max() > 0 or want.abs().max() == 0
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_collect_mla_and_moe_on_cpu(tmp_path):
+    env = {**os.environ, "ALIGN_STORE": str(tmp_path / "store")}
+    out = tmp_path / "c"
+    r = run_align("collect", "--op", "moe", "--force", "--cases", "tokens=4", "--cases", "tp=8", "--cases", "ep=256",
+                  "--cases", "distribution=balanced,power_law_1.2", "--runs", "2", "--warmups", "1",
+                  "--out", str(out), "-f", "json", env=env)
+    assert r.returncode == 0, r.stderr
+    folder = out / "cpu" / "moe" / "trtllm" / "align"
+    table = pd.read_parquet(folder / "moe_perf.parquet")
+    assert sorted(table["distribution"]) == ["balanced", "power_law_1.2"] and set(table["num_experts"]) == {256}
+    assert (table["latency"] > 0).all() and "moe_perf:" in (folder / "collection_meta.yaml").read_text()
+    r = run_align("collect", "--op", "mla", "--force", "--phase", "generation", "--cases", "kv_len=64",
+                  "--cases", "batch=1", "--cases", "tp=128", "--runs", "2", "--warmups", "1", "--out", str(out),
+                  "-f", "json", env=env)
+    assert r.returncode == 0, r.stderr
+    gen = pd.read_parquet(out / "cpu" / "mla" / "trtllm" / "align" / "mla_generation_module_perf.parquet")
+    assert gen[["num_heads", "batch_size", "isl", "step"]].values.tolist() == [[1, 1, 1, 64]]
+    r = run_align("collect", "--op", "moe", "--cases", "distribution=zipf", "--out", str(tmp_path / "x"), env=env)
+    assert r.returncode == 2 and "choose from" in r.stderr
+    r = run_align("collect", "--op", "mla", "--out", str(tmp_path / "y"), env=env)
+    assert r.returncode == 2 and "verdict" in r.stderr  # gated like dsa

@@ -558,13 +558,14 @@ def bench_cmd(
 
 @app.command()
 def collect(
-    op: str = typer.Option(..., "--op", help="op to collect (dsa, or standin to try the machinery)"),
-    phase: Optional[str] = typer.Option(None, "--phase", help="context or generation (default: both)"),
+    op: str = typer.Option(..., "--op", help="op to collect: dsa, mla, moe, or standin to try the machinery"),
+    phase: Optional[str] = typer.Option(None, "--phase",
+                                        help="context or generation (moe: all) (default: every phase of the op)"),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="worker processes, one per GPU (default: all visible)"),
     out: Path = typer.Option(Path("collect"), "--out", help="output folder (aiconfigurator's data layout inside)"),
     resume: bool = typer.Option(False, "--resume", help="continue a collection in --out: skip finished cases"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="with --resume, run failed cases again"),
-    cases: list[str] = typer.Option([], "--cases", help="restrict a grid field: FIELD=V1,V2 (repeatable)"),
+    cases: list[str] = typer.Option([], "--cases", help="restrict a grid field: FIELD=V1,V2 (repeatable; e.g. tp=1,8)"),
     force: bool = typer.Option(False, "--force", help="collect even without a passing verdict (recorded)"),
     verify_k: int = typer.Option(0, "--verify", help="instead of collecting, re-run K random finished cases"),
     warmups: int = typer.Option(5, "--warmups", help="untimed calls before timing (and again after capture)"),
@@ -588,6 +589,11 @@ def collect(
         df = verify(out, op, verify_k, settings)
         print_frame(df, fmt, title=f"verification of {len(df)} cases (seed: |deviation| < 2 %)", max_width=70)
         return
+    from align.collect.cases import check_subset, op_spec
+
+    spec = op_spec(op)
+    subset = parse_subset(cases)
+    check_subset(spec, [phase] if phase else list(spec.phases), subset)  # bad input before the gate
     if op != "standin":
         rec = newest_record(_store(store), op)
         if (rec is None or not rec.get("passed")) and not force:
@@ -595,7 +601,7 @@ def collect(
             raise AlignError(f"refusing to collect {op}: {why} in {_store(store).root}",
                              f"run align verdict --op {op} until it passes, or pass --force (recorded in the metadata)")
     summary = run_collect(op, [phase] if phase else None, gpus=gpus, out=out, resume=resume,
-                          subset=parse_subset(cases), settings=settings, retry_failed=retry_failed,
+                          subset=subset, settings=settings, retry_failed=retry_failed,
                           forced=force and op != "standin", progress=fmt == Format.table)
     data = {"out": str(summary.out), "done": summary.done, "failed": summary.failed,
             "already_done": summary.already_done, "skipped": len(summary.skipped), "tables": summary.tables}

@@ -19,7 +19,6 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-PHASES = ("context", "generation")
 
 
 @dataclass
@@ -67,9 +66,8 @@ def load_ops() -> dict[str, OpSpec]:
     for name, entry in data["ops"].items():
         spec = OpSpec(name=name, builder=entry["builder"], family=entry["family"], framework=entry["framework"],
                       kernel_source=entry["kernel_source"])
-        for phase in PHASES:
-            p = entry.get(phase)
-            if p:
+        for phase, p in entry.items():  # every sub-table is a phase (context, generation; moe: all)
+            if isinstance(p, dict):
                 spec.phases[phase] = PhaseSpec(op=name, phase=phase, op_name=p["op_name"], perf_file=p["perf_file"],
                                                fields=list(p["fields"]), values={f: list(p[f]) for f in p["fields"]},
                                                max_tokens=p.get("max_tokens"))
@@ -116,17 +114,25 @@ def check_subset(op: OpSpec, phases: list[str], subset: dict | None) -> None:
     if unknown:
         raise AlignError(f"--cases names unknown field(s) {', '.join(sorted(unknown))}",
                          f"fields of {op.name} {'/'.join(phases)}: {', '.join(sorted(known))}")
+    for p in phases:
+        for f, grid_values in (op.phases[p].values.items() if p in op.phases else ()):
+            names = [v for v in grid_values if isinstance(v, str)]
+            wrong = [v for v in (subset or {}).get(f, []) if names and v not in names]
+            if wrong:  # a named value (a distribution) off the grid is a typo, not a new point
+                raise AlignError(f"--cases {f}={','.join(map(str, wrong))}: not a value of {op.name}'s grid",
+                                 f"choose from {', '.join(names)}")
 
 
 def parse_subset(items: list[str]) -> dict[str, list[Any]]:
-    """``["seq=1024,4096", "tp=8"]`` -> {"seq": [1024, 4096], "tp": [8]}."""
+    """``["seq=1024,4096", "tp=8", "distribution=balanced"]`` -> {"seq": [1024, 4096], "tp": [8],
+    "distribution": ["balanced"]}: integers where they parse, names otherwise."""
     out: dict[str, list[Any]] = {}
     for item in items:
         if "=" not in item:
             raise AlignError(f"bad --cases item {item!r}", "write FIELD=V1,V2 (e.g. tp=1,8)")
         k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = [int(x) for x in v.split(",") if x.strip()]
-        except ValueError:
-            raise AlignError(f"bad --cases values in {item!r}", "values are integers, comma separated") from None
+        values = [x.strip() for x in v.split(",") if x.strip()]
+        if not values:
+            raise AlignError(f"bad --cases item {item!r}: no values", "write FIELD=V1,V2 (e.g. tp=1,8)")
+        out[k.strip()] = [int(x) if x.lstrip("-").isdigit() else x for x in values]
     return out
