@@ -136,7 +136,7 @@ def test_a_folder_written_by_align_collect_loads_in_aiconfigurator(tmp_path):
     assert json.loads(r.stdout)["done"] == 1
 
 
-GPU_COLLECTION = Path(__file__).resolve().parents[1] / "profiles" / "examples" / "collect" / "data"
+GPU_COLLECTION = Path(__file__).resolve().parents[1] / "profiles" / "examples" / "collect" / "dsa"
 
 
 def test_the_committed_h200_collection_loads_in_aiconfigurator(tmp_path):
@@ -153,3 +153,25 @@ def test_the_committed_h200_collection_loads_in_aiconfigurator(tmp_path):
         for r in pq.itertuples():
             got = query_dsa_latency(root, phase, num_heads=r.num_heads, batch=r.batch_size, isl=r.isl, step=r.step)
             assert got == pytest.approx(r.latency, rel=1e-12, abs=0), (phase, r)
+
+
+@pytest.mark.parametrize("op,phase,table,args", [
+    ("dsa", "context", "sparse_attention/trtllm/1.3.0rc23/dsa_context_module_perf", (1024, 1, 8, 0)),
+    ("dsa", "generation", "sparse_attention/trtllm/1.3.0rc23/dsa_generation_module_perf", (2048, 1, 8)),
+    ("mla", "context", "mla/trtllm/1.3.0rc20/mla_context_module_perf", (1024, 1, 8)),
+    ("mla", "generation", "mla/trtllm/1.3.0rc20/mla_generation_module_perf", (2048, 1, 8)),
+    ("moe", "all", "moe/trtllm/1.3.0rc23/moe_perf", (16, 1, 8, "balanced")),
+])
+def test_rows_have_the_columns_of_aiconfigurators_own_tables(op, phase, table, args):
+    """Our rows (perf-file base columns + the builder's fields + latency) have exactly the columns,
+    in order, of the table aiconfigurator ships for the same op on an H200."""
+    from align.collect import writers
+    from align.collect.aic import _packaged_systems
+    from align.collect.cases import op_spec
+
+    shipped = pd.read_parquet(_packaged_systems() / "data" / "h200_sxm" / f"{table}.parquet")
+    spec = op_spec(op)
+    ours = writers.BASE_COLUMNS + list(spec.module().describe(phase, *args)) + ["latency"]
+    assert ours == list(shipped.columns)
+    assert spec.phases[phase].op_name == shipped["op_name"].iloc[0]
+    assert spec.phases[phase].perf_file == table.rsplit("/", 1)[1] + ".txt"
