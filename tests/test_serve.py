@@ -67,16 +67,22 @@ def serve(tmp_path: Path, name: str, *server_args: str, load: str = "requests=8,
     return r, entry, meta, started
 
 
-def test_served_profile_window_load_and_processes(nsys, tmp_path):
-    # Debian's nsys 2022.4 sometimes hangs in system-wide mode after the window (seen in about one
-    # run in three, with an incomplete .qdstrm). align reports that as status nsys-hung, keeps the
-    # partial capture and leaves no process behind; the capture is then simply tried again.
+def serve_until_nsys_finishes(tmp_path: Path, name: str, *server_args: str, **options) -> tuple:
+    """``serve``, tried again while nsys hangs. Debian's nsys 2022.4 sometimes hangs in system-wide
+    mode after the window (seen in about one run in three, with an incomplete .qdstrm). align
+    reports that as status nsys-hung, keeps the partial capture and leaves no process behind; the
+    capture is then simply tried again."""
     for attempt in range(4):
-        r, entry, meta, pids = serve(tmp_path, f"srv{attempt}")
+        r, entry, meta, pids = serve(tmp_path, f"{name}{attempt}", *server_args, **options)
         if meta.get("status") != "nsys-hung":
             break
         assert r.returncode == 1 and no_standin_left()
         assert (entry / "report.incomplete.qdstrm").exists()
+    return r, entry, meta, pids
+
+
+def test_served_profile_window_load_and_processes(nsys, tmp_path):
+    r, entry, meta, pids = serve_until_nsys_finishes(tmp_path, "srv")
     assert r.returncode == 0, r.stderr
     assert meta["status"] == "ok" and meta["load"]["sent"] == 8 and meta["load"]["answered"] == 8
     assert meta["ready_after_s"] < DELAY
@@ -113,7 +119,8 @@ def test_server_never_ready(nsys, tmp_path):
 
 
 def test_server_dies_during_capture(nsys, tmp_path):
-    r, entry, meta, pids = serve(tmp_path, "dies", "--die-after", "1", load="requests=200,concurrency=2,input=8,output=8")
+    r, entry, meta, pids = serve_until_nsys_finishes(tmp_path, "dies", "--die-after", "1",
+                                                     load="requests=200,concurrency=2,input=8,output=8")
     assert r.returncode == 1
     assert meta["status"] in ("server-died", "load-errors") and meta["load"]["errors"] > 0
     assert (entry / "nsys.log").exists()
@@ -121,7 +128,7 @@ def test_server_dies_during_capture(nsys, tmp_path):
 
 
 def test_load_errors_are_reported(nsys, tmp_path):
-    r, entry, meta, _ = serve(tmp_path, "errs", "--error-rate", "0.5")
+    r, entry, meta, _ = serve_until_nsys_finishes(tmp_path, "errs", "--error-rate", "0.5")
     assert r.returncode == 1 and "load-errors" in r.stderr
     assert meta["status"] == "load-errors" and meta["load"]["errors"] == 4 and meta["load"]["answered"] == 4
     assert (entry / "report.sqlite").exists()

@@ -136,6 +136,10 @@ WHERE e.eventType IN ({codes}) {end_tid}
               for d, t in uniq]
     df["name"] = pd.Categorical.from_codes(codes, categories=pd.Index(labels).unique()) if len(set(labels)) == len(labels) \
         else pd.Categorical(np.array(labels, dtype=object)[codes])
+    # categories in first-seen order would follow the engine's scan order (DuckDB reads in
+    # parallel): sorted, they are the same everywhere, and sorting by them sorts by text
+    for k in ("domain", "text", "style", "name"):
+        df[k] = df[k].cat.reorder_categories(sorted(df[k].cat.categories))
     return df[cols]
 
 
