@@ -10,54 +10,62 @@ import pandas as pd
 import pytest
 
 from align.collect import writers
+from align.collect.cases import op_spec
 from align.trace.topk import load_meta, load_summary, load_trace, recompute_summary
 
 from .conftest import ROOT
 
 COLLECT = ROOT / "profiles" / "examples" / "collect"
 TRACE = ROOT / "profiles" / "examples" / "trace"
-TABLES = COLLECT / "data" / "h200_sxm" / "sparse_attention" / "trtllm" / "align"
+OPS = ["dsa", "mla", "moe"]
 
 
-def _rows() -> dict[str, pd.DataFrame]:
-    """The parquet tables (typed), after checking they hold the text files' rows."""
+def _tables(op: str) -> dict[str, pd.DataFrame]:
+    """The parquet tables (typed), after checking they hold the text files' rows exactly."""
+    spec = op_spec(op)
+    folder = COLLECT / op / "h200_sxm" / spec.family / "trtllm" / "align"
     tables = {}
-    for phase in ("context", "generation"):
-        txt = writers.read_rows(TABLES / f"dsa_{phase}_module_perf.txt")
-        pq = pd.read_parquet(TABLES / f"dsa_{phase}_module_perf.parquet")
+    for phase, ps in spec.phases.items():
+        txt = writers.read_rows(folder / ps.perf_file)
+        pq = pd.read_parquet(folder / ps.perf_file.replace(".txt", ".parquet"))
         assert len(txt) == len(pq) and [float(x) for x in txt["latency"]] == list(pq["latency"])
         tables[phase] = pq
     return tables
 
 
-def test_collection_is_complete_gated_and_has_power():
-    verdict = json.loads((COLLECT / "verdict.json").read_text())
-    assert verdict["passed"] and verdict["op"] == "dsa"
-    summary = json.loads((COLLECT / "collect.json").read_text())
-    rows = _rows()
-    assert summary["failed"] == 0 and summary["done"] == sum(len(df) for df in rows.values())
-    meta = (TABLES / "collection_meta.yaml").read_text()
-    assert "forced_without_passing_verdict: false" in meta and meta.count('status: "complete"') == 2
-    ck = json.loads((COLLECT / "data" / ".align" / "checkpoint.json").read_text())
+@pytest.mark.parametrize("op", OPS)
+def test_collection_is_complete_gated_and_has_power(op):
+    summary = json.loads((COLLECT / op / "collect.json").read_text())
+    tables = _tables(op)
+    assert summary["failed"] == 0 and summary["done"] == sum(len(df) for df in tables.values())
+    meta = (COLLECT / op / "h200_sxm" / op_spec(op).family / "trtllm" / "align" / "collection_meta.yaml").read_text()
+    assert meta.count('status: "complete"') == len(tables)
+    verdict = COLLECT / op / "verdict.json"
+    if verdict.exists():  # gated: the verdict of the shipped pair passed
+        assert json.loads(verdict.read_text())["passed"] and "forced_without_passing_verdict: false" in meta
+    else:  # no shipped pair (moe): collected with --force, and the metadata says so
+        assert "forced_without_passing_verdict: true" in meta
+    ck = json.loads((COLLECT / op / ".align" / "checkpoint.json").read_text())
     assert len(ck["skipped"]) == summary["skipped"]  # skipped cases are reported, with the reason
-    for df in rows.values():
+    for df in tables.values():
         assert (df["device"] == "NVIDIA H200").all() and (df["latency"] > 0).all()
         assert (df["power"] > 0).all() and (df["power"] <= df["power_limit"]).all()
-        assert not df.duplicated(["num_heads", "batch_size", "isl", "step"]).any()
-        assert set(df["tp_size"]) == {1} and set(df["num_heads"]) == {16, 128}  # TP 8 and 1, simulated
+        keys = [c for c in df.columns if c not in ("latency", "power", "power_limit")]
+        assert not df.duplicated(keys).any()
 
 
-def test_verification_reruns_are_of_stored_rows():
-    """Each verified case's stored latency is the one in the perf file, and the deviation is computed
+@pytest.mark.parametrize("op", OPS)
+def test_verification_reruns_are_of_stored_rows(op):
+    """Each verified case's stored latency is the one in the perf file and the deviation is computed
     from it; the deviations themselves are the figures the README reports."""
-    report = json.loads((COLLECT / "verify.json").read_text())
-    assert report == json.loads((COLLECT / "data" / ".align" / "verify.json").read_text())
+    report = json.loads((COLLECT / op / "verify.json").read_text())
+    assert report == json.loads((COLLECT / op / ".align" / "verify.json").read_text())
     latencies = set()
-    for df in _rows().values():
-        latencies |= set(df["latency"].round(9))
+    for df in _tables(op).values():
+        latencies |= set(df["latency"])
     assert len(report) == 6
     for r in report:
-        assert round(r["stored_ms"], 9) in latencies
+        assert r["stored_ms"] in latencies
         assert r["deviation_pct"] == pytest.approx(100 * (r["rerun_ms"] - r["stored_ms"]) / r["stored_ms"])
         assert r["graph"] == "captured"
 

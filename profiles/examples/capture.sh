@@ -47,6 +47,9 @@ capture attn_mock_slow mock -- $PY mock/examples/attention_mock.py --batch 16
 # DeepSeek-V3.2 sparse attention (align_mock): the mock layer and a small E2E model built from it
 capture dsa_mock mock --op dsa -- $PY mock/examples/dsa_mock.py
 capture dsa_e2e e2e --op dsa -- $PY mock/examples/dsa_e2e.py
+# plain MLA (DeepSeek-V3): the same layer and model without the indexer
+capture mla_mock mock --op mla -- $PY mock/examples/dsa_mock.py --attention mla
+capture mla_e2e e2e --op mla -- $PY mock/examples/dsa_e2e.py --attention mla
 # module tracer (align trace modules --nvtx): an NVTX range per module call of the DSA E2E model
 capture dsa_modules e2e --op dsa -- $PY -m align trace modules --nvtx --format json -- \
   $PY mock/examples/dsa_e2e.py --eager --layers 2

@@ -1,22 +1,40 @@
 #!/usr/bin/env bash
-# The reduced DSA collection of profiles/examples/collect, on a GPU machine (an H200 where the
+# The reduced collections of profiles/examples/collect, on a GPU machine (an H200 where the
 # comparison with aiconfigurator's shipped H200 tables should hold):
-#   profiles/examples/collect/capture.sh [OUT_DIR]
-# 1. records the DSA verdict of the shipped mock/E2E pair (the gate of align collect),
-# 2. collects both phases over a few shapes and TP values, with NVML power sampling,
-# 3. re-runs 6 random finished cases (align collect --verify) and keeps their deviations.
-# Then, on any machine: python bench/aic_collect_compare.py OUT_DIR/data > OUT_DIR/aic_ratio.txt
+#   profiles/examples/collect/capture.sh [OUT_DIR] [OPS]       OPS default: "dsa mla moe"
+# Per op, into OUT_DIR/<op>/ (the collection's --out, aiconfigurator's layout inside):
+# 1. the op's verdict on its shipped mock/E2E pair (the gate of align collect): verdict.json;
+#    moe has no shipped pair and is collected with --force (recorded in collection_meta.yaml),
+# 2. a reduced grid with NVML power sampling: collect.json,
+# 3. 6 random finished cases re-run (align collect --verify): verify.json.
+# Then, on any machine: python bench/aic_collect_compare.py OUT_DIR/<op> > OUT_DIR/<op>/aic_ratio.txt
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 OUT_DIR=${1:-profiles/examples/collect}
+OPS=${2:-dsa mla moe}
 PY=${PYTHON:-python3}
 [ -n "${ALIGN_GPU_ENV_DONE:-}" ] || . scripts/gpu-env.sh
 mkdir -p "$OUT_DIR"
 STORE=$(mktemp -d)
 nvidia-smi --query-gpu=name,driver_version,power.limit,clocks.max.sm --format=csv | tee "$OUT_DIR/gpu.csv"
-$PY -m align verdict --op dsa --mock profiles/examples/dsa_mock --e2e profiles/examples/dsa_e2e \
-  --store "$STORE" --format json > "$OUT_DIR/verdict.json"
-$PY -m align collect --op dsa --store "$STORE" --out "$OUT_DIR/data" --power \
-  --cases seq=1024,4096 --cases prefix=0 --cases kv_len=2048,8192 --cases batch=1,8,32 --cases tp=1,8 \
-  --format json > "$OUT_DIR/collect.json"
-$PY -m align collect --op dsa --out "$OUT_DIR/data" --verify 6 --format json > "$OUT_DIR/verify.json"
+declare -A GRID=(
+  [dsa]="--cases seq=1024,4096 --cases prefix=0 --cases kv_len=2048,8192 --cases batch=1,8,32 --cases tp=1,8"
+  [mla]="--cases seq=1024,4096 --cases kv_len=2048,8192 --cases batch=1,8,32 --cases tp=1,8"
+  [moe]="--cases tokens=1,16,128,1024,4096 --cases tp=1 --cases ep=8,32 --cases distribution=balanced,power_law_1.01"
+)
+for op in $OPS; do
+  dir=$OUT_DIR/$op
+  mkdir -p "$dir"
+  gate=()
+  if [ -d "profiles/examples/${op}_mock" ]; then
+    $PY -m align verdict --op "$op" --mock "profiles/examples/${op}_mock" --e2e "profiles/examples/${op}_e2e" \
+      --store "$STORE" --format json > "$dir/verdict.json" || true
+  else
+    gate=(--force)
+  fi
+  # shellcheck disable=SC2086
+  $PY -m align collect --op "$op" --store "$STORE" --out "$dir" --power "${gate[@]}" ${GRID[$op]} \
+    --format json > "$dir/collect.json" || echo "$op: align collect exited $?" >&2
+  $PY -m align collect --op "$op" --out "$dir" --verify 6 --format json > "$dir/verify.json" \
+    || echo "$op: verification exited $?" >&2
+done
