@@ -252,3 +252,9 @@ def test_collect_mla_and_moe_on_cpu(tmp_path):
     assert r.returncode == 2 and "choose from" in r.stderr
     r = run_align("collect", "--op", "mla", "--out", str(tmp_path / "y"), env=env)
     assert r.returncode == 2 and "verdict" in r.stderr  # gated like dsa
+
+
+def test_a_case_the_op_cannot_take_is_bad_input(tmp_path):
+    r = run_align("collect", "--op", "moe", "--force", "--cases", "ep=3", "--out", str(tmp_path / "m"))
+    assert r.returncode == 2 and "ep 3 must divide" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").rglob("*_perf.txt"))

@@ -322,3 +322,12 @@ def test_workload_runner_end_to_end(tmp_path, device):
     assert [row["layer"] for row in tables["layers"]] == [0, 1]
     cli = CliRunner().invoke(app, ["trace", "topk", "run", "--out", str(out), "--requests", "1"])
     assert cli.exit_code != 0  # never appends to an existing trace
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the answer on a machine without CUDA")
+def test_cli_cuda_without_a_gpu_is_bad_input(tmp_path):
+    from .conftest import run_align
+
+    r = run_align("trace", "topk", "run", "--out", str(tmp_path / "t"), "--device", "cuda")
+    assert r.returncode == 2 and "no CUDA GPU" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "t").exists()

@@ -652,6 +652,10 @@ def trace_topk_run(
         raise AlignError(f"{out} is not an empty folder", "give a new --out (a trace is never appended to)")
     if dtype not in ("float32", "bfloat16"):
         raise AlignError(f"unknown --dtype {dtype!r}", "use float32 or bfloat16")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise AlignError(f"--device {device}: this torch sees no CUDA GPU", "use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise AlignError(f"unknown --device {device!r}", "use cpu, cuda or cuda:N")
     try:
         spec = WorkloadSpec(requests=requests, seed=seed, length_scale=length_scale, length_quantum=length_quantum)
         result = run_workload(out, spec, config=config, n_layers=layers, batch_size=batch_size, device=device,

@@ -183,7 +183,13 @@ def plan(op: str, phases: list[str], subset: dict | None, out: Path, settings: S
         if phase not in spec.phases:
             raise AlignError(f"op {op} has no {phase} phase", f"phases: {', '.join(spec.phases)}")
         ps = spec.phases[phase]
-        run, skip = grid(ps, free, estimate, subset)
+        try:
+            for case in grid(ps, None, None, subset)[0]:
+                module.describe(phase, *case.args)
+            run, skip = grid(ps, free, estimate, subset)
+        except ValueError as exc:
+            raise AlignError(f"{op} {phase}: {exc}", "choose --cases values the op accepts (see align/data/collect.toml)") \
+                from None
         path = table_dir(out, spec, settings) / ps.perf_file
         writers.repair(path)
         rows = writers.read_rows(path)
