@@ -27,6 +27,15 @@ torch = pytest.importorskip("torch")
 STANDIN_CASES = 12 + 4  # the stand-in grid of align/data/collect.toml
 
 
+def _tables(out: Path, family: str) -> Path:
+    """The table folder of a collection: <system>/<family>/trtllm/align, system 'cpu' here and the
+    GPU's (h200_sxm, ...) where CUDA is visible."""
+    from align.collect.runner import system_name
+
+    system = system_name(torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+    return out / system / family / "trtllm" / "align"
+
+
 def test_grid_order_caps_and_memory_skips():
     ctx = op_spec("dsa").phases["context"]
     run, skipped = grid(ctx)
@@ -53,6 +62,16 @@ def test_benchmark_without_cuda_uses_a_wall_clock():
     res = benchmark(lambda: a @ a, device="cpu", warmups=2, runs=7)
     assert res.runs == 7 and res.timer == "wall-clock" and res.min_ms <= res.latency <= res.max_ms
     assert not res.used_cuda_graph and res.power is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_benchmark_on_cuda_replays_a_graph_and_falls_back():
+    a = torch.randn(512, 512, device="cuda")
+    res = benchmark(lambda: a @ a, device="cuda", warmups=2, runs=50)
+    assert res.used_cuda_graph and res.graph_note == "captured" and res.timer == "cuda-events"
+    assert res.runs == 50 and 0 < res.min_ms <= res.latency <= res.max_ms
+    res = benchmark(lambda: a.sum().item(), device="cuda", warmups=1, runs=5)  # a host sync cannot be captured
+    assert not res.used_cuda_graph and res.graph_note.startswith("eager fallback") and res.runs == 5
 
 
 def _append_many(path: str, who: int, n: int) -> None:
@@ -104,7 +123,7 @@ def test_collect_writes_the_aiconfigurator_layout(tmp_path):
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["done"] == STANDIN_CASES and data["failed"] == 0
-    folder = out / "cpu" / "gemm" / "trtllm" / "align"
+    folder = _tables(out, "gemm")
     pq = pd.read_parquet(folder / "standin_context_perf.parquet")
     assert len(pq) == 12 and pq["latency"].dtype.kind == "f" and list(pq.columns[:5]) == writers.BASE_COLUMNS
     meta = (folder / "collection_meta.yaml").read_text()
@@ -128,7 +147,7 @@ def test_kill_minus_9_then_resume_gives_every_case_exactly_once(tmp_path):
     cmd = [sys.executable, "-m", "align", "collect", "--op", "standin", "--runs", "2", "--warmups", "1",
            "--out", str(out), "-f", "json"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    txt = out / "cpu" / "gemm" / "trtllm" / "align" / "standin_context_perf.txt"
+    txt = _tables(out, "gemm") / "standin_context_perf.txt"
     deadline = time.time() + 60
     while time.time() < deadline and (not txt.exists() or len(writers.read_rows(txt)) < 3):
         time.sleep(0.05)
@@ -163,7 +182,7 @@ def test_verdict_gate_and_one_real_dsa_case(tmp_path):
                   "--cases", "tp=128", "--runs", "2", "--warmups", "1", "--out", str(tmp_path / "d"),
                   "--store", str(store), "-f", "json")
     assert r.returncode == 0, r.stderr
-    folder = tmp_path / "d" / "cpu" / "sparse_attention" / "trtllm" / "align"
+    folder = _tables(tmp_path / "d", "sparse_attention")
     row = writers.read_rows(folder / "dsa_generation_module_perf.txt").iloc[0]
     assert (row["op_name"], row["num_heads"], row["batch_size"], row["isl"], row["step"], row["tp_size"]) == \
         ("dsa_generation_module", "1", "1", "1", "64", "1")
@@ -238,7 +257,7 @@ def test_collect_mla_and_moe_on_cpu(tmp_path):
                   "--cases", "distribution=balanced,power_law_1.2", "--runs", "2", "--warmups", "1",
                   "--out", str(out), "-f", "json", env=env)
     assert r.returncode == 0, r.stderr
-    folder = out / "cpu" / "moe" / "trtllm" / "align"
+    folder = _tables(out, "moe")
     table = pd.read_parquet(folder / "moe_perf.parquet")
     assert sorted(table["distribution"]) == ["balanced", "power_law_1.2"] and set(table["num_experts"]) == {256}
     assert (table["latency"] > 0).all() and "moe_perf:" in (folder / "collection_meta.yaml").read_text()
@@ -246,7 +265,7 @@ def test_collect_mla_and_moe_on_cpu(tmp_path):
                   "--cases", "batch=1", "--cases", "tp=128", "--runs", "2", "--warmups", "1", "--out", str(out),
                   "-f", "json", env=env)
     assert r.returncode == 0, r.stderr
-    gen = pd.read_parquet(out / "cpu" / "mla" / "trtllm" / "align" / "mla_generation_module_perf.parquet")
+    gen = pd.read_parquet(_tables(out, "mla") / "mla_generation_module_perf.parquet")
     assert gen[["num_heads", "batch_size", "isl", "step"]].values.tolist() == [[1, 1, 1, 64]]
     r = run_align("collect", "--op", "moe", "--cases", "distribution=zipf", "--out", str(tmp_path / "x"), env=env)
     assert r.returncode == 2 and "choose from" in r.stderr
