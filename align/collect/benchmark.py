@@ -97,6 +97,8 @@ def benchmark(call: Callable[[], object], device: str = "cuda", warmups: int = 5
     if not cuda:
         return _cpu_benchmark(call, warmups, runs)
     dev = torch.device(device)
+    if dev.index is None:  # "cuda": the current device (set_device and NVML need an index)
+        dev = torch.device("cuda", torch.cuda.current_device())
     torch.cuda.set_device(dev)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
