@@ -4,6 +4,7 @@ written row must come back unchanged (queried exactly at grid points, so nothing
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ pytest.importorskip("aiconfigurator", reason="aiconfigurator is not installed (p
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
 
-from align.collect.aic import AIC_VERSION, aiconfigurator_available, build_systems_root, query_dsa_latency  # noqa: E402
+from align.collect.aic import (AIC_VERSION, aiconfigurator_available, build_systems_root,  # noqa: E402
+                               query_dsa_latency, query_mla_latency, query_moe_latency)
 
 if not aiconfigurator_available():
     pytest.skip(f"the loader API used is aiconfigurator {AIC_VERSION}'s; another version is installed",
@@ -136,7 +138,8 @@ def test_a_folder_written_by_align_collect_loads_in_aiconfigurator(tmp_path):
     assert json.loads(r.stdout)["done"] == 1
 
 
-GPU_COLLECTION = Path(__file__).resolve().parents[1] / "profiles" / "examples" / "collect" / "dsa"
+COLLECTIONS = Path(__file__).resolve().parents[1] / "profiles" / "examples" / "collect"
+GPU_COLLECTION = COLLECTIONS / "dsa"
 
 
 def test_the_committed_h200_collection_loads_in_aiconfigurator(tmp_path):
@@ -175,3 +178,27 @@ def test_rows_have_the_columns_of_aiconfigurators_own_tables(op, phase, table, a
     assert ours == list(shipped.columns)
     assert spec.phases[phase].op_name == shipped["op_name"].iloc[0]
     assert spec.phases[phase].perf_file == table.rsplit("/", 1)[1] + ".txt"
+
+
+def test_the_committed_h200_mla_and_moe_collections_load_in_aiconfigurator(tmp_path):
+    """The real H200 MLA and MoE collections: aiconfigurator's MLAModule and MoE ops return every
+    collected row as written (one systems root holding both families)."""
+    both = tmp_path / "both"
+    for op in ("mla", "moe"):
+        shutil.copytree(COLLECTIONS / op / "h200_sxm", both / "h200_sxm", dirs_exist_ok=True)
+    root = build_systems_root(both, tmp_path / "systems")
+    folder = both / "h200_sxm" / "mla" / "trtllm" / "align"
+    n = 0
+    for phase in ("context", "generation"):
+        for r in pd.read_parquet(folder / f"mla_{phase}_module_perf.parquet").itertuples():
+            got = query_mla_latency(root, phase, num_heads=r.num_heads, batch=r.batch_size, isl=r.isl, step=r.step)
+            assert got == pytest.approx(r.latency, rel=1e-12, abs=0), (phase, r)
+            n += 1
+    for r in pd.read_parquet(both / "h200_sxm" / "moe" / "trtllm" / "align" / "moe_perf.parquet").itertuples():
+        got = query_moe_latency(root, num_tokens=r.num_tokens, hidden_size=r.hidden_size, inter_size=r.inter_size,
+                                topk=r.topk, num_experts=r.num_experts, moe_tp_size=r.moe_tp_size,
+                                moe_ep_size=r.moe_ep_size, distribution=r.distribution, moe_dtype=r.moe_dtype)
+        assert got == pytest.approx(r.latency, rel=1e-12, abs=0), r
+        n += 1
+    assert n == 21 + 20
+
