@@ -41,6 +41,37 @@ def quantile(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+def warm_and_capture(call: Callable[[], object], warmup: int, use_graph: bool = True):
+    """Run ``call`` ``warmup`` times on a side stream (allocator and library handles settle outside
+    any capture), then, if asked, capture one call into a CUDA graph.
+
+    Returns ``(run, graph, failure)``: ``run`` is ``graph.replay`` when captured, else ``call``;
+    ``failure`` is ``"eager fallback (Error: first line)"`` when capture raised, else None. The
+    graph is returned so that the caller decides how long its memory is kept."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    if not use_graph:
+        return call, None, None
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            call()
+        torch.cuda.synchronize()
+    except Exception as exc:  # any capture failure: time eagerly, say why
+        torch.cuda.synchronize()
+        del graph
+        torch.cuda.empty_cache()
+        return call, None, f"eager fallback ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+    return graph.replay, graph, None
+
+
 def time_call(call: Callable[[], object], reset: Callable[[], None] | None = None, warmup: int = 5,
               iters: int = 50, use_graph: bool = True) -> Timing:
     """Time ``call`` on the current CUDA device. ``reset`` runs before every call (inside the graph
@@ -55,24 +86,8 @@ def time_call(call: Callable[[], object], reset: Callable[[], None] | None = Non
             reset()
         call()
 
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            step()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    run, status = step, "eager"
-    if use_graph:
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                step()
-            torch.cuda.synchronize()
-            run, status = graph.replay, "captured"
-        except Exception as exc:  # any capture failure: time eagerly, say why
-            torch.cuda.synchronize()
-            status = f"eager fallback ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+    run, graph, failure = warm_and_capture(step, warmup, use_graph)
+    status = "captured" if graph is not None else failure or "eager"
     for _ in range(2):
         run()
     torch.cuda.synchronize()

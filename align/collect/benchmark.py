@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from align.timing import warm_and_capture
+
 THROTTLE_DROP = 0.10
 
 
@@ -100,27 +102,9 @@ def benchmark(call: Callable[[], object], device: str = "cuda", warmups: int = 5
     if dev.index is None:  # "cuda": the current device (set_device and NVML need an index)
         dev = torch.device("cuda", torch.cuda.current_device())
     torch.cuda.set_device(dev)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warmups):
-            call()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    run, used, note = call, False, "eager (not requested)"
-    graph = None
-    if use_graph:
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):
-                call()
-            torch.cuda.synchronize()
-            run, used, note = graph.replay, True, "captured"
-        except Exception as exc:
-            torch.cuda.synchronize()
-            graph = None
-            torch.cuda.empty_cache()
-            note = f"eager fallback ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+    run, graph, failure = warm_and_capture(call, warmups, use_graph)
+    used = graph is not None
+    note = "captured" if used else failure or "eager (not requested)"
     for _ in range(warmups):
         run()
     torch.cuda.synchronize()
