@@ -33,6 +33,15 @@ DeviceOpt = typer.Option(None, "--device", help="only this GPU")
 RankOpt = typer.Option(None, "--rank", help="only this rank (the process on GPU RANK)")
 StoreOpt = typer.Option(None, "--store", help="profile store folder (default: $ALIGN_STORE or ./profiles)",
                         show_default=False)
+# options of the mock-vs-E2E commands (diff, verdict, report)
+MockRangeOpt = typer.Option(None, "--mock-range", help="NVTX ranges holding the op in the mock")
+E2ERangeOpt = typer.Option(None, "--e2e-range", help="NVTX ranges holding the op in the E2E run")
+PairSkipOpt = typer.Option(0, "--skip", help="drop the first N forwards of each phase on both sides")
+ThresholdsOpt = typer.Option(None, "--config", help="thresholds (TOML, see align/data/verdict.toml)")
+OpsFileOpt = typer.Option(None, "--ops-file", help="user op registry")
+E2EPidOpt = typer.Option(None, "--pid", help="E2E side: only this process")
+E2EDeviceOpt = typer.Option(None, "--device", help="E2E side: only this GPU")
+E2ERankOpt = typer.Option(None, "--rank", help="E2E side: only this rank")
 
 
 class CommandAfterDashes(typer.core.TyperCommand):
@@ -407,15 +416,15 @@ def diff(
     e2e: str = typer.Argument(..., help="E2E profile: file or store name"),
     op: Optional[str] = typer.Option(None, "--op", help="op of the registry"),
     phase: Optional[str] = typer.Option(None, "--phase", help="context or generation"),
-    mock_range: Optional[str] = typer.Option(None, "--mock-range", help="NVTX ranges holding the op in the mock"),
-    e2e_range: Optional[str] = typer.Option(None, "--e2e-range", help="NVTX ranges holding the op in the E2E run"),
-    skip: int = typer.Option(0, "--skip", help="drop the first N forwards of each phase on both sides"),
+    mock_range: Optional[str] = MockRangeOpt,
+    e2e_range: Optional[str] = E2ERangeOpt,
+    skip: int = PairSkipOpt,
     sequence: bool = typer.Option(False, "--sequence", help="also align one forward's kernel sequences"),
-    pid: Optional[int] = typer.Option(None, "--pid", help="E2E side: only this process"),
-    device: Optional[int] = typer.Option(None, "--device", help="E2E side: only this GPU"),
-    rank: Optional[int] = typer.Option(None, "--rank", help="E2E side: only this rank"),
-    config: Optional[Path] = typer.Option(None, "--config", help="thresholds (TOML, see align/data/verdict.toml)"),
-    ops_file: Optional[Path] = typer.Option(None, "--ops-file", help="user op registry"),
+    pid: Optional[int] = E2EPidOpt,
+    device: Optional[int] = E2EDeviceOpt,
+    rank: Optional[int] = E2ERankOpt,
+    config: Optional[Path] = ThresholdsOpt,
+    ops_file: Optional[Path] = OpsFileOpt,
     store: Optional[Path] = StoreOpt,
     fmt: DiffFormat = typer.Option(DiffFormat.table, "--format", "-f", help="table, csv, json, md or html"),
 ) -> None:
@@ -452,14 +461,14 @@ def verdict(
     e2e: Optional[str] = typer.Option(None, "--e2e", help="E2E profile: file or store name"),
     bench: Optional[Path] = typer.Option(None, "--bench", help="align bench --format json result"),
     phase: Optional[str] = typer.Option(None, "--phase", help="context or generation"),
-    mock_range: Optional[str] = typer.Option(None, "--mock-range", help="NVTX ranges holding the op in the mock"),
-    e2e_range: Optional[str] = typer.Option(None, "--e2e-range", help="NVTX ranges holding the op in the E2E run"),
-    skip: int = typer.Option(0, "--skip", help="drop the first N forwards of each phase on both sides"),
-    config: Optional[Path] = typer.Option(None, "--config", help="thresholds (TOML, see align/data/verdict.toml)"),
-    ops_file: Optional[Path] = typer.Option(None, "--ops-file", help="user op registry"),
-    pid: Optional[int] = typer.Option(None, "--pid", help="E2E side: only this process"),
-    device: Optional[int] = typer.Option(None, "--device", help="E2E side: only this GPU"),
-    rank: Optional[int] = typer.Option(None, "--rank", help="E2E side: only this rank"),
+    mock_range: Optional[str] = MockRangeOpt,
+    e2e_range: Optional[str] = E2ERangeOpt,
+    skip: int = PairSkipOpt,
+    config: Optional[Path] = ThresholdsOpt,
+    ops_file: Optional[Path] = OpsFileOpt,
+    pid: Optional[int] = E2EPidOpt,
+    device: Optional[int] = E2EDeviceOpt,
+    rank: Optional[int] = E2ERankOpt,
     store: Optional[Path] = StoreOpt,
     fmt: DiffFormat = typer.Option(DiffFormat.table, "--format", "-f", help="table, json or md"),
 ) -> None:
@@ -497,10 +506,10 @@ def report(
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="also write a Markdown summary here"),
     bench: Optional[Path] = typer.Option(None, "--bench", help="align bench --format json result"),
     phase: Optional[str] = typer.Option(None, "--phase", help="context or generation"),
-    mock_range: Optional[str] = typer.Option(None, "--mock-range", help="NVTX ranges holding the op in the mock"),
-    e2e_range: Optional[str] = typer.Option(None, "--e2e-range", help="NVTX ranges holding the op in the E2E run"),
-    skip: int = typer.Option(0, "--skip", help="drop the first N forwards of each phase on both sides"),
-    config: Optional[Path] = typer.Option(None, "--config", help="thresholds (TOML)"),
+    mock_range: Optional[str] = MockRangeOpt,
+    e2e_range: Optional[str] = E2ERangeOpt,
+    skip: int = PairSkipOpt,
+    config: Optional[Path] = ThresholdsOpt,
     store: Optional[Path] = StoreOpt,
 ) -> None:
     """Write a self-contained HTML report (checklist, plots, tables) and optionally a Markdown summary."""
