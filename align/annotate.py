@@ -1,4 +1,5 @@
-"""NVTX ranges for profiled code: a plain range helper and per-module ranges on an ``nn.Module`` tree.
+"""NVTX ranges for profiled code: a plain range helper and per-module ranges on an ``nn.Module`` tree;
+and the cudaProfilerApi capture range (``cuda_profiler``) with the sync that closes a phase.
 
 nsys attributes kernels to the NVTX ranges that enclose their launch, so a mock layer marks its
 iterations and an E2E model marks its layers (``layers.3.self_attn``). PyTorch's own
@@ -83,3 +84,31 @@ def nvtx_modules(
             h.remove()
 
     return remove
+
+
+def synchronize() -> None:
+    """Wait for the GPU, so a range ends after its kernels; no-op without CUDA."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def cuda_profiler(enabled: bool) -> Iterator[None]:
+    """cudaProfilerStart/Stop around the measured parts, for ``nsys --capture-range=cudaProfilerApi``:
+    model build and warm-up stay out of such a profile. No-op without CUDA (and says so)."""
+    import torch
+
+    active = enabled and torch.cuda.is_available()
+    if enabled and not active:
+        print("profiler_api: skipped (no CUDA)")
+    if active:
+        torch.cuda.synchronize()
+        torch.cuda.profiler.start()
+    try:
+        yield
+    finally:
+        if active:
+            torch.cuda.synchronize()
+            torch.cuda.profiler.stop()

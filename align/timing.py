@@ -41,35 +41,49 @@ def quantile(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def warm_and_capture(call: Callable[[], object], warmup: int, use_graph: bool = True):
-    """Run ``call`` ``warmup`` times on a side stream (allocator and library handles settle outside
-    any capture), then, if asked, capture one call into a CUDA graph.
+def warm_up(step: Callable[[], object], n: int, before: Callable[[], None] | None = None) -> None:
+    """Run ``step`` ``n`` times (each after ``before``); under CUDA on a side stream, as the PyTorch
+    CUDA-graph notes ask before a capture (lazy cuBLAS and allocator set-up must not happen while
+    capturing). Runs eagerly on the CPU."""
+    import contextlib
 
-    Returns ``(run, graph, failure)``: ``run`` is ``graph.replay`` when captured, else ``call``;
-    ``failure`` is ``"eager fallback (Error: first line)"`` when capture raised, else None. The
-    graph is returned so that the caller decides how long its memory is kept."""
     import torch
 
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            call()
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    if not use_graph:
-        return call, None, None
-    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream() if torch.cuda.is_available() else None
+    if stream is not None:
+        stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+        for _ in range(n):
+            if before is not None:
+                before()
+            step()
+    if stream is not None:
+        torch.cuda.current_stream().wait_stream(stream)
+
+
+def capture_graph(step: Callable[[], object]) -> tuple[Callable[[], object], str]:
+    """Capture one call of ``step`` in a CUDA graph; returns (what to run per step, status line).
+
+    Without CUDA, or when the capture fails (a host sync inside ``step``, say), that is ``step``
+    itself, run eagerly, and the status says why ("eager (no CUDA)", "eager fallback (Error: ...)");
+    else ``graph.replay`` and "captured". Capturing executes no kernels, so a failed capture leaves
+    the caller's state as it was."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return step, "eager (no CUDA)"
+    stream = torch.cuda.current_stream()
     try:
+        graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            call()
+            step()
+    except Exception as exc:  # any capture error: fall back to eager and say why
+        torch.cuda.set_stream(stream)  # a failed capture_end can leave the capture stream current
         torch.cuda.synchronize()
-    except Exception as exc:  # any capture failure: time eagerly, say why
-        torch.cuda.synchronize()
-        del graph
-        torch.cuda.empty_cache()
-        return call, None, f"eager fallback ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
-    return graph.replay, graph, None
+        torch.cuda.empty_cache()  # the failed graph's memory pool
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+        return step, f"eager fallback ({reason})"
+    return graph.replay, "captured"
 
 
 def time_call(call: Callable[[], object], reset: Callable[[], None] | None = None, warmup: int = 5,
@@ -86,8 +100,9 @@ def time_call(call: Callable[[], object], reset: Callable[[], None] | None = Non
             reset()
         call()
 
-    run, graph, failure = warm_and_capture(step, warmup, use_graph)
-    status = "captured" if graph is not None else failure or "eager"
+    warm_up(step, warmup)
+    torch.cuda.synchronize()
+    run, status = capture_graph(step) if use_graph else (step, "eager")
     for _ in range(2):
         run()
     torch.cuda.synchronize()

@@ -16,13 +16,13 @@ the sequence. Prefill is eager (int positions, data-dependent MoE dispatch) and 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from align.annotate import nvtx_range
+from align.timing import capture_graph, warm_up
 from align_mock.config import DSAConfig
 from align_mock.dsa import KVCache, MLAAttention, Position, RMSNorm, precompute_freqs_cis
 from align_mock.moe import MLP, MoE
@@ -185,63 +185,3 @@ class DecodeLoop:
     def step(self) -> None:
         """Advance one token (graph replay, or the eager step)."""
         self._run()
-
-
-def synchronize() -> None:
-    """Wait for the GPU, so an NVTX range ends after its kernels; no-op on CPU."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def warm_up(step: Callable[[], object], n: int, before: Callable[[], None] | None = None) -> None:
-    """Run ``step`` ``n`` times (each after ``before``); under CUDA on a side stream, as the PyTorch
-    CUDA-graph notes ask before a capture."""
-    stream = torch.cuda.Stream() if torch.cuda.is_available() else None
-    if stream is not None:
-        stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
-        for _ in range(n):
-            if before is not None:
-                before()
-            step()
-    if stream is not None:
-        torch.cuda.current_stream().wait_stream(stream)
-
-
-def capture_graph(step: Callable[[], object]) -> tuple[Callable[[], object], str]:
-    """Capture one call of ``step`` in a CUDA graph; returns (what to run per step, status line).
-
-    Without CUDA, or when the capture fails (a host sync inside ``step``, say), that is ``step``
-    itself, run eagerly, and the status says why. Capturing executes no kernels, so a failed
-    capture leaves the model's state as it was.
-    """
-    if not torch.cuda.is_available():
-        return step, "eager (no CUDA)"
-    stream = torch.cuda.current_stream()
-    try:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            step()
-    except Exception as exc:  # any capture error: fall back to eager and say why
-        torch.cuda.set_stream(stream)  # a failed capture_end can leave the capture stream current
-        torch.cuda.synchronize()
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-        return step, f"eager fallback ({reason})"
-    return graph.replay, "captured"
-
-
-@contextlib.contextmanager
-def cuda_profiler(enabled: bool) -> Iterator[None]:
-    """cudaProfilerStart/Stop around the measured parts (``nsys --capture-range=cudaProfilerApi``)."""
-    active = enabled and torch.cuda.is_available()
-    if enabled and not active:
-        print("profiler_api: skipped (no CUDA)")
-    if active:
-        torch.cuda.synchronize()
-        torch.cuda.profiler.start()
-    try:
-        yield
-    finally:
-        if active:
-            torch.cuda.synchronize()
-            torch.cuda.profiler.stop()

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from align.timing import warm_and_capture
+from align.timing import capture_graph, warm_up
 
 THROTTLE_DROP = 0.10
 
@@ -102,9 +102,10 @@ def benchmark(call: Callable[[], object], device: str = "cuda", warmups: int = 5
     if dev.index is None:  # "cuda": the current device (set_device and NVML need an index)
         dev = torch.device("cuda", torch.cuda.current_device())
     torch.cuda.set_device(dev)
-    run, graph, failure = warm_and_capture(call, warmups, use_graph)
-    used = graph is not None
-    note = "captured" if used else failure or "eager (not requested)"
+    warm_up(call, warmups)
+    torch.cuda.synchronize()
+    run, note = capture_graph(call) if use_graph else (call, "eager (not requested)")
+    used = note == "captured"
     for _ in range(warmups):
         run()
     torch.cuda.synchronize()
@@ -125,7 +126,7 @@ def benchmark(call: Callable[[], object], device: str = "cuda", warmups: int = 5
             end.record()
         torch.cuda.synchronize()
     samples = [start.elapsed_time(end) for start, end in events]
-    del graph
+    del run  # a captured graph lives as long as its replay method
     torch.cuda.synchronize()
     res = Result(latency=statistics.median(samples), mean_ms=statistics.fmean(samples), min_ms=min(samples),
                  max_ms=max(samples), runs=len(samples), used_cuda_graph=used, graph_note=note, timer="cuda-events")

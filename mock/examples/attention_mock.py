@@ -35,9 +35,10 @@ try:
     import align  # noqa: F401
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from align.annotate import nvtx_range
+from align.annotate import cuda_profiler, nvtx_range, synchronize
+from align.timing import capture_graph, warm_up
 
-from tiny_llama import capture, cuda_profiler, device_and_dtype, make_config, seed, synchronize, warm_up
+from tiny_llama import device_and_dtype, make_config, seed
 
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -177,7 +178,7 @@ def prepare_generation(
 
     warm_up(step, args.warmup, before=rewind)
     rewind()
-    run, status = capture(step)
+    run, status = capture_graph(step)
     return run, rewind, {**describe(kwargs, args.kv_len), "cuda_graph": status}
 
 

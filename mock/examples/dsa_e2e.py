@@ -39,9 +39,10 @@ except ImportError:  # a checkout where mock/ is not installed: load it under it
     sys.modules["align_mock"] = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(sys.modules["align_mock"])
 
-from align.annotate import nvtx_modules, nvtx_range
+from align.annotate import cuda_profiler, nvtx_modules, nvtx_range, synchronize
+from align.timing import warm_up
 from align_mock.config import CONFIGS, named_config
-from align_mock.model import DecodeLoop, Transformer, cuda_profiler, synchronize, warm_up
+from align_mock.model import DecodeLoop, Transformer
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # shared with dsa_mock.py (its --kv-len default is this script's default cache length)

@@ -40,10 +40,10 @@ except ImportError:  # a checkout where mock/ is not installed: load it under it
     sys.modules["align_mock"] = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(sys.modules["align_mock"])
 
-from align.annotate import nvtx_range
+from align.annotate import cuda_profiler, nvtx_range, synchronize
+from align.timing import capture_graph, warm_up
 from align_mock.config import CONFIGS, named_config
 from align_mock.dsa import KVCache, MLAAttention, precompute_freqs_cis
-from align_mock.model import capture_graph, cuda_profiler, synchronize, warm_up
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # defaults shared with dsa_e2e.py: kv_len = seq + max(steps, warmup) of the E2E, rounded up to 64

@@ -27,9 +27,10 @@ try:
     import align  # noqa: F401
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from align.annotate import nvtx_modules, nvtx_range
+from align.annotate import cuda_profiler, nvtx_modules, nvtx_range, synchronize
+from align.timing import capture_graph, warm_up
 
-from tiny_llama import capture, cuda_profiler, device_and_dtype, make_config, seed, synchronize, warm_up
+from tiny_llama import device_and_dtype, make_config, seed
 
 
 def parse_args() -> argparse.Namespace:
@@ -85,7 +86,7 @@ def main() -> None:
                 run, status = decode_step, "eager (--eager)"
             else:
                 with nvtx_range("capture_decode_graph"):
-                    run, status = capture(decode_step)
+                    run, status = capture_graph(decode_step)
             print(f"cuda_graph: {status}")
             for _ in range(args.steps):
                 with nvtx_range("decode_step"):
