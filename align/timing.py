@@ -80,6 +80,11 @@ def capture_graph(step: Callable[[], object]) -> tuple[Callable[[], object], str
     except Exception as exc:  # any capture error: fall back to eager and say why
         torch.cuda.set_stream(stream)  # a failed capture_end can leave the capture stream current
         torch.cuda.synchronize()
+        # ... and the device's RNG in capture mode: every later random op would raise "Offset
+        # increment outside graph capture". Setting its own state back ends that (same seed/offset).
+        gen = torch.cuda.default_generators[torch.cuda.current_device()]
+        if hasattr(gen, "graphsafe_set_state"):
+            gen.graphsafe_set_state(gen.clone_state())
         torch.cuda.empty_cache()  # the failed graph's memory pool
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
         return step, f"eager fallback ({reason})"

@@ -72,6 +72,9 @@ def test_benchmark_on_cuda_replays_a_graph_and_falls_back():
     assert res.runs == 50 and 0 < res.min_ms <= res.latency <= res.max_ms
     res = benchmark(lambda: a.sum().item(), device="cuda", warmups=1, runs=5)  # a host sync cannot be captured
     assert not res.used_cuda_graph and res.graph_note.startswith("eager fallback") and res.runs == 5
+    # the failed capture left the process usable: stream back, random ops work (the next case builds weights)
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
+    assert torch.rand(4, device="cuda").shape == (4,)
 
 
 def _append_many(path: str, who: int, n: int) -> None:
