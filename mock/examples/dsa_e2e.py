@@ -19,59 +19,32 @@ Warm-up (one prefill and W decode steps) happens before those hooks and outside 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import torch
 
-try:
-    import align  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-try:
-    import align_mock  # noqa: F401
-except ImportError:  # a checkout where mock/ is not installed: load it under its package name
-    _root = Path(__file__).resolve().parents[1]
-    _spec = importlib.util.spec_from_file_location("align_mock", _root / "__init__.py",
-                                                   submodule_search_locations=[str(_root)])
-    sys.modules["align_mock"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["align_mock"])
-
+import dsa_common  # first: makes align and align_mock importable from a bare checkout
 from align.annotate import cuda_profiler, nvtx_modules, nvtx_range, synchronize
 from align.timing import warm_up
-from align_mock.config import CONFIGS, named_config
+from align_mock.config import named_config
 from align_mock.model import DecodeLoop, Transformer
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # shared with dsa_mock.py (its --kv-len default is this script's default cache length)
 DEFAULTS = {"config": "demo", "layers": 4, "batch": 2, "seq": 2048}
 SMALL = {"config": "small", "layers": 2, "batch": 2, "seq": 48}
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--small", action="store_true", help=f"CPU-sized run: {SMALL} unless given explicitly")
-    p.add_argument("--config", choices=sorted(CONFIGS), help=f"model dimensions (default {DEFAULTS['config']})")
-    p.add_argument("--attention", choices=("dsa", "mla"), default="dsa", help="DSA (V3.2) or plain MLA (V3)")
-    p.add_argument("--tp", type=int, default=1, help="simulated tensor-parallel degree: heads // tp on this GPU")
+    p = dsa_common.parser(__doc__, DEFAULTS, SMALL, "prompt tokens per request")
     p.add_argument("--layers", type=int, help=f"decoder layers (L), default {DEFAULTS['layers']}")
-    p.add_argument("--batch", type=int, help=f"requests (B), default {DEFAULTS['batch']}")
-    p.add_argument("--seq", type=int, help=f"prompt tokens per request (S), default {DEFAULTS['seq']}")
     p.add_argument("--steps", type=int, default=8, help="measured decode steps (T)")
     p.add_argument("--warmup", type=int, default=2, help="decode warm-up steps before the measured run (W)")
     p.add_argument("--cache-len", type=int, default=0,
                    help="cache slots, read by every decode step; default: S + max(T, W) rounded up to 64 "
                         "(2112 for the defaults, 64 with --small: dsa_mock.py's default --kv-len)")
     p.add_argument("--eager", action="store_true", help="decode eagerly, no CUDA graph")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profiler-api", action="store_true", help="cudaProfilerStart/Stop around the measured parts")
-    p.add_argument("--dtype", choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
-    args = p.parse_args()
-    for key, value in (SMALL if args.small else DEFAULTS).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    args = dsa_common.parse(p, DEFAULTS, SMALL)
     needed = args.seq + max(args.steps, args.warmup)
     args.cache_len = args.cache_len or -(-needed // 64) * 64
     if args.cache_len < needed:
@@ -82,8 +55,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.manual_seed(args.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    device, dtype = dsa_common.device_and_dtype(args)
     try:
         cfg = named_config(args.config, tp_size=args.tp)
         model = Transformer(cfg, n_layers=args.layers, attention=args.attention, device=device, dtype=dtype)

@@ -18,58 +18,31 @@ part; warm-up and capture come first, outside the ``--profiler-api`` window.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
-try:
-    import align  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-try:
-    import align_mock  # noqa: F401
-except ImportError:  # a checkout where mock/ is not installed: load it under its package name
-    _root = Path(__file__).resolve().parents[1]
-    _spec = importlib.util.spec_from_file_location("align_mock", _root / "__init__.py",
-                                                   submodule_search_locations=[str(_root)])
-    sys.modules["align_mock"] = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(sys.modules["align_mock"])
-
+import dsa_common  # first: makes align and align_mock importable from a bare checkout
 from align.annotate import cuda_profiler, nvtx_range, synchronize
 from align.timing import capture_graph, warm_up
-from align_mock.config import CONFIGS, named_config
+from align_mock.config import named_config
 from align_mock.dsa import KVCache, MLAAttention, precompute_freqs_cis
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # defaults shared with dsa_e2e.py: kv_len = seq + max(steps, warmup) of the E2E, rounded up to 64
 DEFAULTS = {"config": "demo", "batch": 2, "seq": 2048, "kv_len": 2112}
 SMALL = {"config": "small", "batch": 2, "seq": 48, "kv_len": 64}
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--small", action="store_true", help=f"CPU-sized run: {SMALL} unless given explicitly")
-    p.add_argument("--config", choices=sorted(CONFIGS), help=f"model dimensions (default {DEFAULTS['config']})")
-    p.add_argument("--attention", choices=("dsa", "mla"), default="dsa", help="DSA (V3.2) or plain MLA (V3)")
-    p.add_argument("--tp", type=int, default=1, help="simulated tensor-parallel degree: heads // tp on this GPU")
-    p.add_argument("--batch", type=int, help=f"requests (B), default {DEFAULTS['batch']}")
-    p.add_argument("--seq", type=int, help=f"context tokens per request (S), default {DEFAULTS['seq']}")
+    p = dsa_common.parser(__doc__, DEFAULTS, SMALL, "context tokens per request")
     p.add_argument("--kv-len", type=int, help=f"static cache slots, >= seq; decode reads all of them "
                                               f"(default {DEFAULTS['kv_len']}, dsa_e2e.py's default cache)")
     p.add_argument("--iters", type=int, default=5, help="measured iterations per phase (N)")
     p.add_argument("--warmup", type=int, default=3, help="warm-up iterations per phase, outside all ranges (W)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profiler-api", action="store_true", help="cudaProfilerStart/Stop around the measured parts")
-    p.add_argument("--dtype", choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
-    args = p.parse_args()
-    for key, value in (SMALL if args.small else DEFAULTS).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    args = dsa_common.parse(p, DEFAULTS, SMALL)
     if args.kv_len < args.seq:
         p.error("--kv-len must be >= --seq (the context phase writes its S tokens into a cache of kv-len slots)")
     return args
@@ -87,8 +60,7 @@ def measure(outer: str, inner: str, run: Callable[[], object], iters: int) -> No
 def main() -> None:
     args = parse_args()
     torch.manual_seed(args.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    device, dtype = dsa_common.device_and_dtype(args)
     try:
         cfg = named_config(args.config, tp_size=args.tp)
         heads = cfg.local_heads
