@@ -185,6 +185,8 @@ def _profile_command(kind: str, doc: str):
 
 _profile_command("mock", "Profile a mock-layer script: align profile mock [OPTIONS] [NSYS FLAGS] -- CMD ...")
 _profile_command("e2e", "Profile a single-process end-to-end run: align profile e2e [OPTIONS] [NSYS FLAGS] -- CMD ...")
+_profile_command("aux", "Profile an auxiliary run (a module trace, a tool): kept in the store, never picked as a "
+                        "mock or E2E side by align verdict --op: align profile aux [OPTIONS] -- CMD ...")
 
 
 @app.command()

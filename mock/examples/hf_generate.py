@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""E2E run of transformers' own model: ``generate()`` of a random Llama or DeepSeek-V3.2, as users profile it.
+
+Nothing here is ours but the NVTX ranges: align.annotate.nvtx_modules puts ``layers.{i}``,
+``layers.{i}.self_attn`` and ``layers.{i}.mlp`` around the modules, and no range says which phase
+runs (prefill and decode are told apart by what they launch). ``generate()`` decodes eagerly on
+its DynamicCache, so the KV length grows by one every step, as in a real run.
+
+``--engine-steps`` runs the model step by step instead, each step in an NVTX range shaped as
+TensorRT-LLM's executor writes it (``[Executor] _forward_step N: X ctx reqs, Y gen reqs``): a
+context step, generation steps, and one mixed step in which a new request's prefill joins the
+batch's decode. ``--procs N`` runs N worker processes (as a server's ranks do), each its own
+generate() on GPU ``i % device_count``.
+
+A warm-up ``generate()`` of two tokens runs first, before the hooks, as a server warms up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+import hf_models
+from align.annotate import nvtx_modules, nvtx_range, synchronize
+
+STEP = "[Executor] _forward_step {step}: {ctx} ctx reqs, {gen} gen reqs"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=hf_models.MODELS, default="llama")
+    p.add_argument("--small", action="store_true", help="CPU-sized dimensions")
+    p.add_argument("--tp", type=int, default=8, help="dsa: simulated TP degree, local heads = 128 / tp")
+    p.add_argument("--layers", type=int, default=4, help="decoder layers")
+    p.add_argument("--batch", type=int, default=4, help="requests")
+    p.add_argument("--prompt", type=int, default=512, help="prompt tokens per request")
+    p.add_argument("--new-tokens", type=int, default=16, help="generated tokens per request")
+    p.add_argument("--engine-steps", action="store_true", help="step loop with TensorRT-LLM-shaped step ranges")
+    p.add_argument("--procs", type=int, default=1, help="worker processes, each running the whole generation")
+    p.add_argument("--record-inputs", action="store_true",
+                   help="print what layers.0.self_attn receives at the first prefill and decode call")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def record_inputs(model: torch.nn.Module) -> tuple[list, object]:
+    """Signatures of the first two calls of the first layer's attention (prefill, first decode)."""
+    seen: list = []
+    attn = model.model.layers[0].self_attn
+
+    def hook(_mod, args, kwargs):
+        if len(seen) < 2:
+            seen.append(hf_models.signature({**kwargs, **{f"arg{i}": a for i, a in enumerate(args)}}))
+
+    return seen, attn.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def engine_steps(model, prompt: torch.Tensor, new_tokens: int) -> list[str]:
+    """Prefill, decode steps, and one mixed step; each step one executor range, as TensorRT-LLM marks them."""
+    from transformers import DynamicCache
+
+    batch = prompt.shape[0]
+    cache = DynamicCache(config=model.config)
+    steps = []
+
+    def forward(ids, past):
+        out = model(input_ids=ids, past_key_values=past, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1].argmax(-1, keepdim=True)
+
+    text = STEP.format(step=0, ctx=batch, gen=0)
+    with nvtx_range(text):
+        tokens = forward(prompt, cache)
+    steps.append(text)
+    for step in range(1, new_tokens):
+        joining = step == new_tokens // 2
+        text = STEP.format(step=step, ctx=1 if joining else 0, gen=batch)
+        with nvtx_range(text):
+            if joining:  # a new request's prefill runs in the same step as the batch's decode
+                forward(prompt[:1], DynamicCache(config=model.config))
+            tokens = forward(tokens, cache)
+        steps.append(text)
+    synchronize()
+    return steps
+
+
+def run(args: argparse.Namespace, rank: int = 0) -> dict:
+    torch.manual_seed(args.seed)
+    device, dtype = hf_models.device_and_dtype()
+    if device.type == "cuda":
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    config = hf_models.make_config(args.model, args.layers, small=args.small, tp=args.tp)
+    torch.set_default_dtype(dtype)
+    with device:
+        model = hf_models.causal_lm(args.model, config).eval()
+    torch.set_default_dtype(torch.float32)
+    gen = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
+    prompt = torch.randint(3, config.vocab_size, (args.batch, args.prompt), device=device)
+    mask = torch.ones_like(prompt)
+    with torch.no_grad():
+        model.generate(prompt[:, :8], attention_mask=mask[:, :8], max_new_tokens=2, min_new_tokens=2, **gen)
+        seen, handle = record_inputs(model) if args.record_inputs else ([], None)
+        remove = nvtx_modules(model)
+        if args.engine_steps:
+            steps = engine_steps(model, prompt, args.new_tokens)
+            out_len = None
+        else:
+            out = model.generate(prompt, attention_mask=mask, max_new_tokens=args.new_tokens,
+                                 min_new_tokens=args.new_tokens, **gen)
+            synchronize()
+            steps, out_len = None, int(out.shape[1])
+        remove()
+        if handle is not None:
+            handle.remove()
+    return {"script": "hf_generate", "rank": rank, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
+            "model": args.model, "class": type(model).__name__, "layers": args.layers, "batch": args.batch,
+            "prompt": args.prompt, "new_tokens": args.new_tokens, "output_len": out_len,
+            "engine_steps": steps, "attention_inputs": seen}
+
+
+def _worker(rank: int, args: argparse.Namespace) -> None:
+    print(json.dumps(run(args, rank)), flush=True)
+
+
+def main() -> None:
+    import transformers
+
+    args = parse_args()
+    print(json.dumps({"torch": torch.__version__, "transformers": transformers.__version__, "procs": args.procs}))
+    if args.procs > 1:
+        torch.multiprocessing.spawn(_worker, args=(args,), nprocs=args.procs, join=True)
+    else:
+        _worker(0, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+# Sourced by the capture scripts here: set-up on a GPU machine and the capture() helper.
+# capture NAME KIND OP [ALIGN PROFILE FLAGS] -- CMD ...: `align profile KIND --op OP` into $OUT_DIR/NAME,
+# then the `nsys stats` CSVs of the same SQLite file as test oracles (oracle_<report>.csv, stats.log).
+# Set ONLY="name ..." to capture only those entries.
+PY=${PYTHON:-python3}
+. scripts/gpu-env.sh
+$PY -m align doctor
+NSYS_BIN=$($PY -c 'from align.nsys.discover import discover; print(discover().path)')
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
+
+capture() {
+  local name=$1 kind=$2 op=$3; shift 3
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
+  local flags=()
+  while [ "$1" != "--" ]; do flags+=("$1"); shift; done
+  shift
+  $PY -m align profile "$kind" --store "$OUT_DIR" --name "$name" --op "$op" --overwrite "${flags[@]}" -- "$@"
+  local dir=$OUT_DIR/$name
+  "$NSYS_BIN" stats --force-export=false --format csv --output "$dir/oracle" \
+    --report cuda_gpu_kern_sum --report cuda_gpu_kern_sum:base --report nvtx_gpu_proj_sum \
+    --report nvtx_kern_sum --report nvtx_sum --report cuda_api_sum "$dir/report.sqlite" > "$dir/stats.log" 2>&1
+  ls -la "$dir"
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Capture the independent example pairs: transformers' own models end to end (generate(), no phase
+# ranges, per-module NVTX only) against mocks built from transformers' own attention classes, an
+# aligned one and planted faults; with the `nsys stats` oracles of each file (capture_common.sh).
+#
+# Run from the repository root on a GPU machine (transformers >= 5.23 for DeepSeek-V3.2; its wheel
+# in .whl/ is installed by scripts/gpu-env.sh):
+#   profiles/examples/capture_hf.sh [OUT_DIR]            # MODELS="llama dsa" by default
+# Order matters for `align verdict --op OP` without paths, which takes the newest comparable pair:
+# the faults and E2E variants come first, the aligned mock and the main E2E run last.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT_DIR=${1:-profiles/examples}
+. profiles/examples/capture_common.sh
+M=mock/examples
+
+for model in ${MODELS:-llama dsa}; do
+  op=attention; [ "$model" = dsa ] && op=dsa
+  # planted faults: another dtype, another attention implementation, a sub-op left out, a wrong shape
+  capture hf_${model}_mock_fp32 mock $op -- $PY $M/hf_attention_mock.py --model $model --dtype fp32
+  capture hf_${model}_mock_eager mock $op -- $PY $M/hf_attention_mock.py --model $model --attn-impl eager
+  capture hf_${model}_mock_missing mock $op -- $PY $M/hf_attention_mock.py --model $model --plant missing
+  capture hf_${model}_mock_shape mock $op -- $PY $M/hf_attention_mock.py --model $model --seq 2048
+  if [ "$model" = dsa ]; then
+    # E2E shaped as engines run: TensorRT-LLM step ranges (context, generation, mixed); two processes
+    capture hf_dsa_e2e_steps e2e dsa -- $PY $M/hf_generate.py --model dsa --engine-steps
+    capture hf_dsa_e2e_procs e2e dsa -- $PY $M/hf_generate.py --model dsa --procs 2
+  fi
+  capture hf_${model}_mock mock $op -- $PY $M/hf_attention_mock.py --model $model --record-inputs
+  capture hf_${model}_e2e e2e $op -- $PY $M/hf_generate.py --model $model --record-inputs
+done
