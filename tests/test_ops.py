@@ -66,7 +66,16 @@ def test_families_fold_tiles_and_template_arguments(registry):
            " c10::BFloat16, at::native::binary_internal::MulFunctor<float>>, std::array<char *, (unsigned long)3>>(int, T2, T3)")
     add = ("void at::native::vectorized_elementwise_kernel<(int)8, at::native::CUDAFunctor_add<c10::BFloat16>,"
            " std::array<char *, (unsigned long)3>>(int, T2, T3)")
-    assert f(mul) == "vectorized_elementwise_kernel:MulFunctor" and f(add) == "vectorized_elementwise_kernel:CUDAFunctor_add"
+    assert registry.variant(mul) == "vectorized_elementwise_kernel:MulFunctor"
+    assert registry.variant(add) == "vectorized_elementwise_kernel:CUDAFunctor_add"
+    # launch variants PyTorch picks from the data are one family for the checks
+    plain_mul = mul.replace("vectorized_elementwise_kernel<(int)8, ", "elementwise_kernel<(int)128, (int)2, ")
+    assert f(mul) == f(plain_mul) == "elementwise_kernel:MulFunctor" != registry.variant(mul)
+    assert f(add) == "elementwise_kernel:CUDAFunctor_add"
+    cat = "void at::native::<unnamed>::CatArrayBatchedCopy{}<at::native::<unnamed>::OpaqueType<2u>, unsigned int, 4>(T1 *)"
+    assert {f(cat.format(v)) for v in ("", "_vectorized", "_contig", "_aligned16_contig", "_alignedK_contig")} == \
+        {"at::native::<unnamed>::CatArrayBatchedCopy"}
+    assert registry.variant(cat.format("_vectorized")) == "at::native::<unnamed>::CatArrayBatchedCopy_vectorized"
     assert function_name("void at::native::<unnamed>::CatArrayBatchedCopy<at::native::<unnamed>::OpaqueType<4>, "
                          "unsigned int, (int)3>(T1 *, int)") == "at::native::<unnamed>::CatArrayBatchedCopy"
 

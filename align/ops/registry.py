@@ -59,9 +59,13 @@ class Registry:
     phases: dict[str, str]
     iterations: dict[str, str]
     sources: list[str]
+    variants: list[FamilyRule] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._phase_re = {k: _compile(v, f"phase {k}") for k, v in self.phases.items()}
+        self._steps = [rx for rx in (_compile(v, f"iteration {k}") for k, v in self.iterations.items())
+                       if {"ctx", "gen"} <= set(rx.groupindex)]
+        self._variant = lru_cache(maxsize=None)(self._variant_uncached)
         self._family = lru_cache(maxsize=None)(self._family_uncached)
         self._kernel_op = lru_cache(maxsize=None)(self._kernel_op_uncached)
 
@@ -88,19 +92,34 @@ class Registry:
         return [o.name for o in self.ops if o.matches_range(text)]
 
     def family(self, kernel_name: str) -> str:
-        """A key shared by the same kernel with other template arguments, tiles or knobs."""
+        """A key shared by the same kernel with other template arguments, tiles or knobs, and with
+        the other launch variants PyTorch picks from the data ([[variants]]): what the checks compare."""
         return self._family(kernel_name)
 
+    def variant(self, kernel_name: str) -> str:
+        """The family before launch variants are folded (``vectorized_elementwise_kernel:MulFunctor``)."""
+        return self._variant(kernel_name)
+
+    def _variant_uncached(self, kernel_name: str) -> str:
+        return _first_rule(self.families, kernel_name) or function_name(kernel_name)
+
     def _family_uncached(self, kernel_name: str) -> str:
-        for rule in self.families:
-            m = rule._re.search(kernel_name)
+        variant = self._variant(kernel_name)
+        return _first_rule(self.variants, variant) or variant
+
+    def step_phase(self, text: str) -> str | None:
+        """The phase of an engine step range that counts its requests (``[Executor] _forward_step 3:
+        2 ctx reqs, 0 gen reqs``): context or generation when only one kind runs, mixed when both,
+        None when ``text`` is no such range or the step runs nothing."""
+        for rx in self._steps:
+            m = rx.search(text)
             if m:
-                groups = {k: v for k, v in m.groupdict().items() if v is not None}
-                try:
-                    return rule.family.format(**groups)
-                except (KeyError, IndexError):
-                    return rule.family
-        return function_name(kernel_name)
+                ctx, gen = int(m.group("ctx") or 0), int(m.group("gen") or 0)
+                return "mixed" if ctx and gen else "context" if ctx else "generation" if gen else None
+        return None
+
+    def is_step(self, text: str) -> bool:
+        return any(rx.search(text) for rx in self._steps)
 
     def phase(self, texts: list[str]) -> str | None:
         """'context' or 'generation' from the names of the enclosing ranges; None if neither or both."""
@@ -110,6 +129,19 @@ class Registry:
     def iteration_pattern(self, spec: str) -> str:
         """A preset name from [iterations] or a regex given as is."""
         return self.iterations.get(spec, spec)
+
+
+def _first_rule(rules: list[FamilyRule], text: str) -> str | None:
+    """The family of the first rule matching ``text``, its named groups filled in."""
+    for rule in rules:
+        m = rule._re.search(text)
+        if m:
+            groups = {k: v for k, v in m.groupdict().items() if v is not None}
+            try:
+                return rule.family.format(**groups)
+            except (KeyError, IndexError):
+                return rule.family
+    return None
 
 
 def function_name(kernel_name: str) -> str:
@@ -170,6 +202,7 @@ def load_registry(user_file: str | os.PathLike | None = None) -> Registry:
     base = _read(None, builtin_text)
     ops = _ops(base, "the built-in registry")
     families = [FamilyRule(**r) for r in base.get("families", [])]
+    variants = [FamilyRule(**r) for r in base.get("variants", [])]
     phases = dict(base.get("phases", {}))
     iterations = dict(base.get("iterations", {}))
     sources = ["built-in"]
@@ -184,7 +217,9 @@ def load_registry(user_file: str | os.PathLike | None = None) -> Registry:
         new = [o for o in user_ops if o.name not in {b.name for b in ops}]
         ops = new + [next((u for u in user_ops if u.name == o.name), o) if o.name in replaced else o for o in ops]
         families = [FamilyRule(**r) for r in user.get("families", [])] + families
+        variants = [FamilyRule(**r) for r in user.get("variants", [])] + variants
         phases.update(user.get("phases", {}))
         iterations.update(user.get("iterations", {}))
         sources.append(str(path))
-    return Registry(ops=ops, families=families, phases=phases, iterations=iterations, sources=sources)
+    return Registry(ops=ops, families=families, phases=phases, iterations=iterations, sources=sources,
+                    variants=variants)
