@@ -22,15 +22,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from align.attribute.launches import KIND_NAMES
+from align.attribute.launches import KEY as LAUNCH_KEY, KEY_SHIFT, KIND_NAMES
 from align.attribute.projection import Projection
 from align.attribute.ranges import NO_RANGE
 from align.errors import AlignError
 from align.ops.registry import Registry, load_registry
 from align.profile.reader import Profile
+from align.profile.schema import KERNEL_TABLE
 
 METHODS = np.array(["nvtx", "nvtx-capture", "name", "name-shared"], dtype=object)
-PHASES = np.array(["all", "context", "generation"], dtype=object)  # code 0: neither or both
+PHASES = np.array(["all", "context", "generation", "mixed"], dtype=object)  # code 0: no evidence, or conflicting
+# what decided an item's phase, strongest first: the user's mapping, phase words in enclosing
+# ranges, engine step ranges that count their requests; "none": left to the kernels (compare/pairing)
+EVIDENCE = np.array(["none", "user", "phase ranges", "engine steps"], dtype=object)
 ID_BITS = 30  # name ids below 2^30: (shown, demangled) pack into one int64
 
 
@@ -48,9 +52,12 @@ class OpView:
     """GPU work of one profile with everything needed to cut it by op, forward and phase."""
 
     def __init__(self, profile: Profile, registry: Registry | None = None, name: str = "demangled",
-                 where: str | None = None):
+                 where: str | None = None, phase_map: list[tuple[str, str]] | None = None):
+        """``phase_map``: (range regex, phase) pairs the user gives; they decide before any other evidence."""
         self.profile = profile
         self.registry = registry or load_registry()
+        self.where = where
+        self.phase_map = [(_regex(rx, "phase map"), _phase_name(ph)) for rx, ph in (phase_map or [])]
         self._proj = Projection(profile, where)
         # spans of launched work only serve nsys's projection sums: not needed here
         self._proj.gpu.launches = self._proj.gpu.launches.drop(columns=["op_start", "op_end"])
@@ -58,8 +65,10 @@ class OpView:
         self._texts = self._proj.ranges.df["text"].astype(object).to_numpy()
         origins, self._cap = self._proj.captures
         self._node_index = pd.Index(origins["graph_node_id"].to_numpy()) if len(origins) else pd.Index([])
+        self._launch_key = self._proj.gpu.launches["key"].to_numpy(np.int64)
         self.items = self._items()
         self._phase = None
+        self._evidence = None
         # what remains needed is each launch's innermost range (calls.inner) and the items
         self._proj.gpu = None
 
@@ -85,14 +94,20 @@ class OpView:
 
         names = pd.DataFrame({"name": label(u_shown), "demangled": label(u_full)})
         names["family"] = [self.registry.family(n) for n in names["demangled"]]
+        names["variant"] = [self.registry.variant(n) for n in names["demangled"]]
         # unique display strings, so per-item columns can be categoricals over integer codes
         names["family_code"], self._family_cats = pd.factorize(names["family"])
+        names["variant_code"], self._variant_cats = pd.factorize(names["variant"])
         names["name_code"], self._name_cats = pd.factorize(names["name"])
         self.names = names
+        launch = ops["launch"].to_numpy()
+        # the launching process: the high bits of the launch key (pid << 40 | correlation id)
+        pid = np.where(launch >= 0, self._launch_key[np.maximum(launch, 0)] >> KEY_SHIFT, -1) \
+            if len(self._launch_key) else np.full(len(launch), -1, np.int64)
         return pd.DataFrame({"code": codes.astype(np.int32), "start": ops["start"].to_numpy(),
                              "duration": ops["end"].to_numpy() - ops["start"].to_numpy(),
-                             "launch": ops["launch"].to_numpy(), "graph_node_id": ops["graph_node_id"].to_numpy()},
-                            copy=False)
+                             "launch": launch, "graph_node_id": ops["graph_node_id"].to_numpy(),
+                             "pid": pid.astype(np.int64), "kind": kind}, copy=False)
 
     # ---- tree lookups -----------------------------------------------------------------------
     def _range_mark(self, match) -> np.ndarray:
@@ -152,19 +167,54 @@ class OpView:
         return at_launch, at_capture
 
     def phase_codes(self) -> np.ndarray:
-        """Phase code per item (index into PHASES) from every range enclosing it, launch or capture."""
+        """Phase code per item (index into PHASES) from the ranges enclosing it, launch or capture."""
         if self._phase is None:
-            r = self._proj.ranges
-            found = {}
-            for phase, rx in self.registry._phase_re.items():
-                mark = self._range_mark(rx.search)
-                chain = r.nearest_on_chain(mark) if len(mark) else np.zeros(0, np.int64)
-                a, c = self._lookup(chain, mark)
-                found[phase] = (a >= 0) if c is None else ((a >= 0) | (c >= 0))
-            ctx = found.get("context", np.zeros(len(self.items), bool))
-            gen = found.get("generation", np.zeros(len(self.items), bool))
-            self._phase = np.where(ctx & ~gen, 1, np.where(gen & ~ctx, 2, 0)).astype(np.int8)
+            self._decide_phases()
         return self._phase
+
+    def evidence_codes(self) -> np.ndarray:
+        """What decided each item's phase (index into EVIDENCE)."""
+        if self._evidence is None:
+            self._decide_phases()
+        return self._evidence
+
+    def _phase_rules(self) -> list[dict[str, callable]]:
+        """Per evidence level (EVIDENCE[1:]), phase -> a test on range text."""
+        reg = self.registry
+        user: dict[str, list] = {}
+        for rx, ph in self.phase_map:
+            user.setdefault(ph, []).append(rx)
+        words = {ph: (lambda t, rx=rx: bool(rx.search(t)) and not reg.is_step(t)) for ph, rx in reg._phase_re.items()}
+        steps = {ph: (lambda t, ph=ph: reg.step_phase(t) == ph) for ph in ("context", "generation", "mixed")}
+        return [{ph: (lambda t, rxs=rxs: any(rx.search(t) for rx in rxs)) for ph, rxs in user.items()}, words, steps]
+
+    def _decide_phases(self) -> None:
+        """At each level of evidence, an item enclosed by ranges of exactly one phase gets that phase;
+        items left open (no such range, or ranges of several phases) go to the next level."""
+        r = self._proj.ranges
+        n = len(self.items)
+        phase = np.zeros(n, np.int8)
+        evidence = np.zeros(n, np.int8)
+        open_ = np.ones(n, bool)
+        codes = {p: i for i, p in enumerate(PHASES)}
+        for level, rules in enumerate(self._phase_rules(), start=1):
+            found = {}
+            for ph, test in rules.items():
+                mark = self._range_mark(test)
+                if not mark.any():
+                    continue
+                chain = r.nearest_on_chain(mark)
+                a, c = self._lookup(chain, mark)
+                found[ph] = (a >= 0) if c is None else ((a >= 0) | (c >= 0))
+            if not found:
+                continue
+            hits = np.sum([f for f in found.values()], axis=0)
+            for ph, f in found.items():
+                take = open_ & f & (hits == 1)
+                phase[take] = codes[ph]
+                evidence[take] = level
+            open_ &= ~(hits == 1)
+        self._phase, self._evidence = phase, evidence
 
     def _frame(self, sel: np.ndarray, method: np.ndarray, **extra) -> pd.DataFrame:
         """Selected items as a readable frame; names, family, phase and method are categoricals
@@ -175,7 +225,10 @@ class OpView:
         df["name"] = pd.Categorical.from_codes(self.names["name_code"].to_numpy()[codes], categories=self._name_cats)
         df["family"] = pd.Categorical.from_codes(self.names["family_code"].to_numpy()[codes],
                                                  categories=self._family_cats)
+        df["variant"] = pd.Categorical.from_codes(self.names["variant_code"].to_numpy()[codes],
+                                                  categories=self._variant_cats)
         df["phase"] = pd.Categorical.from_codes(self.phase_codes()[sel], categories=PHASES)
+        df["evidence"] = pd.Categorical.from_codes(self.evidence_codes()[sel], categories=EVIDENCE)
         df["method"] = pd.Categorical.from_codes(method, categories=METHODS)
         for k, v in extra.items():
             df[k] = v
@@ -229,50 +282,31 @@ class OpView:
     def per_forward(self, items: pd.DataFrame, skip: int = 0, auto_skip: bool = True,
                     phase: str | None = None) -> Forwards:
         """Counts and latency per forward, by phase and kernel family, as medians over kept forwards."""
-        df = items[items["forward"] >= 0]
-        if phase:
-            df = df[df["phase"] == phase]
-        fw = (df.groupby("forward", sort=False, observed=True)
-                .agg(phase=("phase", "first"), start=("start", "min"), kernels=("code", "size"),
-                     latency_ns=("duration", "sum"))
-                .reset_index().sort_values("start", kind="stable"))
-        kept, skipped, cold = [], {}, {}
-        for ph, group in fw.groupby("phase", sort=False, observed=True):
-            g = group.iloc[skip:]
-            skipped[ph] = min(skip, len(group))
-            n_cold = _cold_prefix(g) if auto_skip else 0
-            cold[ph] = n_cold
-            kept.append(g.iloc[n_cold:])
-        fw_kept = pd.concat(kept) if kept else fw.iloc[0:0]
-        fw["kept"] = fw["forward"].isin(fw_kept["forward"])
-        rows = df[df["forward"].isin(fw_kept["forward"])]
-        fam = (rows.groupby(["phase", "forward", "family"], sort=False, observed=True)
-                   .agg(count=("code", "size"), latency_ns=("duration", "sum")).reset_index())
-        n_fw = fw_kept.groupby("phase", observed=True).size()
-        by_family = rows.groupby(["phase", "family"], sort=False, observed=True)
-        detail = by_family.agg(kernel_median_ns=("duration", "median"), names=("code", "nunique"),
-                               example=("name", "first"))
-        methods = by_family["method"].agg(lambda m: "/".join(sorted(set(m))))
-        out = []
-        for (ph, family), g in fam.groupby(["phase", "family"], sort=False, observed=True):
-            n = int(n_fw[ph])
-            counts, lats = np.zeros(n), np.zeros(n)
-            counts[: len(g)] = g["count"].to_numpy()
-            lats[: len(g)] = g["latency_ns"].to_numpy()
-            d = detail.loc[(ph, family)]
-            out.append({"phase": ph, "family": family, "forwards": n,
-                        "count_per_forward": float(np.median(counts)),
-                        "latency_per_forward_ns": float(np.median(lats)),
-                        "kernel_median_ns": float(d["kernel_median_ns"]), "method": methods.loc[(ph, family)],
-                        "names": int(d["names"]), "example": d["example"]})
-        families = pd.DataFrame(out, columns=["phase", "family", "forwards", "count_per_forward",
-                                              "latency_per_forward_ns", "kernel_median_ns", "method", "names", "example"])
-        if not families.empty:
-            total = families.groupby("phase", observed=True)["latency_per_forward_ns"].transform("sum")
-            families.insert(5, "share_pct", (100 * families["latency_per_forward_ns"] / total).round(1))
-            families = families.sort_values(["phase", "latency_per_forward_ns"], ascending=[True, False], kind="stable")
-        return Forwards(families=families.reset_index(drop=True), forwards=fw.reset_index(drop=True),
-                        skipped=skipped, cold=cold)
+        return per_forward(items, skip=skip, auto_skip=auto_skip, phase=phase)
+
+    def shapes(self, items: pd.DataFrame) -> pd.Series:
+        """Launch shape of each kernel in ``items`` (rows of :meth:`op_items`), ``grid x,y,z block x,y,z``;
+        empty for memcpy/memset. Read from the kernel table only for the items' time span, on demand."""
+        out = pd.Series("", index=items.index, dtype=object)
+        sel = items[(items["kind"] == 0) & (items["launch"] >= 0)]
+        if sel.empty or not self.profile.schema.has(KERNEL_TABLE):
+            return out
+        cols = self.profile.schema.columns(KERNEL_TABLE)
+        if not {"gridX", "blockX", "correlationId", "globalPid"} <= cols:
+            return out
+        key = self._launch_key[sel["launch"].to_numpy()]
+        lo, hi = int(sel["start"].min()), int(sel["start"].max())
+        cond = f"start BETWEEN {lo} AND {hi}" + (f" AND {self.where}" if self.where else "")
+        q = (f"SELECT {LAUNCH_KEY.format(col='globalPid')} AS key, start, gridX, gridY, gridZ, blockX, blockY, blockZ "
+             f"FROM {KERNEL_TABLE} WHERE {cond}")
+        found = self.profile.engine.frame(q)
+        found["shape"] = ("grid " + found["gridX"].astype(str) + "," + found["gridY"].astype(str) + ","
+                          + found["gridZ"].astype(str) + " block " + found["blockX"].astype(str) + ","
+                          + found["blockY"].astype(str) + "," + found["blockZ"].astype(str))
+        found = found.drop_duplicates(["key", "start"]).set_index(["key", "start"])["shape"]
+        shape = found.reindex(pd.MultiIndex.from_arrays([key, sel["start"].to_numpy()])).to_numpy(dtype=object)
+        out.loc[sel.index] = np.where(pd.isna(shape), "", shape)
+        return out
 
     # ---- all ops -------------------------------------------------------------------------
     def overview(self) -> pd.DataFrame:
@@ -318,6 +352,72 @@ class OpView:
         return df.sort_values("total_ns", ascending=False, kind="stable").reset_index(drop=True)
 
 
+def per_forward(items: pd.DataFrame, skip: int = 0, auto_skip: bool = True, phase: str | None = None) -> Forwards:
+    """Counts and latency per forward, by phase and kernel family, as medians over kept forwards."""
+    if skip < 0:
+        raise AlignError(f"--skip {skip} is negative", "pass the number of leading forwards to drop (0 or more)")
+    df = items[items["forward"] >= 0]
+    if phase:
+        df = df[df["phase"] == phase]
+    fw = (df.groupby("forward", sort=False, observed=True)
+            .agg(phase=("phase", "first"), evidence=("evidence", "first"), pid=("pid", "first"),
+                 start=("start", "min"), kernels=("code", "size"), latency_ns=("duration", "sum"))
+            .reset_index().sort_values("start", kind="stable"))
+    kept, skipped, cold = [], {}, {}
+    for ph, group in fw.groupby("phase", sort=False, observed=True):
+        g = group.iloc[skip:]
+        skipped[ph] = min(skip, len(group))
+        n_cold = _cold_prefix(g) if auto_skip else 0
+        cold[ph] = n_cold
+        kept.append(g.iloc[n_cold:])
+    fw_kept = pd.concat(kept) if kept else fw.iloc[0:0]
+    fw["kept"] = fw["forward"].isin(fw_kept["forward"])
+    rows = df[df["forward"].isin(fw_kept["forward"])]
+    fam = (rows.groupby(["phase", "forward", "family"], sort=False, observed=True)
+               .agg(count=("code", "size"), latency_ns=("duration", "sum")).reset_index())
+    n_fw = fw_kept.groupby("phase", observed=True).size()
+    by_family = rows.groupby(["phase", "family"], sort=False, observed=True)
+    detail = by_family.agg(kernel_median_ns=("duration", "median"), names=("code", "nunique"),
+                           example=("name", "first"))
+    methods = by_family["method"].agg(lambda m: "/".join(sorted(set(m))))
+    variants = _variant_mix(rows, n_fw)
+    out = []
+    for (ph, family), g in fam.groupby(["phase", "family"], sort=False, observed=True):
+        n = int(n_fw[ph])
+        counts, lats = np.zeros(n), np.zeros(n)
+        counts[: len(g)] = g["count"].to_numpy()
+        lats[: len(g)] = g["latency_ns"].to_numpy()
+        d = detail.loc[(ph, family)]
+        out.append({"phase": ph, "family": family, "forwards": n,
+                    "count_per_forward": float(np.median(counts)),
+                    "latency_per_forward_ns": float(np.median(lats)),
+                    "kernel_median_ns": float(d["kernel_median_ns"]), "method": methods.loc[(ph, family)],
+                    "names": int(d["names"]), "variants": variants.get((ph, family), ""), "example": d["example"]})
+    families = pd.DataFrame(out, columns=["phase", "family", "forwards", "count_per_forward",
+                                          "latency_per_forward_ns", "kernel_median_ns", "method", "names",
+                                          "variants", "example"])
+    if not families.empty:
+        total = families.groupby("phase", observed=True)["latency_per_forward_ns"].transform("sum")
+        families.insert(5, "share_pct", (100 * families["latency_per_forward_ns"] / total).round(1))
+        families = families.sort_values(["phase", "latency_per_forward_ns"], ascending=[True, False], kind="stable")
+    return Forwards(families=families.reset_index(drop=True), forwards=fw.reset_index(drop=True),
+                    skipped=skipped, cold=cold)
+
+
+def _variant_mix(rows: pd.DataFrame, n_fw: pd.Series) -> dict[tuple, str]:
+    """Per (phase, family) made of several launch variants: each variant's kernels per forward
+    (mean over kept forwards), e.g. ``vectorized_elementwise_kernel:MulFunctor 2.5, elementwise_kernel:MulFunctor 13.5``."""
+    if rows.empty or "variant" not in rows:
+        return {}
+    per = rows.groupby(["phase", "family", "variant"], sort=False, observed=True).size().reset_index(name="n")
+    out = {}
+    for (ph, family), g in per.groupby(["phase", "family"], sort=False, observed=True):
+        if len(g) > 1:
+            g = g.sort_values("n", ascending=False, kind="stable")
+            out[(ph, family)] = ", ".join(f"{v} {n / n_fw[ph]:.3g}" for v, n in zip(g["variant"], g["n"]))
+    return out
+
+
 def _cold_prefix(fw: pd.DataFrame) -> int:
     """Leading forwards that look like warm-up: a kernel count unlike the usual one, or more than
     twice the median latency of the rest. At most half of the forwards are dropped."""
@@ -334,6 +434,12 @@ def _cold_prefix(fw: pd.DataFrame) -> int:
         else:
             break
     return k
+
+
+def _phase_name(phase: str) -> str:
+    if phase not in PHASES[1:]:
+        raise AlignError(f"unknown phase {phase!r} in a phase mapping", f"use {', '.join(PHASES[1:])}")
+    return phase
 
 
 def _regex(pattern: str, what: str) -> re.Pattern:
