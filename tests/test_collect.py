@@ -185,6 +185,10 @@ def test_verdict_gate_and_one_real_dsa_case(tmp_path):
                   "--cases", "tp=128", "--runs", "2", "--warmups", "1", "--out", str(tmp_path / "d"),
                   "--store", str(store), "-f", "json")
     assert r.returncode == 0, r.stderr
+    # it says which record it obeyed, and that record names its pair
+    record = next((store / "verdicts" / "dsa").glob("*.json"))
+    assert f"gate: obeying the verdict {record}" in r.stderr and "dsa_mock/report.sqlite" in r.stderr
+    assert json.loads(record.read_text())["pair"]["chosen"] == "given"
     folder = _tables(tmp_path / "d", "sparse_attention")
     row = writers.read_rows(folder / "dsa_generation_module_perf.txt").iloc[0]
     assert (row["op_name"], row["num_heads"], row["batch_size"], row["isl"], row["step"], row["tp_size"]) == \

@@ -50,3 +50,16 @@ def test_html_report_renders_in_chromium(chromium, tmp_path, mock, status):
     shot = tmp_path / "shot.png"
     s = _browse(chromium, html, tmp_path, f"--screenshot={shot}", "--window-size=1200,1600")
     assert s.returncode == 0 and shot.stat().st_size > 20_000
+
+
+def test_report_shows_the_pairing(chromium, tmp_path):
+    """A pair whose E2E run names no phase: the report says which E2E forwards each mock phase met, and why."""
+    html, md = tmp_path / "report.html", tmp_path / "report.md"
+    r = run_align("report", str(EX / "hf_dsa_mock"), str(EX / "hf_dsa_e2e_steps"), "--op", "dsa", "-o", str(html),
+                  "--markdown", str(md))
+    assert r.returncode == 0, r.stderr
+    dom = _browse(chromium, html, tmp_path, "--dump-dom")
+    assert dom.returncode == 0 and "<h2>Pairing</h2>" in dom.stdout
+    assert "engine steps" in dom.stdout and "not compared: mixed steps" in dom.stdout
+    text = md.read_text()
+    assert "**pairing**" in text and "paired by engine steps" in text

@@ -37,8 +37,15 @@ StoreOpt = typer.Option(None, "--store", help="profile store folder (default: $A
 MockRangeOpt = typer.Option(None, "--mock-range", help="NVTX ranges holding the op in the mock")
 E2ERangeOpt = typer.Option(None, "--e2e-range", help="NVTX ranges holding the op in the E2E run")
 PairSkipOpt = typer.Option(0, "--skip", help="drop the first N forwards of each phase on both sides")
+PairPhaseOpt = typer.Option(None, "--phase", help="compare only this phase (context, generation or mixed); "
+                                                  "it must be among the phases paired")
 ThresholdsOpt = typer.Option(None, "--config", help="thresholds (TOML, see align/data/verdict.toml)")
 OpsFileOpt = typer.Option(None, "--ops-file", help="user op registry")
+MockPhaseOpt = typer.Option([], "--mock-phase", metavar="REGEX=PHASE",
+                            help="mock ranges matching REGEX hold PHASE (context, generation, mixed); repeatable")
+E2EPhaseOpt = typer.Option([], "--e2e-phase", metavar="REGEX=PHASE",
+                           help="E2E ranges matching REGEX hold PHASE; decides before any other evidence; repeatable")
+PhaseMapOpt = typer.Option(None, "--phase-map", help="TOML with [mock] and [e2e] tables of REGEX = PHASE")
 E2EPidOpt = typer.Option(None, "--pid", help="E2E side: only this process")
 E2EDeviceOpt = typer.Option(None, "--device", help="E2E side: only this GPU")
 E2ERankOpt = typer.Option(None, "--rank", help="E2E side: only this rank")
@@ -61,6 +68,35 @@ def _store(store: Optional[Path]):
     from align.profile.store import Store
 
     return Store(store)
+
+
+def _phase_maps(mock_phase: list[str], e2e_phase: list[str], phase_map: Optional[Path]) -> dict:
+    """--mock-phase/--e2e-phase REGEX=PHASE and --phase-map FILE as compare()'s mock_phase/e2e_phase."""
+    from align.compare.diff import read_phase_map
+
+    out = read_phase_map(phase_map) if phase_map else {"mock": [], "e2e": []}
+    for side, given in (("mock", mock_phase), ("e2e", e2e_phase)):
+        for item in given:
+            rx, sep, ph = item.rpartition("=")
+            if not sep or not rx:
+                raise AlignError(f"--{side}-phase {item!r} is not REGEX=PHASE", "e.g. --e2e-phase 'prefill=context'")
+            out[side].append((rx, ph.strip()))
+    return {"mock_phase": out["mock"] or None, "e2e_phase": out["e2e"] or None}
+
+
+def _say_pairing(cmp, table: bool) -> None:
+    """What was compared with what: the op (when inferred) and the pairing of phases, as a table on
+    stdout in table format, else as lines on stderr (stdout stays what a script parses)."""
+    from align.compare.verdict import pairing_lines, pairing_view
+
+    if cmp.op_reason:
+        err.print(cmp.op_reason, markup=False)
+    if table:
+        print_frame(pairing_view(cmp.pairing.table), Format.table, title="pairing: mock phases and E2E forwards",
+                    max_width=70)
+    else:
+        for line in pairing_lines(cmp.pairing.table):
+            err.print(f"pairing: {line}", markup=False)
 
 
 # ---- nsys ----------------------------------------------------------------------------------
@@ -331,7 +367,7 @@ def ops(
     op: Optional[str] = typer.Option(None, "--op", help="one op of the registry (see --list)"),
     range_pattern: Optional[str] = typer.Option(None, "--range", help="regex of the NVTX ranges that hold the op"),
     iter_range: Optional[str] = typer.Option(None, "--iter-range", help="iteration preset (trtllm, vllm, align) or regex"),
-    phase: Optional[str] = typer.Option(None, "--phase", help="context or generation"),
+    phase: Optional[str] = typer.Option(None, "--phase", help="context, generation, mixed or all"),
     skip: int = typer.Option(0, "--skip", help="drop the first N forwards of each phase (warm-up)"),
     auto_skip: bool = typer.Option(True, "--auto-skip/--no-auto-skip", help="drop cold leading forwards"),
     name: str = typer.Option("short", "--name", help="kernel names: short or demangled"),
@@ -360,8 +396,8 @@ def ops(
                            for o in registry.ops])
         print_frame(df, fmt, title=f"ops ({', '.join(registry.sources)})", max_width=60)
         return
-    if phase and phase not in ("context", "generation", "all"):
-        raise AlignError(f"unknown phase {phase!r}", "use context or generation")
+    if phase and phase not in ("context", "generation", "mixed", "all"):
+        raise AlignError(f"unknown phase {phase!r}", "use context, generation, mixed or all")
     with load(profile, _store(store)) as p:
         if not p.has_kernels:
             raise AlignError(f"{p.path} has no CUDA kernel data", "profile with --trace cuda on a GPU machine")
@@ -417,11 +453,14 @@ def diff(
     mock: str = typer.Argument(..., help="mock profile: file or store name"),
     e2e: str = typer.Argument(..., help="E2E profile: file or store name"),
     op: Optional[str] = typer.Option(None, "--op", help="op of the registry"),
-    phase: Optional[str] = typer.Option(None, "--phase", help="context or generation"),
+    phase: Optional[str] = PairPhaseOpt,
     mock_range: Optional[str] = MockRangeOpt,
     e2e_range: Optional[str] = E2ERangeOpt,
     skip: int = PairSkipOpt,
     sequence: bool = typer.Option(False, "--sequence", help="also align one forward's kernel sequences"),
+    mock_phase: list[str] = MockPhaseOpt,
+    e2e_phase: list[str] = E2EPhaseOpt,
+    phase_map: Optional[Path] = PhaseMapOpt,
     pid: Optional[int] = E2EPidOpt,
     device: Optional[int] = E2EDeviceOpt,
     rank: Optional[int] = E2ERankOpt,
@@ -430,13 +469,16 @@ def diff(
     store: Optional[Path] = StoreOpt,
     fmt: DiffFormat = typer.Option(DiffFormat.table, "--format", "-f", help="table, csv, json, md or html"),
 ) -> None:
-    """Mock vs E2E per kernel family: count and latency per forward, ratio, status."""
+    """Mock vs E2E per kernel family: count and latency per forward, ratio, status. Without --op the op
+    comes from the profiles' meta.json, else from the registry op whose E2E kernels are most like the mock's."""
     from align.compare.diff import compare
     from align.compare.sequence import aligned_sequences, representative_forward
 
     cmp = compare(mock, e2e, op=op, phase=phase, mock_range=mock_range, e2e_range=e2e_range, skip=skip,
                   config=config, ops_file=ops_file, store=_store(store),
-                  e2e_select={"pid": pid, "device": device, "rank": rank})
+                  e2e_select={"pid": pid, "device": device, "rank": rank},
+                  **_phase_maps(mock_phase, e2e_phase, phase_map))
+    _say_pairing(cmp, fmt == DiffFormat.table)
     table = cmp.table
     if fmt in (DiffFormat.md, DiffFormat.html):
         from align.compare.report import render_html, render_markdown
@@ -462,10 +504,13 @@ def verdict(
     mock: Optional[str] = typer.Option(None, "--mock", help="mock profile: file or store name"),
     e2e: Optional[str] = typer.Option(None, "--e2e", help="E2E profile: file or store name"),
     bench: Optional[Path] = typer.Option(None, "--bench", help="align bench --format json result"),
-    phase: Optional[str] = typer.Option(None, "--phase", help="context or generation"),
+    phase: Optional[str] = PairPhaseOpt,
     mock_range: Optional[str] = MockRangeOpt,
     e2e_range: Optional[str] = E2ERangeOpt,
     skip: int = PairSkipOpt,
+    mock_phase: list[str] = MockPhaseOpt,
+    e2e_phase: list[str] = E2EPhaseOpt,
+    phase_map: Optional[Path] = PhaseMapOpt,
     config: Optional[Path] = ThresholdsOpt,
     ops_file: Optional[Path] = OpsFileOpt,
     pid: Optional[int] = E2EPidOpt,
@@ -474,18 +519,26 @@ def verdict(
     store: Optional[Path] = StoreOpt,
     fmt: DiffFormat = typer.Option(DiffFormat.table, "--format", "-f", help="table, json or md"),
 ) -> None:
-    """Is the mock faithful to the E2E run? The checklist, PASS/FAIL; exit 0 pass, 1 fail, 2 bad input."""
+    """Is the mock faithful to the E2E run? The checklist, PASS/FAIL; exit 0 pass, 1 fail, 2 bad input.
+    Without --mock/--e2e: the newest comparable stored pair of --op."""
     from align.compare.verdict import record
     from align.compare.verdict import verdict as run_verdict
 
+    if fmt not in (DiffFormat.table, DiffFormat.json, DiffFormat.md):
+        raise AlignError(f"--format {fmt.value} is not a verdict format", "use table, json or md")
     s = _store(store)
     v = run_verdict(mock, e2e, op=op, bench=bench, config=config, phase=phase, mock_range=mock_range,
                     e2e_range=e2e_range, skip=skip, ops_file=ops_file, store=s,
-                    e2e_select={"pid": pid, "device": device, "rank": rank})
-    record(v, s)
+                    e2e_select={"pid": pid, "device": device, "rank": rank},
+                    **_phase_maps(mock_phase, e2e_phase, phase_map))
+    rec = record(v, s)
+    if v.chosen:
+        err.print(f"pair: {v.chosen}", markup=False)
+    err.print(f"recorded {rec}", markup=False)
     if fmt == DiffFormat.json:
         import json as _json
 
+        _say_pairing(v.comparison, False)
         sys.stdout.write(_json.dumps(v.to_dict(), indent=2) + "\n")
     elif fmt == DiffFormat.md:
         sys.stdout.write(v.to_markdown())
@@ -493,9 +546,8 @@ def verdict(
         checks = v.checks.assign(result=v.checks["passed"].map({True: "pass", False: "FAIL"}))
         print_frame(checks[["name", "result", "reason"]], Format.table,
                     title=f"align verdict ({v.op}): mock {v.mock} vs E2E {v.e2e}", max_width=110)
+        _say_pairing(v.comparison, True)
         stdout.print(f"[bold {'green' if v.passed else 'red'}]{'PASS' if v.passed else 'FAIL'}[/]")
-    else:
-        raise AlignError(f"--format {fmt.value} is not a verdict format", "use table, json or md")
     raise typer.Exit(0 if v.passed else 1)
 
 
@@ -507,19 +559,29 @@ def report(
     output: Path = typer.Option(Path("align-report.html"), "--output", "-o", help="HTML file to write"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="also write a Markdown summary here"),
     bench: Optional[Path] = typer.Option(None, "--bench", help="align bench --format json result"),
-    phase: Optional[str] = typer.Option(None, "--phase", help="context or generation"),
+    phase: Optional[str] = PairPhaseOpt,
     mock_range: Optional[str] = MockRangeOpt,
     e2e_range: Optional[str] = E2ERangeOpt,
     skip: int = PairSkipOpt,
+    mock_phase: list[str] = MockPhaseOpt,
+    e2e_phase: list[str] = E2EPhaseOpt,
+    phase_map: Optional[Path] = PhaseMapOpt,
     config: Optional[Path] = ThresholdsOpt,
+    ops_file: Optional[Path] = OpsFileOpt,
+    pid: Optional[int] = E2EPidOpt,
+    device: Optional[int] = E2EDeviceOpt,
+    rank: Optional[int] = E2ERankOpt,
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Write a self-contained HTML report (checklist, plots, tables) and optionally a Markdown summary."""
+    """Write a self-contained HTML report (checklist, pairing, plots, tables) and optionally a Markdown summary."""
     from align.compare.report import render_html, render_markdown
     from align.compare.verdict import verdict as run_verdict
 
     v = run_verdict(mock, e2e, op=op, bench=bench, config=config, phase=phase, mock_range=mock_range,
-                    e2e_range=e2e_range, skip=skip, store=_store(store))
+                    e2e_range=e2e_range, skip=skip, ops_file=ops_file, store=_store(store),
+                    e2e_select={"pid": pid, "device": device, "rank": rank},
+                    **_phase_maps(mock_phase, e2e_phase, phase_map))
+    _say_pairing(v.comparison, False)
     output.write_text(render_html(v), encoding="utf-8")
     err.print(f"[green]wrote[/] {output} ({'PASS' if v.passed else 'FAIL'})")
     if markdown:
@@ -608,9 +670,14 @@ def collect(
     if op != "standin":
         rec = newest_record(_store(store), op)
         if (rec is None or not rec.get("passed")) and not force:
-            why = "no verdict recorded" if rec is None else f"its newest verdict ({rec.get('time')}) failed"
+            why = "no verdict recorded" if rec is None else f"its newest verdict ({rec.get('file')}) failed"
             raise AlignError(f"refusing to collect {op}: {why} in {_store(store).root}",
                              f"run align verdict --op {op} until it passes, or pass --force (recorded in the metadata)")
+        if rec is not None:
+            pair = rec.get("pair") or {"mock": rec.get("mock"), "e2e": rec.get("e2e")}
+            err.print(f"gate: {'obeying' if rec.get('passed') else 'overriding (--force)'} the verdict {rec['file']} "
+                      f"({'PASS' if rec.get('passed') else 'FAIL'}, mock {pair.get('mock')} vs E2E {pair.get('e2e')})",
+                      markup=False)
     summary = run_collect(op, [phase] if phase else None, gpus=gpus, out=out, resume=resume,
                           subset=subset, settings=settings, retry_failed=retry_failed,
                           forced=force and op != "standin", progress=fmt == Format.table)
@@ -773,23 +840,42 @@ def trace_modules(
         raise typer.Exit(1)
 
 
+def _usage_errors() -> tuple[type, ...]:
+    """click's ClickException, and typer's own where typer vendors click (typer >= 0.20)."""
+    found = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+
+        found.append(TyperClickException)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def _stops() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(Abort classes, Exit classes) of click and of typer."""
+    return ((click.exceptions.Abort, getattr(typer, "Abort", click.exceptions.Abort)),
+            (click.exceptions.Exit, getattr(typer, "Exit", click.exceptions.Exit)))
+
+
 def main() -> None:
     """Entry point: user mistakes print one line and exit 2, never a traceback."""
+    aborts, exits = _stops()
     try:
         rc = app(standalone_mode=False)
     except AlignError as exc:
         err.print(f"align: error: {exc}", markup=False)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except aborts:
         err.print("align: aborted")
         sys.exit(130)
     except KeyboardInterrupt:
         err.print("align: interrupted")
         sys.exit(130)
-    except click.ClickException as exc:
+    except _usage_errors() as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except exits as exc:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(0)

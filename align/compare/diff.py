@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from align.compare.pairing import NAMED, Pairing, forward_summary, pair
 from align.errors import AlignError
 from align.ops.attribute import Forwards, OpView
 from align.ops.registry import Registry, load_registry
@@ -52,23 +53,30 @@ def load_config(path: str | os.PathLike | None = None) -> dict:
 
 @dataclass
 class Side:
-    """One profile cut to the op: its per-forward figures and the kernel sequence of each forward."""
+    """One profile cut to the op: its GPU work (``items``, phases relabelled to the comparison keys
+    once paired) and, after pairing, its per-forward figures."""
 
     label: str
     path: str
     view: OpView
     items: pd.DataFrame
-    forwards: Forwards
     range_used: str
+    forwards: Forwards | None = None
+    meta: dict | None = None
 
 
-def op_side(ref, label: str, op: str | None, range_pattern: str | None, phase: str | None, skip: int,
-            registry: Registry, config: dict, store=None, name: str = "short", select: dict | None = None) -> Side:
-    """``select``: {pid, device, rank} keeping one process of a multi-process profile."""
+def op_side(ref, label: str, op: str | None, range_pattern: str | None, registry: Registry, config: dict,
+            store=None, name: str = "short", select: dict | None = None,
+            phase_map: list[tuple[str, str]] | None = None) -> Side:
+    """``select``: {pid, device, rank} keeping one process of a multi-process profile;
+    ``phase_map``: the user's (range regex, phase) pairs for this side."""
     from align.profile.processes import gpu_filter
 
     profile = load(ref, store)
-    view = OpView(profile, registry, name=name, where=gpu_filter(profile, **(select or {})))
+    if not profile.has_kernels:
+        raise AlignError(f"the {label} profile {profile.path} has no CUDA kernel data",
+                         f"pass an export of a run profiled with --trace cuda on a GPU as the {label} side")
+    view = OpView(profile, registry, name=name, where=gpu_filter(profile, **(select or {})), phase_map=phase_map)
     used = range_pattern or (f"op {op}" if op else None)
     items = view.op_items(op, range_pattern=range_pattern) if (op or range_pattern) else None
     by_nvtx = items is not None and items["method"].astype(str).str.startswith("nvtx").any()
@@ -82,8 +90,41 @@ def op_side(ref, label: str, op: str | None, range_pattern: str | None, phase: s
     if items is None or items.empty:
         raise AlignError(f"no GPU work for {op or range_pattern} in the {label} profile {profile.path}",
                          f"pass --{label}-range REGEX naming its NVTX ranges (see align nvtx {profile.path})")
-    fw = view.per_forward(items, skip=skip, phase=phase)
-    return Side(label=label, path=str(profile.path), view=view, items=items, forwards=fw, range_used=used)
+    if not (items["forward"] >= 0).any():
+        raise AlignError(f"the {label} profile {profile.path} has kernels of {op or range_pattern} but no forwards "
+                         "(no NVTX range instance holds them)",
+                         f"pass --{label}-range REGEX naming the ranges around one forward (see align nvtx {profile.path})")
+    return Side(label=label, path=str(profile.path), view=view, items=items, range_used=used, meta=_meta(profile.path))
+
+
+def _meta(path) -> dict | None:
+    """The store's meta.json beside an export, if any."""
+    import json
+
+    f = Path(path).parent / "meta.json"
+    try:
+        return json.loads(f.read_text()) if f.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
+def read_phase_map(path: str | os.PathLike) -> dict[str, list[tuple[str, str]]]:
+    """A --phase-map file: ``[mock]`` and ``[e2e]`` tables of ``"REGEX" = "PHASE"``."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise AlignError(f"cannot read phase map {path}: {exc}",
+                         'write [e2e] tables of "REGEX" = "context|generation|mixed" in TOML') from None
+    unknown = set(data) - {"mock", "e2e"}
+    if unknown:
+        raise AlignError(f"unknown section(s) {', '.join(sorted(unknown))} in {path}", "use [mock] and [e2e]")
+    out = {}
+    for side in ("mock", "e2e"):
+        table = data.get(side, {})
+        if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+            raise AlignError(f"[{side}] of {path} must map regexes to phase names", 'e.g. "prefill" = "context"')
+        out[side] = list(table.items())
+    return out
 
 
 def _status(mock_count: float, e2e_count: float, ratio: float, cfg: dict) -> str:
@@ -104,7 +145,7 @@ def family_table(mock: Side, e2e: Side, config: dict) -> pd.DataFrame:
     """Per (phase, family): both sides' count and latency per forward, mock/E2E ratio, status;
     then a ``TOTAL`` row per phase. Phases present on one side only are compared as they are."""
     key = ["phase", "family"]
-    cols = ["count_per_forward", "latency_per_forward_ns", "example"]
+    cols = ["count_per_forward", "latency_per_forward_ns", "example", "variants"]
     a = mock.forwards.families.set_index(key)[cols]
     b = e2e.forwards.families.set_index(key)[cols]
     df = a.add_suffix("_mock").join(b.add_suffix("_e2e"), how="outer")
@@ -112,7 +153,8 @@ def family_table(mock: Side, e2e: Side, config: dict) -> pd.DataFrame:
               "latency_per_forward_ns_e2e"):
         df[c] = df[c].fillna(0.0)
     df["example"] = df["example_e2e"].fillna(df["example_mock"])
-    df = df.drop(columns=["example_mock", "example_e2e"]).reset_index()
+    df["variants"] = [_variant_note(a, b) for a, b in zip(df["variants_mock"], df["variants_e2e"])]
+    df = df.drop(columns=["example_mock", "example_e2e", "variants_mock", "variants_e2e"]).reset_index()
     with np.errstate(divide="ignore", invalid="ignore"):
         df["latency_ratio"] = np.where(df["latency_per_forward_ns_e2e"] > 0,
                                        df["latency_per_forward_ns_mock"] / df["latency_per_forward_ns_e2e"], np.nan)
@@ -135,20 +177,33 @@ def family_table(mock: Side, e2e: Side, config: dict) -> pd.DataFrame:
         ratio = m_lat / e_lat if e_lat else np.nan
         totals.append({"phase": ph, "family": "TOTAL", "mock_count": m_n, "mock_ns": m_lat, "e2e_count": e_n,
                        "e2e_ns": e_lat, "example": f"{len(km)} mock / {len(ke)} E2E forwards", "latency_ratio": ratio,
+                       "variants": "",
                        "status": "match" if (g["status"] == "match").all() else "differs"})
     out = pd.concat([df, pd.DataFrame(totals)], ignore_index=True)
     out = out.sort_values(["phase"], kind="stable")
-    cols = ["phase", "family", "status", "mock_count", "e2e_count", "mock_ns", "e2e_ns", "latency_ratio", "example"]
+    cols = ["phase", "family", "status", "mock_count", "e2e_count", "mock_ns", "e2e_ns", "latency_ratio", "variants",
+            "example"]
     return out[cols].reset_index(drop=True)
+
+
+def _variant_note(mock: object, e2e: object) -> str:
+    """Information, never a failure: the launch variants behind a folded family when the sides' mixes differ."""
+    a = mock if isinstance(mock, str) else ""
+    b = e2e if isinstance(e2e, str) else ""
+    if a == b:
+        return ""
+    return f"mock: {a or 'one variant'}; E2E: {b or 'one variant'}"
 
 
 def diff(mock, e2e, op: str | None = None, phase: str | None = None, mock_range: str | None = None,
          e2e_range: str | None = None, skip: int = 0, config: dict | str | None = None,
-         ops_file: str | None = None, store=None, e2e_select: dict | None = None) -> pd.DataFrame:
+         ops_file: str | None = None, store=None, e2e_select: dict | None = None,
+         mock_phase: list[tuple[str, str]] | None = None, e2e_phase: list[tuple[str, str]] | None = None) -> pd.DataFrame:
     """Side-by-side per kernel family of a mock and an E2E profile (paths or store names);
     ``e2e_select`` ({pid, device, rank}) compares one rank of a multi-process E2E profile."""
     return compare(mock, e2e, op=op, phase=phase, mock_range=mock_range, e2e_range=e2e_range, skip=skip,
-                   config=config, ops_file=ops_file, store=store, e2e_select=e2e_select).table
+                   config=config, ops_file=ops_file, store=store, e2e_select=e2e_select, mock_phase=mock_phase,
+                   e2e_phase=e2e_phase).table
 
 
 @dataclass
@@ -158,15 +213,177 @@ class Comparison:
     table: pd.DataFrame
     config: dict
     op: str | None
+    pairing: Pairing | None = None
+    op_reason: str | None = None
 
 
 def compare(mock, e2e, op: str | None = None, phase: str | None = None, mock_range: str | None = None,
             e2e_range: str | None = None, skip: int = 0, config: dict | str | None = None,
-            ops_file: str | None = None, store=None, e2e_select: dict | None = None) -> Comparison:
-    if op is None and not e2e_range:
-        raise AlignError("which op?", "pass --op NAME (see align ops --list) or --e2e-range/--mock-range REGEX")
+            ops_file: str | None = None, store=None, e2e_select: dict | None = None,
+            mock_phase: list[tuple[str, str]] | None = None, e2e_phase: list[tuple[str, str]] | None = None
+            ) -> Comparison:
+    """Cut both profiles to the op, pair the mock's phases with E2E forwards (evidence, then kernels),
+    and compare each pair per kernel family. Nothing empty is ever compared: a side, phase or pair
+    with no forward left is an error that says what to pass."""
+    if phase is not None and phase not in PHASE_NAMES:
+        raise AlignError(f"unknown phase {phase!r}", f"use {' or '.join(PHASE_NAMES)}")
+    if skip < 0:
+        raise AlignError(f"--skip {skip} is negative", "pass the number of leading forwards to drop (0 or more)")
     cfg = config if isinstance(config, dict) else load_config(config)
     registry = load_registry(ops_file)
-    m = op_side(mock, "mock", op, mock_range, phase, skip, registry, cfg, store)
-    e = op_side(e2e, "e2e", op, e2e_range, phase, skip, registry, cfg, store, select=e2e_select)
-    return Comparison(mock=m, e2e=e, table=family_table(m, e, cfg), config=cfg, op=op or e2e_range)
+    reason = None
+    if op is None and not e2e_range:
+        op, e2e_range, mock_range, reason = infer_op(mock, e2e, registry, cfg, store, mock_range)
+    m = op_side(mock, "mock", op, mock_range, registry, cfg, store, phase_map=mock_phase)
+    e = op_side(e2e, "e2e", op, e2e_range, registry, cfg, store, select=e2e_select, phase_map=e2e_phase)
+    pairing = _pair(m, e)
+    keys = pairing.keys
+    if phase is not None:
+        present = sorted({_base(k) for k in keys})
+        keys = [k for k in keys if _base(k) == phase]
+        if not keys:
+            raise AlignError(f"no {phase} forwards to compare in {m.path} and {e.path}",
+                             f"phases paired here: {', '.join(present) or 'none'}; pass one of them to --phase "
+                             "or map ranges to phases with --mock-phase/--e2e-phase")
+    if not keys:
+        raise AlignError(f"no mock phase of {m.path} has a plausible partner among the E2E forwards of {e.path} "
+                         f"({_unpaired(pairing)})",
+                         "check --op (or --mock-range/--e2e-range), or pair them by hand with "
+                         "--mock-phase/--e2e-phase REGEX=PHASE")
+    _relabel(m, e, pairing, keys)
+    for side in (m, e):
+        side.forwards = side.view.per_forward(side.items, skip=skip)
+        _check_not_empty(side, keys, skip)
+    return Comparison(mock=m, e2e=e, table=family_table(m, e, cfg), config=cfg, op=op or e2e_range,
+                      pairing=pairing, op_reason=reason)
+
+
+PHASE_NAMES = ("context", "generation", "mixed", "all")
+
+
+def _base(key: str) -> str:
+    """``generation (rank 0)`` -> ``generation``."""
+    return key.split(" (", 1)[0]
+
+
+def _pair(m: Side, e: Side) -> Pairing:
+    # launch shapes are read only where the kernels must decide a pairing
+    need_shapes = not set(e.items.loc[e.items["forward"] >= 0, "phase"].astype(str)) <= set(NAMED)
+    mfw = forward_summary(m.items, m.view.shapes(m.items) if need_shapes else None)
+    efw = forward_summary(e.items, e.view.shapes(e.items) if need_shapes else None)
+    return pair(mfw, efw, _process_names(e))
+
+
+def _process_names(side: Side) -> dict[int, str]:
+    from align.profile.processes import process_table
+
+    pids = side.items["pid"].unique()
+    if len(pids) < 2:
+        return {}
+    table = process_table(side.view.profile)
+    ranks = dict(zip(table["pid"], table["rank"]))
+    return {int(p): (f"rank {int(ranks[p])}" if p in ranks and not pd.isna(ranks[p]) else f"pid {int(p)}")
+            for p in pids}
+
+
+def _relabel(m: Side, e: Side, pairing: Pairing, keys: list[str]) -> None:
+    """Phases become comparison keys: the mock's forwards under each key they serve (renumbered, since
+    one mock phase serves every E2E process), the E2E's paired forwards under theirs; the rest is dropped."""
+    parts = []
+    for key in keys:
+        rows = m.items[m.items["forward"].isin(pairing.mock.get(key, ()))].copy()
+        rows["phase"] = key
+        parts.append(rows)
+    mi = pd.concat(parts)
+    mi["forward"] = pd.factorize(pd.MultiIndex.from_arrays([mi["phase"], mi["forward"]]))[0].astype(np.int64)
+    mi["phase"] = pd.Categorical(mi["phase"], categories=keys)
+    ei = e.items[e.items["forward"].map(pairing.e2e).isin(keys)].copy()
+    ei["phase"] = pd.Categorical(ei["forward"].map(pairing.e2e), categories=keys)
+    m.items, e.items = mi, ei
+
+
+def _check_not_empty(side: Side, keys: list[str], skip: int) -> None:
+    fw = side.forwards.forwards
+    for key in keys:
+        g = fw[fw["phase"] == key]
+        if not g["kept"].any():
+            what = f"--skip {skip} drops all {len(g)}" if skip >= len(g) > 0 else "none is left"
+            raise AlignError(f"no {side.label} forward of {key} to compare in {side.path} ({what})",
+                             "lower --skip, or check --phase and the process filters (--pid/--device/--rank)")
+
+
+def _unpaired(p: Pairing) -> str:
+    t = p.table
+    groups = t[t["e2e_group"].notna()]
+    return (f"{len(groups)} E2E forward group(s), "
+            f"{int(groups['e2e_forwards'].sum())} forwards, none resembling the mock" if len(groups) else "no E2E forwards")
+
+
+def infer_op(mock, e2e, registry: Registry, cfg: dict, store, mock_range: str | None
+             ) -> tuple[str | None, str | None, str | None, str]:
+    """The op of a pair given without --op: meta.json's op where the store recorded one, else the
+    registry op whose E2E ranges hold kernels most like the mock's measured ranges.
+    Returns (op, e2e_range, mock_range, why)."""
+    from align.profile.store import resolve_profile
+
+    for ref, label in ((mock, "mock"), (e2e, "E2E")):
+        meta = _meta(resolve_profile(ref, store))
+        if meta and meta.get("op"):
+            return meta["op"], None, mock_range, f"op {meta['op']}: recorded in the {label} profile's meta.json"
+    mprof, eprof = load(mock, store), load(e2e, store)
+    if not mprof.has_kernels or not eprof.has_kernels:
+        bad = mprof if not mprof.has_kernels else eprof
+        raise AlignError(f"{bad.path} has no CUDA kernel data", "pass exports of runs profiled with --trace cuda")
+    mview = OpView(mprof, registry, name="short")
+    conv = mock_range or cfg["mock"]["range"]
+    mitems = mview.op_items(range_pattern=conv)
+    if mitems.empty:
+        raise AlignError(f"which op? the mock {mprof.path} has no ranges matching {conv!r} and records no op",
+                         "pass --op NAME (see align ops --list), or --mock-range/--e2e-range REGEX")
+    mock_fams = set(mitems["family"].astype(str))
+    eview = OpView(eprof, registry, name="short")
+    scores = []
+    for rank, spec in enumerate(registry.ops):
+        items = eview.op_items(spec.name)
+        how = "its NVTX ranges"
+        if not items["method"].astype(str).str.startswith("nvtx").any():
+            conv_e = cfg["e2e"].get(spec.name)
+            items = eview.op_items(range_pattern=conv_e) if conv_e else items.iloc[0:0]
+            how = f"ranges {conv_e!r}"
+        if items.empty:
+            continue
+        # equal overlap: an op found by its own NVTX patterns beats one found by convention, then registry order
+        scores.append((_jaccard(items, mock_fams), how == "its NVTX ranges", -rank, spec.name, how))
+    # module ranges of the E2E run (layers.3.self_attn -> layers.\d+.self_attn), after the registry's ops on ties
+    for pattern in module_patterns(eview):
+        items = eview.op_items(range_pattern=pattern)
+        if len(items):
+            scores.append((_jaccard(items, mock_fams), False, -len(registry.ops), pattern, f"ranges {pattern!r}"))
+    if not scores or max(s[0] for s in scores) == 0:
+        raise AlignError(f"which op? no op of the registry or module range has E2E kernels like the mock's in "
+                         f"{eprof.path}", "pass --op NAME (see align ops --list), or --e2e-range REGEX")
+    scores.sort(reverse=True)
+    best = scores[0]
+    runner = f"; next: {scores[1][3]} {scores[1][0]:.0%}" if len(scores) > 1 else ""
+    is_op = best[3] in registry.names()
+    why = (f"{'op' if is_op else 'E2E range'} {best[3]}: chosen by kernels: the E2E kernels in {best[4]} share "
+           f"{best[0]:.0%} of their families with the mock's ranges {conv!r}{runner}")
+    return (best[3], None, mock_range, why) if is_op else (None, best[3], mock_range, why)
+
+
+def _jaccard(items: pd.DataFrame, families: set[str]) -> float:
+    """Shared share of the distinct kernel families of ``items`` and ``families``."""
+    fams = set(items["family"].astype(str))
+    return round(len(fams & families) / len(fams | families), 3)
+
+
+def module_patterns(view: OpView) -> list[str]:
+    """Module-path NVTX ranges of a profile with layer numbers generalised: ``^layers\\.\\d+\\.self_attn$``."""
+    import re
+
+    texts = pd.unique(view._texts) if len(view._texts) else []
+    out = set()
+    for t in texts:
+        if isinstance(t, str) and re.fullmatch(r"[\w.]*\.\d+\.[\w.]+", t):
+            out.add("^" + re.sub(r"\\\.\d+\\\.", r"\\.\\d+\\.", re.escape(t)) + "$")
+    return sorted(out)

@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 from align.compare.diff import Comparison
-from align.compare.verdict import Verdict
+from align.compare.verdict import Verdict, pairing_view
 
 COLORS = {"mock": "#d1495b", "e2e": "#00798c"}
 STATUS_COLORS = {"match": "#2e7d32", "pass": "#2e7d32", "missing": "#c62828", "extra": "#c62828", "FAIL": "#c62828",
@@ -134,6 +134,11 @@ def render_html(verdict: Verdict) -> str:
              f"<p class='meta'>mock: {_esc(verdict.mock)} (op region: {_esc(cmp.mock.range_used)})<br>"
              f"E2E: {_esc(verdict.e2e)} (op region: {_esc(cmp.e2e.range_used)})</p>",
              "<h2>Checklist</h2>", _table_html(checks, status_col="result")]
+    if not verdict.pairing.empty:
+        parts += ["<h2>Pairing</h2>", "<p class='meta'>which E2E forwards each mock phase is compared with, "
+                  "and on what evidence</p>", _table_html(pairing_view(verdict.pairing))]
+    if cmp.op_reason:
+        parts.append(f"<p class='meta'>{_esc(cmp.op_reason)}</p>")
     for phase in sorted(set(cmp.table["phase"])):
         parts.append(f"<h2>{_esc(phase)}</h2>")
         parts.append(family_bars(cmp.table, phase))

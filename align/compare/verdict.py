@@ -33,13 +33,28 @@ class Verdict:
     mock: str
     e2e: str
     comparison: Comparison | None = None
+    chosen: str | None = None  # how the pair was found, when the store chose it
+
+    @property
+    def pairing(self) -> pd.DataFrame:
+        """Which E2E forwards each mock phase was compared with, on what evidence (compare/pairing.py)."""
+        cmp = self.comparison
+        return cmp.pairing.table if cmp is not None and cmp.pairing is not None else pd.DataFrame()
 
     def to_dict(self) -> dict:
         rows = []
         for r in self.checks.to_dict(orient="records"):
             rows.append({"name": r["name"], "passed": bool(r["passed"]), "value": _plain(r["value"]),
                          "threshold": _plain(r["threshold"]), "reason": r["reason"], "kernels": list(r["kernels"])})
-        return {"passed": self.passed, "op": self.op, "mock": self.mock, "e2e": self.e2e, "checks": rows}
+        cmp = self.comparison
+        pairing = cmp.pairing.records() if cmp is not None and cmp.pairing is not None else []
+        out = {"passed": self.passed, "op": self.op, "mock": self.mock, "e2e": self.e2e, "checks": rows,
+               "pairing": pairing}
+        if cmp is not None and cmp.op_reason:
+            out["op_chosen"] = cmp.op_reason
+        if self.chosen:
+            out["pair_chosen"] = self.chosen
+        return out
 
     def to_markdown(self) -> str:
         head = f"### align verdict: {'PASS' if self.passed else 'FAIL'} ({self.op})\n\n"
@@ -48,7 +63,48 @@ class Verdict:
             reason = r["reason"].replace("|", "\\|")
             head += (f"| {r['name']} | {'pass' if r['passed'] else '**FAIL**'} | {_fmt(r['value'])} | "
                      f"{_fmt(r['threshold'])} | {reason} |\n")
-        return head
+        return head + pairing_markdown(self.pairing)
+
+
+def pairing_lines(table: pd.DataFrame) -> list[str]:
+    """The pairing in words, one line per mock phase (and per E2E group left out)."""
+    lines = []
+    for r in table.to_dict(orient="records"):
+        where = f" of pid {r['pid']}" if "pid" in r and r.get("pid") is not None else ""
+        if r.get("mock_phase") is None or (isinstance(r.get("mock_phase"), float)):
+            lines.append(f"E2E {r['e2e_group']}{where}: {r['e2e_forwards']} forwards {r['note']}")
+        elif r.get("e2e_group") is None or isinstance(r.get("e2e_group"), float):
+            lines.append(f"mock {r['mock_phase']}: {r['note']}")
+        else:
+            how = ("by kernels (family overlap {:.0%}, launch shapes {:.0%}), confidence {} ({:.2f})".format(
+                r["family_overlap"], r["shape_overlap"], r["confidence_word"], r["confidence"])
+                   if r["evidence"] == "kernels" else f"by {r['evidence']}")
+            lines.append(f"{r['key']}: mock {r['mock_phase']} ({r['mock_forwards']} forwards) vs E2E "
+                         f"{r['e2e_group']}{where} ({r['e2e_forwards']} forwards), paired {how}")
+    return lines
+
+
+def pairing_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The pairing as a short table for people: what is compared with what, on what evidence."""
+    rows = []
+    for r in table.to_dict(orient="records"):
+        paired = isinstance(r.get("mock_phase"), str) and isinstance(r.get("e2e_group"), str)
+        where = f" pid {r['pid']}" if "pid" in r else ""
+        conf = (f"{r['confidence_word']} ({r['confidence']:.2f}); families {r['family_overlap']:.0%}, shapes "
+                f"{r['shape_overlap']:.0%}" if paired and r["evidence"] == "kernels" else
+                r["confidence_word"] if paired else "")
+        rows.append({"compared": r["key"] if isinstance(r.get("key"), str) else "-",
+                     "mock": f"{r['mock_phase']} x{r['mock_forwards']}" if isinstance(r.get("mock_phase"), str) else "-",
+                     "e2e": f"{r['e2e_group']}{where} x{r['e2e_forwards']}" if isinstance(r.get("e2e_group"), str) else "-",
+                     "evidence": r["evidence"] if isinstance(r.get("evidence"), str) else "",
+                     "confidence": conf, "note": r["note"]})
+    return pd.DataFrame(rows, columns=["compared", "mock", "e2e", "evidence", "confidence", "note"])
+
+
+def pairing_markdown(table: pd.DataFrame) -> str:
+    if table.empty:
+        return ""
+    return "\n**pairing**\n\n" + "".join(f"- {line}\n" for line in pairing_lines(table))
 
 
 def _plain(v):
@@ -175,19 +231,24 @@ def _bench_check(bench: dict, limit: float) -> dict:
 
 def verdict(mock=None, e2e=None, op: str | None = None, bench: str | os.PathLike | dict | None = None,
             config=None, phase: str | None = None, mock_range: str | None = None, e2e_range: str | None = None,
-            skip: int = 0, ops_file: str | None = None, store=None, e2e_select: dict | None = None) -> Verdict:
-    """The checklist for ``op``; without ``mock``/``e2e`` the newest stored profiles of that op."""
+            skip: int = 0, ops_file: str | None = None, store=None, e2e_select: dict | None = None,
+            mock_phase: list[tuple[str, str]] | None = None, e2e_phase: list[tuple[str, str]] | None = None
+            ) -> Verdict:
+    """The checklist for ``op``; without ``mock``/``e2e`` the newest comparable stored pair of that op."""
     from align.profile.store import Store
 
     store = store or Store()
+    chosen = None
     if mock is None or e2e is None:
         if op is None:
             raise AlignError("no profiles given", "pass --mock and --e2e, or --op to use the newest stored ones")
-        mock = mock or newest(store, "mock", op)
-        e2e = e2e or newest(store, "e2e", op)
+        mock, e2e, chosen = newest_pair(store, op, mock, e2e)
     cmp = compare(mock, e2e, op=op, phase=phase, mock_range=mock_range, e2e_range=e2e_range, skip=skip,
-                  config=config, ops_file=ops_file, store=store, e2e_select=e2e_select)
-    return judge(cmp, _read_bench(bench) if bench is not None else None)
+                  config=config, ops_file=ops_file, store=store, e2e_select=e2e_select, mock_phase=mock_phase,
+                  e2e_phase=e2e_phase)
+    v = judge(cmp, _read_bench(bench) if bench is not None else None)
+    v.chosen = chosen
+    return v
 
 
 def judge(cmp: Comparison, bench: dict | None = None) -> Verdict:
@@ -206,14 +267,22 @@ def record(v: Verdict, store) -> Path:
     folder = Path(store.root) / "verdicts" / str(v.op)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{when.strftime('%Y%m%dT%H%M%S.%fZ')}.json"
-    path.write_text(json.dumps({**v.to_dict(), "time": when.isoformat()}, indent=2) + "\n")
+    pair = {"mock": v.mock, "e2e": v.e2e, "chosen": v.chosen or "given"}
+    path.write_text(json.dumps({**v.to_dict(), "pair": pair, "time": when.isoformat()}, indent=2) + "\n")
     return path
 
 
 def newest_record(store, op: str) -> dict | None:
+    """The newest recorded verdict of ``op`` (with ``file``: where it lies), or None."""
     folder = Path(store.root) / "verdicts" / op
     files = sorted(folder.glob("*.json")) if folder.is_dir() else []
-    return json.loads(files[-1].read_text()) if files else None
+    if not files:
+        return None
+    try:
+        return {**json.loads(files[-1].read_text()), "file": str(files[-1])}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AlignError(f"cannot read the verdict record {files[-1]}: {exc}",
+                         f"run align verdict --op {op} again to write a new one") from None
 
 
 def _read_bench(bench) -> dict:
@@ -225,11 +294,38 @@ def _read_bench(bench) -> dict:
         raise AlignError(f"cannot read benchmark result {bench}: {exc}", "pass align bench --format json output")
 
 
-def newest(store, kind: str, op: str) -> str:
-    """The newest stored profile of ``kind`` recorded for ``op`` (``align profile --op``)."""
+def _candidates(store, kind: str, op: str) -> pd.DataFrame:
+    """Stored profiles recorded as ``kind`` (mock or e2e, never aux) for ``op`` that finished and were exported."""
     df = store.list()
-    hit = df[(df["kind"] == kind) & (df["op"] == op) & df["sqlite"]] if "op" in df else df.iloc[0:0]
-    if hit.empty:
-        raise AlignError(f"no {kind} profile of op {op!r} in {store.root}",
-                         f"capture one with align profile {kind} --op {op} -- ..., or pass --{kind} PATH")
-    return str(store.root / hit.iloc[-1]["name"])
+    if "op" not in df:
+        return df.iloc[0:0]
+    ok = df["status"].isin(["ok"]) | df["status"].isna()
+    return df[(df["kind"] == kind) & (df["op"] == op) & df["sqlite"] & ok]
+
+
+def newest_pair(store, op: str, mock=None, e2e=None) -> tuple[str, str, str]:
+    """The newest comparable stored pair of ``op``: the newest E2E profile recorded for the op, and the
+    newest mock recorded for it on the same GPU model (any GPU when none matches). Auxiliary captures
+    (``align profile aux``: module traces, tools) are never taken. Returns (mock, e2e, how)."""
+    e2es = _candidates(store, "e2e", op)
+    mocks = _candidates(store, "mock", op)
+    if mock is None and mocks.empty:
+        raise AlignError(f"no mock profile of op {op!r} in {store.root}",
+                         f"capture one with align profile mock --op {op} -- ..., or pass --mock PATH")
+    if e2e is None and e2es.empty:
+        raise AlignError(f"no E2E profile of op {op!r} in {store.root}",
+                         f"capture one with align profile e2e --op {op} -- ..., or pass --e2e PATH")
+    how = []
+    if e2e is None:
+        row = e2es.iloc[-1]
+        e2e = str(store.root / row["name"])
+        gpu = row["gpu"]
+        how.append(f"E2E {row['name']} (newest e2e of op {op})")
+    else:
+        gpu = None
+    if mock is None:
+        same = mocks[mocks["gpu"] == gpu] if gpu is not None else mocks.iloc[0:0]
+        pick = (same if len(same) else mocks).iloc[-1]
+        mock = str(store.root / pick["name"])
+        how.append(f"mock {pick['name']} (newest mock of op {op}" + (f" on {gpu})" if len(same) else ")"))
+    return mock, e2e, "; ".join(how) + f", from the store {store.root}"
