@@ -33,11 +33,7 @@ NEW_TOKENS = 16  # hf_generate.py's default --new-tokens: the mock decodes in th
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=hf_models.MODELS, default="llama")
-    p.add_argument("--small", action="store_true", help="CPU-sized dimensions")
-    p.add_argument("--tp", type=int, default=8, help="dsa: simulated TP degree, local heads = 128 / tp")
-    p.add_argument("--batch", type=int, default=4, help="requests (B)")
+    p = hf_models.parser(__doc__)
     p.add_argument("--seq", type=int, default=512, help="prompt tokens per request (S)")
     p.add_argument("--kv-len", type=int, default=0,
                    help=f"KV length of the generation step, new token included (default S + {NEW_TOKENS // 2})")
@@ -48,7 +44,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plant", choices=("none", "missing"), default="none",
                    help="missing: leave a sub-op out (Llama: rotary embedding; DSA: the indexer)")
     p.add_argument("--record-inputs", action="store_true", help="print the attention's input signatures")
-    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.kv_len = args.kv_len or args.seq + NEW_TOKENS // 2
     if args.kv_len < 2:

@@ -29,19 +29,14 @@ STEP = "[Executor] _forward_step {step}: {ctx} ctx reqs, {gen} gen reqs"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=hf_models.MODELS, default="llama")
-    p.add_argument("--small", action="store_true", help="CPU-sized dimensions")
-    p.add_argument("--tp", type=int, default=8, help="dsa: simulated TP degree, local heads = 128 / tp")
+    p = hf_models.parser(__doc__)
     p.add_argument("--layers", type=int, default=4, help="decoder layers")
-    p.add_argument("--batch", type=int, default=4, help="requests")
     p.add_argument("--prompt", type=int, default=512, help="prompt tokens per request")
     p.add_argument("--new-tokens", type=int, default=16, help="generated tokens per request")
     p.add_argument("--engine-steps", action="store_true", help="step loop with TensorRT-LLM-shaped step ranges")
     p.add_argument("--procs", type=int, default=1, help="worker processes, each running the whole generation")
     p.add_argument("--record-inputs", action="store_true",
                    help="print what layers.0.self_attn receives at the first prefill and decode call")
-    p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 

@@ -9,6 +9,7 @@ the config): nothing is downloaded. DeepSeek-V3.2 needs transformers >= 5.23.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,17 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # DeepSeek-V3.2's YaRN RoPE (its config.json), so the rotary tables are built as in the real model
 V32_ROPE = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 40.0, "original_max_position_embeddings": 4096,
             "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0}
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The options both example scripts take (the same model, the same batch), each adding its own."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--model", choices=MODELS, default="llama")
+    p.add_argument("--small", action="store_true", help="CPU-sized dimensions")
+    p.add_argument("--tp", type=int, default=8, help="dsa: simulated TP degree, local heads = 128 / tp")
+    p.add_argument("--batch", type=int, default=4, help="requests (B)")
+    p.add_argument("--seed", type=int, default=0)
+    return p
 
 
 def make_config(model: str, layers: int, small: bool = False, tp: int = 8, attn_implementation: str = "sdpa"):
