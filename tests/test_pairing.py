@@ -311,14 +311,12 @@ def test_launch_variants_are_one_family_and_shown_as_information():
 
 
 def test_module_ranges_are_candidates_after_the_registry():
-    import align
-    from align.compare.diff import infer_op, load_config, module_patterns
-    from align.ops.attribute import OpView
+    from align.compare.diff import infer_op, load_config, module_patterns, side_view
     from align.ops.registry import load_registry
 
-    with align.load(EX / "hf_llama_e2e") as p:
-        assert module_patterns(OpView(p)) == [r"^layers\.\d+\.mlp$", r"^layers\.\d+\.self_attn$"]
-    op, e2e_range, _, why = infer_op(EX / "hf_llama_mock" / "report.sqlite", EX / "hf_llama_e2e" / "report.sqlite",
-                                     load_registry(), load_config(), None, None)
-    assert op == "attention"  # recorded in meta.json
-    assert "meta.json" in why and e2e_range is None
+    reg = load_registry()
+    mock, e2e = (side_view(EX / n / "report.sqlite", side, reg) for n, side in
+                 (("hf_llama_mock", "mock"), ("hf_llama_e2e", "e2e")))
+    assert module_patterns(e2e) == [r"^layers\.\d+\.mlp$", r"^layers\.\d+\.self_attn$"]
+    op, e2e_range, why = infer_op(mock, e2e, reg, load_config(), None)
+    assert (op, e2e_range) == ("attention", None) and "recorded in the mock profile's meta.json" in why

@@ -62,21 +62,25 @@ class Side:
     items: pd.DataFrame
     range_used: str
     forwards: Forwards | None = None
-    meta: dict | None = None
 
 
-def op_side(ref, label: str, op: str | None, range_pattern: str | None, registry: Registry, config: dict,
-            store=None, name: str = "short", select: dict | None = None,
-            phase_map: list[tuple[str, str]] | None = None) -> Side:
-    """``select``: {pid, device, rank} keeping one process of a multi-process profile;
-    ``phase_map``: the user's (range regex, phase) pairs for this side."""
+def side_view(ref, label: str, registry: Registry, store=None, name: str = "short", select: dict | None = None,
+              phase_map: list[tuple[str, str]] | None = None) -> OpView:
+    """A profile's GPU work ready to cut by op; ``select``: {pid, device, rank} keeping one process of a
+    multi-process profile; ``phase_map``: the user's (range regex, phase) pairs for this side."""
     from align.profile.processes import gpu_filter
 
     profile = load(ref, store)
     if not profile.has_kernels:
         raise AlignError(f"the {label} profile {profile.path} has no CUDA kernel data",
                          f"pass an export of a run profiled with --trace cuda on a GPU as the {label} side")
-    view = OpView(profile, registry, name=name, where=gpu_filter(profile, **(select or {})), phase_map=phase_map)
+    return OpView(profile, registry, name=name, where=gpu_filter(profile, **(select or {})), phase_map=phase_map)
+
+
+def op_side(view: OpView, label: str, op: str | None, range_pattern: str | None, config: dict) -> Side:
+    """The op's GPU work in one profile: the registry's NVTX patterns, ``range_pattern``, or the
+    conventional ranges of verdict.toml ([mock] range, [e2e] <op>)."""
+    path = view.profile.path
     used = range_pattern or (f"op {op}" if op else None)
     items = view.op_items(op, range_pattern=range_pattern) if (op or range_pattern) else None
     by_nvtx = items is not None and items["method"].astype(str).str.startswith("nvtx").any()
@@ -88,13 +92,13 @@ def op_side(ref, label: str, op: str | None, range_pattern: str | None, registry
         if conv_items is not None and len(conv_items):
             items, used = conv_items, conv
     if items is None or items.empty:
-        raise AlignError(f"no GPU work for {op or range_pattern} in the {label} profile {profile.path}",
-                         f"pass --{label}-range REGEX naming its NVTX ranges (see align nvtx {profile.path})")
+        raise AlignError(f"no GPU work for {op or range_pattern} in the {label} profile {path}",
+                         f"pass --{label}-range REGEX naming its NVTX ranges (see align nvtx {path})")
     if not (items["forward"] >= 0).any():
-        raise AlignError(f"the {label} profile {profile.path} has kernels of {op or range_pattern} but no forwards "
+        raise AlignError(f"the {label} profile {path} has kernels of {op or range_pattern} but no forwards "
                          "(no NVTX range instance holds them)",
-                         f"pass --{label}-range REGEX naming the ranges around one forward (see align nvtx {profile.path})")
-    return Side(label=label, path=str(profile.path), view=view, items=items, range_used=used, meta=_meta(profile.path))
+                         f"pass --{label}-range REGEX naming the ranges around one forward (see align nvtx {path})")
+    return Side(label=label, path=str(path), view=view, items=items, range_used=used)
 
 
 def _meta(path) -> dict | None:
@@ -227,15 +231,15 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, mock_ran
     with no forward left is an error that says what to pass."""
     if phase is not None and phase not in PHASE_NAMES:
         raise AlignError(f"unknown phase {phase!r}", f"use {' or '.join(PHASE_NAMES)}")
-    if skip < 0:
-        raise AlignError(f"--skip {skip} is negative", "pass the number of leading forwards to drop (0 or more)")
     cfg = config if isinstance(config, dict) else load_config(config)
     registry = load_registry(ops_file)
+    mview = side_view(mock, "mock", registry, store, phase_map=mock_phase)
+    eview = side_view(e2e, "e2e", registry, store, select=e2e_select, phase_map=e2e_phase)
     reason = None
     if op is None and not e2e_range:
-        op, e2e_range, mock_range, reason = infer_op(mock, e2e, registry, cfg, store, mock_range)
-    m = op_side(mock, "mock", op, mock_range, registry, cfg, store, phase_map=mock_phase)
-    e = op_side(e2e, "e2e", op, e2e_range, registry, cfg, store, select=e2e_select, phase_map=e2e_phase)
+        op, e2e_range, reason = infer_op(mview, eview, registry, cfg, mock_range)
+    m = op_side(mview, "mock", op, mock_range, cfg)
+    e = op_side(eview, "e2e", op, e2e_range, cfg)
     pairing = _pair(m, e)
     keys = pairing.keys
     if phase is not None:
@@ -319,29 +323,21 @@ def _unpaired(p: Pairing) -> str:
             f"{int(groups['e2e_forwards'].sum())} forwards, none resembling the mock" if len(groups) else "no E2E forwards")
 
 
-def infer_op(mock, e2e, registry: Registry, cfg: dict, store, mock_range: str | None
-             ) -> tuple[str | None, str | None, str | None, str]:
+def infer_op(mview: OpView, eview: OpView, registry: Registry, cfg: dict, mock_range: str | None
+             ) -> tuple[str | None, str | None, str]:
     """The op of a pair given without --op: meta.json's op where the store recorded one, else the
-    registry op whose E2E ranges hold kernels most like the mock's measured ranges.
-    Returns (op, e2e_range, mock_range, why)."""
-    from align.profile.store import resolve_profile
-
-    for ref, label in ((mock, "mock"), (e2e, "E2E")):
-        meta = _meta(resolve_profile(ref, store))
+    registry op (or, after it on ties, the E2E module range) whose E2E kernels are most like those of
+    the mock's measured ranges. Returns (op, e2e_range, why)."""
+    for view, label in ((mview, "mock"), (eview, "E2E")):
+        meta = _meta(view.profile.path)
         if meta and meta.get("op"):
-            return meta["op"], None, mock_range, f"op {meta['op']}: recorded in the {label} profile's meta.json"
-    mprof, eprof = load(mock, store), load(e2e, store)
-    if not mprof.has_kernels or not eprof.has_kernels:
-        bad = mprof if not mprof.has_kernels else eprof
-        raise AlignError(f"{bad.path} has no CUDA kernel data", "pass exports of runs profiled with --trace cuda")
-    mview = OpView(mprof, registry, name="short")
+            return meta["op"], None, f"op {meta['op']}: recorded in the {label} profile's meta.json"
     conv = mock_range or cfg["mock"]["range"]
     mitems = mview.op_items(range_pattern=conv)
     if mitems.empty:
-        raise AlignError(f"which op? the mock {mprof.path} has no ranges matching {conv!r} and records no op",
+        raise AlignError(f"which op? the mock {mview.profile.path} has no ranges matching {conv!r} and records no op",
                          "pass --op NAME (see align ops --list), or --mock-range/--e2e-range REGEX")
     mock_fams = set(mitems["family"].astype(str))
-    eview = OpView(eprof, registry, name="short")
     scores = []
     for rank, spec in enumerate(registry.ops):
         items = eview.op_items(spec.name)
@@ -361,14 +357,14 @@ def infer_op(mock, e2e, registry: Registry, cfg: dict, store, mock_range: str | 
             scores.append((_jaccard(items, mock_fams), False, -len(registry.ops), pattern, f"ranges {pattern!r}"))
     if not scores or max(s[0] for s in scores) == 0:
         raise AlignError(f"which op? no op of the registry or module range has E2E kernels like the mock's in "
-                         f"{eprof.path}", "pass --op NAME (see align ops --list), or --e2e-range REGEX")
+                         f"{eview.profile.path}", "pass --op NAME (see align ops --list), or --e2e-range REGEX")
     scores.sort(reverse=True)
     best = scores[0]
     runner = f"; next: {scores[1][3]} {scores[1][0]:.0%}" if len(scores) > 1 else ""
     is_op = best[3] in registry.names()
     why = (f"{'op' if is_op else 'E2E range'} {best[3]}: chosen by kernels: the E2E kernels in {best[4]} share "
            f"{best[0]:.0%} of their families with the mock's ranges {conv!r}{runner}")
-    return (best[3], None, mock_range, why) if is_op else (None, best[3], mock_range, why)
+    return (best[3], None, why) if is_op else (None, best[3], why)
 
 
 def _jaccard(items: pd.DataFrame, families: set[str]) -> float:

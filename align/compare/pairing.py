@@ -167,6 +167,17 @@ def _word(conf: float, evidence: str) -> str:
     return "high" if conf >= 0.8 else "medium" if conf >= 0.5 else "low"
 
 
+def _why_alone(m: Group, cands: list[Group], taken: dict[int, Group]) -> str:
+    left = [g for g in cands if g not in taken.values()]
+    if not left:
+        return "every E2E forward group is paired with another mock phase"
+    named = sorted({g.label for g in left if g.label in NAMED})
+    if m.label in NAMED and len(named) == len(left):
+        return f"the E2E forwards left carry other phases by evidence ({', '.join(named)})"
+    best = max(overlap(m.families, g.families) for g in left)
+    return f"no E2E forward group left shares {MIN_OVERLAP:.0%} of its kernel families (best {best:.0%})"
+
+
 def pair(mock_fw: pd.DataFrame, e2e_fw: pd.DataFrame, names: dict[int, str] | None = None) -> Pairing:
     """Pair the mock's phases with E2E forward groups, process by process.
 
@@ -200,10 +211,10 @@ def pair(mock_fw: pd.DataFrame, e2e_fw: pd.DataFrame, names: dict[int, str] | No
             row = {"key": key, "pid": pid, "mock_phase": m.label if m.label in NAMED else phase,
                    "mock_forwards": len(m.forwards), "mock_kernels": m.kernels}
             if g is None:
-                rows.append({**row, "e2e_group": None, "e2e_forwards": 0, "evidence": None, "confidence": 0.0,
-                             "confidence_word": "none", "family_overlap": np.nan, "shape_overlap": np.nan,
-                             "e2e_kernels": np.nan, "note": "no plausible E2E partner: no group of E2E forwards "
-                                                              "shares enough kernel families with this phase"})
+                rows.append({**row, "key": None, "e2e_group": None, "e2e_forwards": 0, "evidence": None,
+                             "confidence": 0.0, "confidence_word": "none", "family_overlap": np.nan,
+                             "shape_overlap": np.nan, "e2e_kernels": np.nan,
+                             "note": f"no plausible E2E partner: {_why_alone(m, cands, taken)}"})
                 continue
             conf = 1.0 if how[i] != "kernels" else _confidence(m, g, cands)
             rows.append({**row, "e2e_group": g.label, "e2e_forwards": len(g.forwards), "evidence": how[i],

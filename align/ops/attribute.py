@@ -107,7 +107,7 @@ class OpView:
         return pd.DataFrame({"code": codes.astype(np.int32), "start": ops["start"].to_numpy(),
                              "duration": ops["end"].to_numpy() - ops["start"].to_numpy(),
                              "launch": launch, "graph_node_id": ops["graph_node_id"].to_numpy(),
-                             "pid": pid.astype(np.int64), "kind": kind}, copy=False)
+                             "pid": pid.astype(np.int32), "kind": kind}, copy=False)
 
     # ---- tree lookups -----------------------------------------------------------------------
     def _range_mark(self, match) -> np.ndarray:
