@@ -17,6 +17,7 @@ kernels cost a few array gathers and no per-kernel Python objects.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -178,7 +179,7 @@ class OpView:
             self._decide_phases()
         return self._evidence
 
-    def _phase_rules(self) -> list[dict[str, callable]]:
+    def _phase_rules(self) -> list[dict[str, Callable[[str], bool]]]:
         """Per evidence level (EVIDENCE[1:]), phase -> a test on range text."""
         reg = self.registry
         user: dict[str, list] = {}
