@@ -320,3 +320,14 @@ def test_module_ranges_are_candidates_after_the_registry():
     assert module_patterns(e2e) == [r"^layers\.\d+\.mlp$", r"^layers\.\d+\.self_attn$"]
     op, e2e_range, why = infer_op(mock, e2e, reg, load_config(), None)
     assert (op, e2e_range) == ("attention", None) and "recorded in the mock profile's meta.json" in why
+
+
+def test_pairing_thresholds_come_from_the_config(tmp_path):
+    """[pairing] of verdict.toml: asking for 99 % family overlap leaves the fp32 mock with no partner."""
+    cfg = tmp_path / "v.toml"
+    cfg.write_text("[pairing]\nmin_family_overlap = 0.99\n")
+    r = run_align("verdict", "--op", "attention", "--mock", str(EX / "hf_llama_mock_fp32"),
+                  "--e2e", str(EX / "hf_llama_e2e"), "--config", str(cfg))
+    assert r.returncode == 2 and "no mock phase" in r.stderr and "plausible partner" in r.stderr
+    cmp = compare(EX / "hf_llama_mock", EX / "hf_llama_e2e", op="attention", config=cfg)
+    assert set(cmp.pairing.table["family_overlap"]) == {1.0}  # the aligned mock still pairs

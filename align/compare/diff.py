@@ -240,7 +240,7 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, mock_ran
         op, e2e_range, reason = infer_op(mview, eview, registry, cfg, mock_range)
     m = op_side(mview, "mock", op, mock_range, cfg)
     e = op_side(eview, "e2e", op, e2e_range, cfg)
-    pairing = _pair(m, e)
+    pairing = _pair(m, e, cfg["pairing"])
     keys = pairing.keys
     if phase is not None:
         present = sorted({_base(k) for k in keys})
@@ -270,12 +270,12 @@ def _base(key: str) -> str:
     return key.split(" (", 1)[0]
 
 
-def _pair(m: Side, e: Side) -> Pairing:
+def _pair(m: Side, e: Side, settings: dict) -> Pairing:
     # launch shapes are read only where the kernels must decide a pairing
     need_shapes = not set(e.items.loc[e.items["forward"] >= 0, "phase"].astype(str)) <= set(NAMED)
     mfw = forward_summary(m.items, m.view.shapes(m.items) if need_shapes else None)
     efw = forward_summary(e.items, e.view.shapes(e.items) if need_shapes else None)
-    return pair(mfw, efw, _process_names(e))
+    return pair(mfw, efw, _process_names(e), settings)
 
 
 def _process_names(side: Side) -> dict[int, str]:

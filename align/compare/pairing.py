@@ -20,10 +20,16 @@ import numpy as np
 import pandas as pd
 
 NAMED = ("context", "generation", "mixed")
-MIN_OVERLAP = 0.2      # below this family overlap a group is no plausible partner of a mock phase
-SHAPE_WEIGHT = 0.25    # launch shapes break near-ties of family overlap, never outweigh a clear one
-SPLIT_RATIO = 3.0      # forwards of one family multiset whose latencies fall apart by this much are two groups
-MAX_CANDIDATES = 8     # E2E groups tried per process (the ones with most forwards)
+
+
+@dataclass
+class Settings:
+    """The [pairing] thresholds of verdict.toml (documented there)."""
+
+    min_family_overlap: float = 0.2
+    shape_weight: float = 0.25
+    latency_split_ratio: float = 3.0
+    max_candidates: int = 8
 
 
 @dataclass
@@ -89,19 +95,19 @@ def _group(label: str, rows: pd.DataFrame, evidence: str, pid: int) -> Group:
                  latency_ns=float(rows["latency_ns"].median()))
 
 
-def _split_by_latency(rows: pd.DataFrame) -> list[pd.DataFrame]:
+def _split_by_latency(rows: pd.DataFrame, ratio: float) -> list[pd.DataFrame]:
     """Forwards of one family multiset whose latencies form separate clusters (prefill and decode
-    running the same kernels, say), split at each gap of SPLIT_RATIO or more."""
+    running the same kernels, say), split at each gap of ``ratio`` or more."""
     lat = np.log(np.maximum(rows["latency_ns"].to_numpy(float), 1.0))
     order = np.argsort(lat, kind="stable")
-    gaps = np.flatnonzero(np.diff(lat[order]) >= np.log(SPLIT_RATIO))
+    gaps = np.flatnonzero(np.diff(lat[order]) >= np.log(ratio))
     if not len(gaps):
         return [rows]
     parts = np.split(order, gaps + 1)
     return [rows.iloc[np.sort(p)] for p in parts]
 
 
-def side_groups(fw: pd.DataFrame, label_free: str = "G") -> list[Group]:
+def side_groups(fw: pd.DataFrame, label_free: str = "G", settings: Settings | None = None) -> list[Group]:
     """Groups of one side: forwards with phase evidence by phase (and process); the rest by signature."""
     groups = []
     n = 0
@@ -115,7 +121,7 @@ def side_groups(fw: pd.DataFrame, label_free: str = "G") -> list[Group]:
             continue
         keys = rest["families"].map(lambda c: tuple(sorted(c.items())))
         for _, rows in rest.groupby(keys, sort=False):
-            for part in _split_by_latency(rows):
+            for part in _split_by_latency(rows, (settings or Settings()).latency_split_ratio):
                 n += 1
                 groups.append(_group(f"{label_free}{n}", part, "kernels", int(pid)))
     groups.sort(key=lambda g: (g.pid, min(g.forwards)))
@@ -130,34 +136,34 @@ def overlap(a: Counter, b: Counter) -> float:
     return shared / max(sum(a.values()), sum(b.values()))
 
 
-def _score(m: Group, g: Group) -> float:
-    return overlap(m.families, g.families) + SHAPE_WEIGHT * overlap(m.shapes, g.shapes)
+def _score(m: Group, g: Group, s: Settings) -> float:
+    return overlap(m.families, g.families) + s.shape_weight * overlap(m.shapes, g.shapes)
 
 
-def _allowed(m: Group, g: Group) -> bool:
+def _allowed(m: Group, g: Group, s: Settings) -> bool:
     """A phase named by evidence on both sides pairs only with the same name (found before this);
     a nameless group may pair with anything it resembles enough."""
-    return not (m.label in NAMED and g.label in NAMED) and overlap(m.families, g.families) >= MIN_OVERLAP
+    return not (m.label in NAMED and g.label in NAMED) and overlap(m.families, g.families) >= s.min_family_overlap
 
 
-def _assign(mock: list[Group], cands: list[Group]) -> dict[int, int]:
+def _assign(mock: list[Group], cands: list[Group], s: Settings) -> dict[int, int]:
     """Mock group index -> candidate index, one-to-one, maximising the summed score."""
     best, best_total = {}, -1.0
     k = min(len(mock), len(cands))
     for chosen_m in itertools.combinations(range(len(mock)), k):
         for chosen_c in itertools.permutations(range(len(cands)), k):
-            plausible = [(m, c) for m, c in zip(chosen_m, chosen_c) if _allowed(mock[m], cands[c])]
-            total = sum(_score(mock[m], cands[c]) for m, c in plausible)
+            plausible = [(m, c) for m, c in zip(chosen_m, chosen_c) if _allowed(mock[m], cands[c], s)]
+            total = sum(_score(mock[m], cands[c], s) for m, c in plausible)
             if total > best_total + 1e-12:
                 best, best_total = dict(plausible), total
     return best
 
 
-def _confidence(m: Group, chosen: Group, others: list[Group]) -> float:
+def _confidence(m: Group, chosen: Group, others: list[Group], s: Settings) -> float:
     """Family overlap of the pair, scaled down when another group resembles the mock phase almost as well."""
     fam = overlap(m.families, chosen.families)
-    rivals = [_score(m, g) for g in others if g is not chosen and not (m.label in NAMED and g.label in NAMED)]
-    margin = _score(m, chosen) - max(rivals) if rivals else 1.0
+    rivals = [_score(m, g, s) for g in others if g is not chosen and not (m.label in NAMED and g.label in NAMED)]
+    margin = _score(m, chosen, s) - max(rivals) if rivals else 1.0
     return round(fam * min(1.0, max(margin, 0.0) / 0.2), 3)
 
 
@@ -167,7 +173,7 @@ def _word(conf: float, evidence: str) -> str:
     return "high" if conf >= 0.8 else "medium" if conf >= 0.5 else "low"
 
 
-def _why_alone(m: Group, cands: list[Group], taken: dict[int, Group]) -> str:
+def _why_alone(m: Group, cands: list[Group], taken: dict[int, Group], s: Settings) -> str:
     left = [g for g in cands if g not in taken.values()]
     if not left:
         return "every E2E forward group is paired with another mock phase"
@@ -175,16 +181,18 @@ def _why_alone(m: Group, cands: list[Group], taken: dict[int, Group]) -> str:
     if m.label in NAMED and len(named) == len(left):
         return f"the E2E forwards left carry other phases by evidence ({', '.join(named)})"
     best = max(overlap(m.families, g.families) for g in left)
-    return f"no E2E forward group left shares {MIN_OVERLAP:.0%} of its kernel families (best {best:.0%})"
+    return f"no E2E forward group left shares {s.min_family_overlap:.0%} of its kernel families (best {best:.0%})"
 
 
-def pair(mock_fw: pd.DataFrame, e2e_fw: pd.DataFrame, names: dict[int, str] | None = None) -> Pairing:
+def pair(mock_fw: pd.DataFrame, e2e_fw: pd.DataFrame, names: dict[int, str] | None = None,
+         settings: Settings | dict | None = None) -> Pairing:
     """Pair the mock's phases with E2E forward groups, process by process.
 
     ``names``: pid -> how to call a process in the comparison key (``rank 0``); a single-process
-    E2E run keeps plain phase keys (``generation``)."""
-    mock_groups = side_groups(mock_fw, "M")
-    e2e_groups = side_groups(e2e_fw, "G")
+    E2E run keeps plain phase keys (``generation``). ``settings``: verdict.toml's [pairing]."""
+    s = settings if isinstance(settings, Settings) else Settings(**(settings or {}))
+    mock_groups = side_groups(mock_fw, "M", s)
+    e2e_groups = side_groups(e2e_fw, "G", s)
     pids = sorted({g.pid for g in e2e_groups})
     multi = len(pids) > 1
     rows, mock_map, e2e_map, keys = [], {}, {}, []
@@ -198,8 +206,8 @@ def pair(mock_fw: pd.DataFrame, e2e_fw: pd.DataFrame, names: dict[int, str] | No
             if same:
                 taken[i], how[i] = same[0], same[0].evidence
         free_m = [i for i in range(len(mock_groups)) if i not in taken]
-        free_c = sorted((g for g in cands if g not in taken.values()), key=lambda g: -len(g.forwards))[:MAX_CANDIDATES]
-        for mi, ci in _assign([mock_groups[i] for i in free_m], free_c).items():
+        free_c = sorted((g for g in cands if g not in taken.values()), key=lambda g: -len(g.forwards))[:s.max_candidates]
+        for mi, ci in _assign([mock_groups[i] for i in free_m], free_c, s).items():
             taken[free_m[mi]], how[free_m[mi]] = free_c[ci], "kernels"
         nameless = sum(m.label not in NAMED for m in mock_groups)
         for i, m in enumerate(mock_groups):
@@ -214,9 +222,9 @@ def pair(mock_fw: pd.DataFrame, e2e_fw: pd.DataFrame, names: dict[int, str] | No
                 rows.append({**row, "key": None, "e2e_group": None, "e2e_forwards": 0, "evidence": None,
                              "confidence": 0.0, "confidence_word": "none", "family_overlap": np.nan,
                              "shape_overlap": np.nan, "e2e_kernels": np.nan,
-                             "note": f"no plausible E2E partner: {_why_alone(m, cands, taken)}"})
+                             "note": f"no plausible E2E partner: {_why_alone(m, cands, taken, s)}"})
                 continue
-            conf = 1.0 if how[i] != "kernels" else _confidence(m, g, cands)
+            conf = 1.0 if how[i] != "kernels" else _confidence(m, g, cands, s)
             rows.append({**row, "e2e_group": g.label, "e2e_forwards": len(g.forwards), "evidence": how[i],
                          "confidence": conf, "confidence_word": _word(conf, how[i]),
                          "family_overlap": round(overlap(m.families, g.families), 3),
