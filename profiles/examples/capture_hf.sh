@@ -25,6 +25,10 @@ for model in ${MODELS:-llama dsa}; do
     # E2E shaped as engines run: TensorRT-LLM step ranges (context, generation, mixed); two processes
     capture hf_dsa_e2e_steps e2e dsa -- $PY $M/hf_generate.py --model dsa --engine-steps
     capture hf_dsa_e2e_procs e2e dsa -- $PY $M/hf_generate.py --model dsa --procs 2 --layers 2 --new-tokens 8
+    # on a machine of two GPUs or more: one process per GPU, as tensor-parallel ranks run
+    if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+      capture hf_dsa_e2e_ranks e2e dsa -- $PY $M/hf_generate.py --model dsa --procs 2 --layers 2 --new-tokens 8
+    fi
   fi
   capture hf_${model}_mock mock $op -- $PY $M/hf_attention_mock.py --model $model --record-inputs
   capture hf_${model}_e2e e2e $op -- $PY $M/hf_generate.py --model $model --record-inputs
