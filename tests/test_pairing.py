@@ -168,6 +168,19 @@ def test_processes_are_compared_one_by_one():
     assert rc == 0 and {p["key"] for p in one["pairing"] if p["key"]} == {"context", "generation"}
 
 
+def test_ranks_on_their_own_gpus_are_named_by_rank():
+    """Two processes, one per H200 (as tensor-parallel ranks run): keys by rank, and --rank keeps one."""
+    rc, v, _ = verdict_json("dsa", "hf_dsa_mock", "hf_dsa_e2e_ranks")
+    assert rc == 0, v["checks"]
+    keys = {p["key"]: p for p in v["pairing"] if p["key"]}
+    assert set(keys) == {f"{ph} (rank {r})" for ph in ("context", "generation") for r in (0, 1)}
+    assert keys["context (rank 1)"]["pid"] != keys["context (rank 0)"]["pid"]
+    assert all(p["e2e_forwards"] == (2 if p["mock_phase"] == "context" else 14) for p in keys.values())
+    rc, one, _ = verdict_json("dsa", "hf_dsa_mock", "hf_dsa_e2e_ranks", "--rank", "1")
+    assert rc == 0 and {p["key"]: p["e2e_forwards"] for p in one["pairing"] if p["key"]} == \
+        {"context": 2, "generation": 14}
+
+
 @pytest.mark.parametrize("args,says", [
     (["--phase", "generatoin"], "unknown phase 'generatoin'"),
     (["--phase", "decode"], "unknown phase 'decode'"),
@@ -209,11 +222,12 @@ def test_store_picks_the_newest_comparable_pair_and_records_it(tmp_path):
     r = run_align("verdict", "--op", "dsa", "--store", str(store), "-f", "json")
     assert r.returncode == 0, r.stderr
     v = json.loads(r.stdout)
-    # the newest E2E capture of dsa is the two-process run (captured again last), compared process by process
-    assert v["mock"].endswith("hf_dsa_mock/report.sqlite") and v["e2e"].endswith("hf_dsa_e2e_procs/report.sqlite")
-    assert len([p for p in v["pairing"] if p["key"]]) == 4
+    # the newest E2E capture of dsa is the two-rank run on two GPUs (captured last), compared rank by rank
+    assert v["mock"].endswith("hf_dsa_mock/report.sqlite") and v["e2e"].endswith("hf_dsa_e2e_ranks/report.sqlite")
+    assert {p["key"] for p in v["pairing"] if p["key"]} == {"context (rank 0)", "generation (rank 0)",
+                                                            "context (rank 1)", "generation (rank 1)"}
     assert "dsa_modules" not in r.stderr  # a module-trace capture (kind aux) is never a side
-    assert "pair: E2E examples/hf_dsa_e2e_procs (newest e2e of op dsa); mock examples/hf_dsa_mock" in r.stderr
+    assert "pair: E2E examples/hf_dsa_e2e_ranks (newest e2e of op dsa); mock examples/hf_dsa_mock" in r.stderr
     rec = json.loads(next((store / "verdicts" / "dsa").glob("*.json")).read_text())
     assert rec["pair"]["mock"] == v["mock"] and rec["pair"]["e2e"] == v["e2e"] and "newest" in rec["pair"]["chosen"]
     assert rec["pairing"] == v["pairing"]
