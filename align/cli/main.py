@@ -142,6 +142,10 @@ def _profile(kind: str, ctx: typer.Context, name, op, store, trace, sample, cpuc
             err.print(f"next: align kernels {result.path}")
     else:
         print_dict(result.meta, fmt)
+    if result.status == "interrupted":
+        err.print(f"align: the capture was interrupted ({result.meta.get('signal') or 'Ctrl-C'}); what nsys wrote "
+                  f"was kept in {result.path}", markup=False)
+        raise typer.Exit(130)
     if result.status == "app-failed":
         err.print(f"align: the profiled command exited with {result.exit_code}; its profile was kept")
         raise typer.Exit(1)

@@ -8,12 +8,15 @@ and a ``meta.json`` saying how far it got.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,8 +104,37 @@ def profile(cmd: list[str], kind: str = "mock", name: str | None = None, store: 
     nsys = nsys or discover()
     store = store or st.Store()
     started = dt.datetime.now(dt.timezone.utc)
-    name = name or f"{kind}-{started.astimezone().strftime('%Y%m%d-%H%M%S')}"
+    name = name if name is not None else f"{kind}-{started.astimezone().strftime('%Y%m%d-%H%M%S')}"
     entry = store.create(name, overwrite=overwrite)
+    try:
+        with terminate_as_interrupt() as stop:
+            return _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, stop)
+    finally:
+        store.release(name)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """SIGTERM during a capture ends it as Ctrl-C does (nsys is asked to stop and write what it has,
+    meta.json says ``interrupted``) instead of killing align with its entry left ``running``. Yields
+    a dict whose ``signal`` names the signal once one came."""
+    state: dict = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum, frame):
+        state["signal"] = signal.Signals(signum).name
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, stop) -> ProfileResult:
     base = entry / Path(st.REPORT).stem
     log = entry / st.LOG
     nsys_cmd = build_command(nsys, base, options, cmd)
@@ -117,6 +149,7 @@ def profile(cmd: list[str], kind: str = "mock", name: str | None = None, store: 
         "nsys_command": nsys_cmd,
         "options": asdict(options),
         "host": socket.gethostname(),
+        "pid": os.getpid(),
         "start_time": started.isoformat(timespec="seconds"),
         "status": "running",
         "exit_code": None,
@@ -162,6 +195,9 @@ def profile(cmd: list[str], kind: str = "mock", name: str | None = None, store: 
             status = "failed"
         raise
     finally:
+        if stop["signal"]:
+            status = "interrupted"
+            meta["signal"] = stop["signal"]
         meta["status"] = status
         meta["end_time"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         meta["duration_s"] = round(time.monotonic() - t0, 3)

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +24,8 @@ META = "meta.json"
 LOG = "nsys.log"
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?$")
+# folders the store itself owns: never an entry, never replaced by one
+RESERVED = ("examples", "verdicts")
 
 
 def default_root() -> Path:
@@ -37,17 +40,69 @@ class Store:
         return self.root / name
 
     def create(self, name: str, overwrite: bool = False) -> Path:
-        """A fresh entry folder; refuses to replace an existing one unless ``overwrite``."""
-        if not _NAME.match(name) or ".." in name.split("/"):
-            raise AlignError(f"bad profile name {name!r}", "use letters, digits, '.', '_' and '-'")
+        """A fresh entry folder, held by this process until :meth:`release`; refuses to replace an
+        existing one unless ``overwrite``, and never replaces anything that is not an entry (the store
+        itself, ``examples/``, ``verdicts/``, a folder of entries)."""
+        check_name(name)
         d = self.path(name)
-        if d.exists():
-            if not overwrite:
-                raise AlignError(f"profile {name!r} already exists in {self.root}",
-                                 "pass --overwrite or pick another --name")
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
+        self._lock(name)
+        try:
+            if d.exists() or d.is_symlink():
+                if not overwrite:
+                    raise AlignError(f"profile {name!r} already exists in {self.root}",
+                                     "pass --overwrite or pick another --name")
+                if d.is_symlink() or not d.is_dir() or not (d / META).is_file():
+                    raise AlignError(f"{d} is not a profile entry (no {META}): refusing to replace it",
+                                     "pick another --name")
+                shutil.rmtree(d)
+            d.mkdir(parents=True)
+        except OSError as exc:
+            self.release(name)
+            raise AlignError(f"cannot create the store entry {d}: {exc.strerror or exc}",
+                             "check --store (or $ALIGN_STORE): a folder you can write") from None
+        except BaseException:
+            self.release(name)
+            raise
         return d
+
+    def _lock_path(self, name: str) -> Path:
+        d = self.path(name)
+        return d.parent / f".{d.name}.lock"
+
+    def _lock(self, name: str) -> None:
+        """One capture per entry at a time: an O_EXCL lock file beside it naming the holder; a lock
+        whose process is gone (same host) is taken over."""
+        lock = self._lock_path(name)
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AlignError(f"cannot use {lock.parent} as a store folder: {exc.strerror or exc}",
+                             "check --store (or $ALIGN_STORE): a folder you can write") from None
+        me = f"{os.getpid()} {socket.gethostname()}"
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except PermissionError as exc:
+                raise AlignError(f"cannot write in {lock.parent}: {exc.strerror}",
+                                 "check --store (or $ALIGN_STORE): a folder you can write") from None
+            except FileExistsError:
+                holder = _read_holder(lock)
+                if holder is not None and not _alive(*holder):
+                    lock.unlink(missing_ok=True)
+                    continue
+                who = f"process {holder[0]} on {holder[1]}" if holder else "another process"
+                raise AlignError(f"profile {name!r} in {self.root} is being captured by {who}",
+                                 f"wait for it, or pick another --name (lock: {lock})") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(me + "\n")
+            return
+        raise AlignError(f"cannot take the lock {lock}", "remove it if no capture is running")
+
+    def release(self, name: str) -> None:
+        """Give up the entry taken by :meth:`create` (only our own lock is removed)."""
+        lock = self._lock_path(name)
+        if _read_holder(lock) == (os.getpid(), socket.gethostname()):
+            lock.unlink(missing_ok=True)
 
     def entries(self) -> list[Path]:
         if not self.root.is_dir():
@@ -68,7 +123,7 @@ class Store:
                 "kind": meta.get("kind"),
                 "op": meta.get("op"),
                 "start_time": meta.get("start_time"),
-                "status": meta.get("status"),
+                "status": effective_status(meta),
                 "exit_code": meta.get("exit_code"),
                 "gpu": ", ".join(meta.get("gpus") or []) or None,
                 "nsys_version": (meta.get("nsys") or {}).get("version"),
@@ -89,6 +144,47 @@ class Store:
             if (candidate / REPORT).exists():
                 return candidate / REPORT
         return None
+
+
+def check_name(name: str) -> None:
+    """An entry name: one or two path parts of letters, digits, '.', '_' and '-', never '.' or '..',
+    never a folder the store owns."""
+    parts = name.split("/")
+    if not _NAME.match(name) or any(p in (".", "..") for p in parts):
+        raise AlignError(f"bad profile name {name!r}", "use letters, digits, '.', '_' and '-' (one '/' at most)")
+    if len(parts) == 1 and name in RESERVED:
+        raise AlignError(f"profile name {name!r} is a folder the store owns", "pick another --name")
+
+
+def effective_status(meta: dict) -> str | None:
+    """``running`` only while the capturing process lives; a capture killed outright (SIGKILL, a
+    crash) left ``running`` behind and reads as ``interrupted``."""
+    status = meta.get("status")
+    if status == "running" and meta.get("pid") and meta.get("host") == socket.gethostname():
+        if not _alive(int(meta["pid"]), meta["host"]):
+            return "interrupted"
+    return status
+
+
+def _read_holder(lock: Path) -> tuple[int, str] | None:
+    try:
+        pid, host = lock.read_text().split()[:2]
+        return int(pid), host
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int, host: str) -> bool:
+    """Whether ``pid`` runs; a process of another host is taken to be alive."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def resolve_profile(ref: str | os.PathLike, store: Store | None = None) -> Path:

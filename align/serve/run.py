@@ -190,114 +190,120 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
     nsys = nsys or discover()
     store = store or st.Store()
     started = dt.datetime.now(dt.timezone.utc)
-    name = name or f"serve-{started.astimezone().strftime('%Y%m%d-%H%M%S')}"
+    name = name if name is not None else f"serve-{started.astimezone().strftime('%Y%m%d-%H%M%S')}"
     entry = store.create(name, overwrite=overwrite)
-    log = entry / st.LOG
-    base = entry / Path(st.REPORT).stem
-    nsys_cmd = [nsys.path, "profile", *options.nsys_args(), "--force-overwrite", "true", "--output", str(base), *cmd]
-    meta = {"name": name, "kind": "e2e", "op": op, "serve": True, "command": cmd, "command_line": shlex.join(cmd),
-            "cwd": os.getcwd(), "nsys": {"path": nsys.path, "version": nsys.version, "source": nsys.source},
-            "nsys_command": nsys_cmd, "options": asdict(options),
-            "window": {"delay_s": serve.delay, "duration_s": serve.duration}, "ready_url": ready_url,
-            "load_spec": asdict(serve.load) if serve.load else None, "host": socket.gethostname(),
-            "start_time": started.isoformat(timespec="seconds"), "status": "running", "exit_code": None,
-            "git": git_revisions(cmd), "files": {"report": None, "sqlite": None, "log": st.LOG}}
-    _write_meta(entry, meta)
-    status, report, sqlite, rc = "ok", None, None, None
-    logf = open(log, "w")
-    logf.write(f"$ {shlex.join(nsys_cmd)}\n")
-    logf.flush()
-    env = {**os.environ, **serve.env}
-    t0 = time.monotonic()
-    proc = subprocess.Popen(nsys_cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    pgid = proc.pid
-    seen: set[int] = set()
-    say = (lambda msg: None) if quiet else (lambda msg: console.print(msg))
     try:
-        say(f"[bold]serving[/] {shlex.join(cmd)} under nsys [dim]-> {entry}[/]")
-        try:
-            waited = wait_ready(ready_url, serve.ready_timeout, alive=lambda: proc.poll() is None)
-        except ServeFailed as exc:
-            status = "never-ready"
-            raise ServeFailed(f"{exc.message}; last server/nsys lines:\n{_tail(log)}", exc.hint) from None
-        meta["ready_after_s"] = round(waited, 2)
-        seen |= family(proc.pid)  # the server and its workers, while nsys still holds them
-        window_start = t0 + serve.delay
-        window_end = window_start + serve.duration
-        if time.monotonic() > window_start:
-            meta["warning"] = "the server became ready after the capture window opened; raise --delay"
-            say(f"[yellow]warning:[/] {meta['warning']}")
-        while time.monotonic() < window_start + 0.5:
-            time.sleep(0.1)
-        if serve.load:
-            say(f"capture window open: sending {serve.load.requests} requests, {serve.load.concurrency} at a time")
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            with Progress(TextColumn("load"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[errs]}"),
-                          TimeElapsedColumn(), console=console, disable=quiet) as bar:
-                task = bar.add_task("load", total=serve.load.requests, errs="")
-                result = send_load(base_url, serve.load, progress=lambda r: bar.update(
-                    task, completed=r.sent, errs=f"{r.errors} errors" if r.errors else ""))
-            meta["load"] = result.summary()
-            say(f"load: {result.ok} answered, {result.errors} errors of {result.sent} sent")
-            if time.monotonic() > window_end:
-                meta["load_warning"] = "the load outlasted the capture window; lengthen --duration or send less"
-            if result.errors:
-                status = "load-errors"
-        with console.status("capturing until the window closes, then nsys writes the report"):
-            deadline = window_end + serve.report_timeout
-            while proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-        if proc.poll() is None:
-            # seen with nsys 2022.4 in system-wide mode: the session neither ends nor answers; one
-            # SIGINT is nsys's "stop and write the report" (a second one aborts without a report)
-            status = "nsys-hung"
-            meta["warning"] = f"nsys still running {serve.report_timeout:.0f} s after the window closed"
-            os.killpg(pgid, signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                pass
-        rc = proc.returncode
-        meta["exit_code"] = rc
-        if time.monotonic() < window_end - 0.5 and status == "ok":
-            status = "server-died"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        try:
-            os.killpg(pgid, signal.SIGINT)  # nsys still writes the report of what it captured
-            proc.wait(timeout=120)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        raise
-    except Exception:
-        if status == "ok":
-            status = "failed"
-        raise
-    finally:
-        leftover = _kill_all(seen | family(pgid)) + _kill_agents(proc.pid)
-        if proc.poll() is None:
-            proc.wait(timeout=30)
-        meta["killed_leftovers"] = leftover
-        logf.close()
-        try:
-            report = _find_report(entry, nsys, log)
-            if report is None:
-                _keep_partial_capture(log, entry, meta)
-            if report is not None:
-                meta["files"]["report"] = report.name
-                sqlite = export_sqlite(report, entry / st.SQLITE, nsys=nsys, log=log, quiet=True)
-                meta["files"]["sqlite"] = sqlite.name
-            elif status == "ok":
-                status = "no-report"
-        except NsysFailed as exc:
-            meta["export_error"] = str(exc)
-            status = "export-failed" if status == "ok" else status
-        meta["status"] = status
-        meta["end_time"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        meta["duration_s"] = round(time.monotonic() - t0, 3)
-        meta["gpus"] = _gpus_from_smi()
+        log = entry / st.LOG
+        base = entry / Path(st.REPORT).stem
+        nsys_cmd = [nsys.path, "profile", *options.nsys_args(), "--force-overwrite", "true", "--output", str(base),
+                    *cmd]
+        meta = {"name": name, "kind": "e2e", "op": op, "serve": True, "command": cmd, "command_line": shlex.join(cmd),
+                "cwd": os.getcwd(), "nsys": {"path": nsys.path, "version": nsys.version, "source": nsys.source},
+                "nsys_command": nsys_cmd, "options": asdict(options),
+                "window": {"delay_s": serve.delay, "duration_s": serve.duration}, "ready_url": ready_url,
+                "load_spec": asdict(serve.load) if serve.load else None, "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "start_time": started.isoformat(timespec="seconds"), "status": "running", "exit_code": None,
+                "git": git_revisions(cmd), "files": {"report": None, "sqlite": None, "log": st.LOG}}
         _write_meta(entry, meta)
-    if status == "no-report":
-        raise NsysFailed(f"nsys wrote no report (exit {rc})", f"see {log}")
-    return ProfileResult(name=name, path=entry, sqlite=sqlite, report=report, exit_code=rc, status=status, meta=meta)
+        status, report, sqlite, rc = "ok", None, None, None
+        logf = open(log, "w")
+        logf.write(f"$ {shlex.join(nsys_cmd)}\n")
+        logf.flush()
+        env = {**os.environ, **serve.env}
+        t0 = time.monotonic()
+        proc = subprocess.Popen(nsys_cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        pgid = proc.pid
+        seen: set[int] = set()
+        say = (lambda msg: None) if quiet else (lambda msg: console.print(msg))
+        try:
+            say(f"[bold]serving[/] {shlex.join(cmd)} under nsys [dim]-> {entry}[/]")
+            try:
+                waited = wait_ready(ready_url, serve.ready_timeout, alive=lambda: proc.poll() is None)
+            except ServeFailed as exc:
+                status = "never-ready"
+                raise ServeFailed(f"{exc.message}; last server/nsys lines:\n{_tail(log)}", exc.hint) from None
+            meta["ready_after_s"] = round(waited, 2)
+            seen |= family(proc.pid)  # the server and its workers, while nsys still holds them
+            window_start = t0 + serve.delay
+            window_end = window_start + serve.duration
+            if time.monotonic() > window_start:
+                meta["warning"] = "the server became ready after the capture window opened; raise --delay"
+                say(f"[yellow]warning:[/] {meta['warning']}")
+            while time.monotonic() < window_start + 0.5:
+                time.sleep(0.1)
+            if serve.load:
+                say(f"capture window open: sending {serve.load.requests} requests, {serve.load.concurrency} at a time")
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+                with Progress(TextColumn("load"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[errs]}"),
+                              TimeElapsedColumn(), console=console, disable=quiet) as bar:
+                    task = bar.add_task("load", total=serve.load.requests, errs="")
+                    result = send_load(base_url, serve.load, progress=lambda r: bar.update(
+                        task, completed=r.sent, errs=f"{r.errors} errors" if r.errors else ""))
+                meta["load"] = result.summary()
+                say(f"load: {result.ok} answered, {result.errors} errors of {result.sent} sent")
+                if time.monotonic() > window_end:
+                    meta["load_warning"] = "the load outlasted the capture window; lengthen --duration or send less"
+                if result.errors:
+                    status = "load-errors"
+            with console.status("capturing until the window closes, then nsys writes the report"):
+                deadline = window_end + serve.report_timeout
+                while proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.2)
+            if proc.poll() is None:
+                # seen with nsys 2022.4 in system-wide mode: the session neither ends nor answers; one
+                # SIGINT is nsys's "stop and write the report" (a second one aborts without a report)
+                status = "nsys-hung"
+                meta["warning"] = f"nsys still running {serve.report_timeout:.0f} s after the window closed"
+                os.killpg(pgid, signal.SIGINT)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    pass
+            rc = proc.returncode
+            meta["exit_code"] = rc
+            if time.monotonic() < window_end - 0.5 and status == "ok":
+                status = "server-died"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            try:
+                os.killpg(pgid, signal.SIGINT)  # nsys still writes the report of what it captured
+                proc.wait(timeout=120)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+            raise
+        except Exception:
+            if status == "ok":
+                status = "failed"
+            raise
+        finally:
+            leftover = _kill_all(seen | family(pgid)) + _kill_agents(proc.pid)
+            if proc.poll() is None:
+                proc.wait(timeout=30)
+            meta["killed_leftovers"] = leftover
+            logf.close()
+            try:
+                report = _find_report(entry, nsys, log)
+                if report is None:
+                    _keep_partial_capture(log, entry, meta)
+                if report is not None:
+                    meta["files"]["report"] = report.name
+                    sqlite = export_sqlite(report, entry / st.SQLITE, nsys=nsys, log=log, quiet=True)
+                    meta["files"]["sqlite"] = sqlite.name
+                elif status == "ok":
+                    status = "no-report"
+            except NsysFailed as exc:
+                meta["export_error"] = str(exc)
+                status = "export-failed" if status == "ok" else status
+            meta["status"] = status
+            meta["end_time"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            meta["duration_s"] = round(time.monotonic() - t0, 3)
+            meta["gpus"] = _gpus_from_smi()
+            _write_meta(entry, meta)
+        if status == "no-report":
+            raise NsysFailed(f"nsys wrote no report (exit {rc})", f"see {log}")
+        return ProfileResult(name=name, path=entry, sqlite=sqlite, report=report, exit_code=rc, status=status,
+                             meta=meta)
+    finally:
+        store.release(name)
