@@ -345,3 +345,28 @@ def test_pairing_thresholds_come_from_the_config(tmp_path):
     assert r.returncode == 2 and "no mock phase" in r.stderr and "plausible partner" in r.stderr
     cmp = compare(EX / "hf_llama_mock", EX / "hf_llama_e2e", op="attention", config=cfg)
     assert set(cmp.pairing.table["family_overlap"]) == {1.0}  # the aligned mock still pairs
+
+
+def test_a_range_without_end_is_no_phase_evidence(tmp_path):
+    """One push/pop range named 'prefill' left open in the middle of the decode steps (nsys closes it
+    at the last timestamp): the later forwards must not become a phantom context phase."""
+    import sqlite3
+
+    db = tmp_path / "e2e.sqlite"
+    shutil.copy(EX / "hf_llama_e2e" / "report.sqlite", db)
+    con = sqlite3.connect(db)
+    # just before the 9th step's first layer: between forwards, on the model's thread
+    tid, start = con.execute("SELECT globalTid, start FROM NVTX_EVENTS WHERE text = 'layers.0' "
+                             "ORDER BY start LIMIT 1 OFFSET 8").fetchone()
+    code = con.execute("SELECT id FROM ENUM_NSYS_EVENT_TYPE WHERE name = 'NvtxPushPopRange'").fetchone()[0]
+    con.execute('INSERT INTO NVTX_EVENTS (start, "end", eventType, globalTid, text) VALUES (?, NULL, ?, ?, ?)',
+                (start - 1, code, tid, "prefill"))
+    con.commit()
+    con.close()
+    cmp = compare(EX / "hf_llama_mock", db, op="attention")
+    t = cmp.pairing.table.set_index("key")
+    assert t.loc["context", "e2e_forwards"] == 4 and t.loc["generation", "e2e_forwards"] == 60
+    assert set(t["evidence"]) == {"kernels"}
+    from align.compare.verdict import judge
+
+    assert judge(cmp).passed

@@ -86,12 +86,14 @@ def load_ranges(profile: Profile) -> Ranges:
                   parent=parent, level=level)
 
 
+INT_COLS = ("range_id", "start", "end", "open_end", "gtid", "pid", "tid")
+
+
 def _range_rows(profile: Profile) -> pd.DataFrame:
-    cols = ["range_id", "start", "end", "gtid", "pid", "tid", "domain", "text", "name", "style"]
+    cols = ["range_id", "start", "end", "open_end", "gtid", "pid", "tid", "domain", "text", "name", "style"]
     s = profile.schema
     if not s.has(NVTX_TABLE):
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("range_id", "start", "end", "gtid", "pid", "tid")
-                                          else "object") for c in cols})
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c in INT_COLS else "object") for c in cols})
     et = s.event_type
     pp = [et("NvtxPushPopRange"), et("NvtxtPushPopRange")]
     se = [et("NvtxStartEndRange"), et("NvtxtStartEndRange")]
@@ -116,6 +118,7 @@ def _range_rows(profile: Profile) -> pd.DataFrame:
     query = f"""
 {"WITH " + domains if has_domain else ""}
 SELECT e.rowid AS range_id, e.start AS start, coalesce(e."end", {maxts}) AS "end",
+       CASE WHEN e."end" IS NULL THEN 1 ELSE 0 END AS open_end,
        e.globalTid AS gtid, {pid_of('e.globalTid')} AS pid, (e.globalTid & 16777215) AS tid,
        {domain_sel} AS domain, {text} AS text,
        CASE WHEN e.eventType IN ({','.join(map(str, pp))}) THEN 'PushPop' ELSE 'StartEnd' END AS style
@@ -125,8 +128,7 @@ WHERE e.eventType IN ({codes}) {end_tid}
     # range texts repeat (one per layer and step): categoricals keep one copy of each string
     parts = [c.astype({k: "category" for k in ("domain", "text", "style")}) for c in profile.engine.chunks(query)]
     if not parts:
-        return pd.DataFrame({c: pd.Series(dtype="int64" if c in ("range_id", "start", "end", "gtid", "pid", "tid")
-                                          else "object") for c in cols})
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c in INT_COLS else "object") for c in cols})
     df = pd.concat([p.drop(columns=["domain", "text", "style"]) for p in parts], ignore_index=True)
     for k in ("domain", "text", "style"):
         df[k] = union_categoricals([p[k] for p in parts])

@@ -198,10 +198,13 @@ class OpView:
         evidence = np.zeros(n, np.int8)
         open_ = np.ones(n, bool)
         codes = {p: i for i, p in enumerate(PHASES)}
+        # a range that never ended (closed by nsys at the last timestamp) is no evidence of a phase
+        closed = self._proj.ranges.df["open_end"].to_numpy() == 0 if "open_end" in self._proj.ranges.df \
+            else np.ones(len(self._texts), bool)
         for level, rules in enumerate(self._phase_rules(), start=1):
             found = {}
             for ph, test in rules.items():
-                mark = self._range_mark(test)
+                mark = self._range_mark(test) & closed
                 if not mark.any():
                     continue
                 chain = r.nearest_on_chain(mark)
