@@ -662,7 +662,7 @@ def collect(
 
     settings = Settings(warmups=warmups, runs=runs, use_graph=not eager, measure_power=power, version=version,
                         backend=backend, system=system)
-    if verify_k:
+    if verify_k:  # negative is bad input too: verify() says so
         df = verify(out, op, verify_k, settings)
         print_frame(df, fmt, title=f"verification of {len(df)} cases (seed: |deviation| < 2 %)", max_width=70)
         return

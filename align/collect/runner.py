@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import queue
 import random
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ from align.errors import AlignError
 STATE = ".align"
 
 
+_FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
 @dataclass
 class Settings:
     warmups: int = 5
@@ -41,6 +45,17 @@ class Settings:
     backend: str = "trtllm"
     version: str = "align"
     system: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse settings that time nothing or write outside the output folder."""
+        if self.runs < 1 or self.warmups < 0:
+            raise AlignError(f"--runs {self.runs} / --warmups {self.warmups}: nothing would be timed",
+                             "pass --runs 1 or more and --warmups 0 or more")
+        for flag, value in (("--backend", self.backend), ("--version-label", self.version),
+                            ("--system", self.system)):
+            if value is not None and (not _FOLDER.match(value) or value in (".", "..")):
+                raise AlignError(f"{flag} {value!r} is not a folder name",
+                                 "use letters, digits, '.', '_' and '-': it names one folder inside --out")
 
 
 @dataclass
@@ -144,6 +159,8 @@ class Checkpoint:
 
 
 def _devices(gpus: int | None) -> list[str]:
+    if gpus is not None and gpus < 1:
+        raise AlignError(f"--gpus {gpus}: no worker would run", "pass --gpus 1 or more, or leave it out")
     try:
         import torch
 
@@ -212,6 +229,7 @@ def collect(op: str, phases: list[str] | None = None, gpus: int | None = None, o
     out = Path(out)
     spec0 = op_spec(op)
     phases = phases or list(spec0.phases)
+    devices = _devices(gpus)  # before anything is written: a bad --gpus leaves no folder behind
     spec, cases, skipped, done_keys = plan(op, phases, subset, out, settings)
     module = spec.module()
     existing = sum(len(v) for v in done_keys.values())
@@ -234,16 +252,15 @@ def collect(op: str, phases: list[str] | None = None, gpus: int | None = None, o
     ck.save()
     summary = Summary(out=out, skipped=skipped, already_done=already)
     if todo:
-        _run(op, todo, gpus, out, settings, ck, summary, progress)
+        _run(op, todo, devices, out, settings, ck, summary, progress)
     summary.tables = finalize(out, spec, settings, cases, forced)
     return summary
 
 
-def _run(op, todo, gpus, out, settings, ck, summary, progress) -> None:
+def _run(op, todo, devices, out, settings, ck, summary, progress) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
-    devices = _devices(gpus)
     ctx = mp.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue()
     for c in todo:
@@ -335,6 +352,8 @@ def verify(out: Path, op: str, k: int, settings: Settings | None = None, seed: i
     The cases are timed as the newest collection run in ``out`` timed them (warm-ups, runs, graph,
     the power run's minimum duration, dtype): a different timing would measure the timing, not the
     op. ``settings`` fill in what no collection recorded (and name the table folder)."""
+    if k < 1:
+        raise AlignError(f"--verify {k}: no case would be re-run", "pass --verify 1 or more")
     settings = dataclasses.replace(settings or Settings())
     runs_done = Checkpoint(out).data.get("runs", [])
     if runs_done:

@@ -48,7 +48,39 @@ def load_config(path: str | os.PathLike | None = None) -> dict:
                 raise AlignError(f"unknown key(s) {', '.join(sorted(unknown))} in [{section}] of {chosen}",
                                  f"known: {', '.join(cfg[section])}")
             cfg[section].update(values)
+    _check_config(cfg, chosen or "align/data/verdict.toml")
     return cfg
+
+
+# (low, high, low included): what each threshold may be; a value outside would judge nothing sensible
+BOUNDS = {
+    ("diff", "count_tolerance"): (0, None, True), ("diff", "latency_ratio"): (1, None, True),
+    ("verdict", "names_share"): (0, 1, False), ("verdict", "counts_tolerance"): (0, None, True),
+    ("verdict", "latency_ratio"): (1, None, False), ("verdict", "missing_share"): (0, 1, True),
+    ("verdict", "extra_share"): (0, 1, True), ("verdict", "bench_diff_pct"): (0, None, False),
+    ("pairing", "min_family_overlap"): (0, 1, True), ("pairing", "shape_weight"): (0, None, True),
+    ("pairing", "latency_split_ratio"): (1, None, False), ("pairing", "max_candidates"): (1, None, True),
+}
+
+
+def _check_config(cfg: dict, where) -> None:
+    import re
+
+    for (section, key), (low, high, closed) in BOUNDS.items():
+        v = cfg[section][key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (key == "max_candidates" and not isinstance(v, int)):
+            raise AlignError(f"[{section}] {key} = {v!r} in {where} is not a number", "write a plain number")
+        if (v < low if closed else v <= low) or (high is not None and v > high):
+            span = f"{'>=' if closed else '>'} {low}" + (f" and <= {high}" if high is not None else "")
+            raise AlignError(f"[{section}] {key} = {v!r} in {where} is out of range", f"use a value {span}")
+    patterns = [("mock", "range", cfg["mock"]["range"])] + [("e2e", k, v) for k, v in cfg["e2e"].items()]
+    for section, key, v in patterns:
+        try:
+            re.compile(v) if isinstance(v, str) else None
+        except re.error as exc:
+            raise AlignError(f"[{section}] {key} in {where} is not a regex: {exc}", "fix the pattern") from None
+        if not isinstance(v, str):
+            raise AlignError(f"[{section}] {key} = {v!r} in {where} is not a regex string", "write it in quotes")
 
 
 @dataclass

@@ -263,12 +263,22 @@ def record(v: Verdict, store) -> Path:
     collect an op whose newest verdict did not pass."""
     import datetime as dt
 
+    from align.ops.registry import OP_NAME
+
     when = dt.datetime.now(dt.timezone.utc)
-    folder = Path(store.root) / "verdicts" / str(v.op)
-    folder.mkdir(parents=True, exist_ok=True)
+    # an op name is a safe folder name (the registry checks it); a verdict of ranges (no op) goes apart
+    name = str(v.op) if v.op and OP_NAME.match(str(v.op)) and ".." not in str(v.op) else "_ranges"
+    folder = Path(store.root) / "verdicts" / name
     path = folder / f"{when.strftime('%Y%m%dT%H%M%S.%fZ')}.json"
     pair = {"mock": v.mock, "e2e": v.e2e, "chosen": v.chosen or "given"}
-    path.write_text(json.dumps({**v.to_dict(), "pair": pair, "time": when.isoformat()}, indent=2) + "\n")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({**v.to_dict(), "pair": pair, "time": when.isoformat()}, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        raise AlignError(f"cannot record the verdict in {folder}: {exc.strerror or exc}",
+                         "check --store (or $ALIGN_STORE): a folder you can write") from None
     return path
 
 

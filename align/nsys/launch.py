@@ -52,6 +52,10 @@ class ProfileOptions:
             raise AlignError("--capture-range nvtx needs the range name", "add --nvtx-capture NAME (or NAME@DOMAIN)")
         if self.nvtx_capture and self.capture_range not in (None, "nvtx"):
             raise AlignError("--nvtx-capture only applies to --capture-range nvtx", "drop one of them")
+        if self.delay is not None and self.delay < 0:
+            raise AlignError(f"--delay {self.delay:g} is negative", "pass the seconds to wait before collecting (0 or more)")
+        if self.duration is not None and self.duration <= 0:
+            raise AlignError(f"--duration {self.duration:g} collects nothing", "pass a positive number of seconds")
 
     def nsys_args(self) -> list[str]:
         args = ["--trace", self.trace, "--sample", self.sample, "--cpuctxsw", self.cpuctxsw]

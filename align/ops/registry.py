@@ -182,18 +182,56 @@ def _read(path: Path | None, text: str | None = None) -> dict:
         raise AlignError(f"cannot read ops file {path}: {exc}", "check the TOML syntax") from None
 
 
+OP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _strings(value, what: str, where: str) -> list[str]:
+    """A list of strings, or a clear error: a bare string would be split into characters."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise AlignError(f"{what} in {where} must be a list of strings, not {value!r:.60}",
+                         "write it as ['regex', ...]")
+    return value
+
+
 def _ops(data: dict, where: str) -> list[OpSpec]:
+    entries = data.get("ops", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise AlignError(f"[[ops]] in {where} must be an array of tables", "write each op as an [[ops]] table")
     out = []
-    for entry in data.get("ops", []):
-        if "name" not in entry:
-            raise AlignError(f"an [[ops]] entry in {where} has no name", "add name = \"...\"")
+    for entry in entries:
+        name = entry.get("name")
+        if not isinstance(name, str) or not OP_NAME.match(name) or ".." in name:
+            raise AlignError(f"an [[ops]] entry in {where} has no usable name ({name!r})",
+                             "name = \"...\": letters, digits, '_', '.', '-' (it names files, e.g. verdict records)")
         kernels = entry.get("kernels", {})
         if not isinstance(kernels, dict):
-            raise AlignError(f"op {entry['name']} in {where}: kernels must be a table of pattern lists",
+            raise AlignError(f"op {name} in {where}: kernels must be a table of pattern lists",
                              "write [ops.kernels] family = ['regex', ...]")
-        out.append(OpSpec(name=entry["name"], description=entry.get("description", ""), nvtx=list(entry.get("nvtx", [])),
-                          kernels={k: list(v) for k, v in kernels.items()}, shared=bool(entry.get("shared", False))))
+        if not isinstance(entry.get("description", ""), str) or not isinstance(entry.get("shared", False), bool):
+            raise AlignError(f"op {name} in {where}: description must be a string and shared true or false",
+                             "fix the ops file")
+        out.append(OpSpec(name=name, description=entry.get("description", ""),
+                          nvtx=list(_strings(entry.get("nvtx", []), f"op {name}: nvtx", where)),
+                          kernels={k: list(_strings(v, f"op {name}: kernels.{k}", where)) for k, v in kernels.items()},
+                          shared=entry.get("shared", False)))
     return out
+
+
+def _rules(data: dict, key: str, where: str) -> list[FamilyRule]:
+    rules = data.get(key, [])
+    ok = isinstance(rules, list) and all(isinstance(r, dict) and set(r) == {"match", "family"}
+                                         and all(isinstance(v, str) for v in r.values()) for r in rules)
+    if not ok:
+        raise AlignError(f"[[{key}]] in {where} must be tables of match = 'regex', family = 'name'",
+                         f"see align/data/ops.toml's [[{key}]]")
+    return [FamilyRule(**r) for r in rules]
+
+
+def _table(data: dict, key: str, where: str) -> dict[str, str]:
+    table = data.get(key, {})
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise AlignError(f"[{key}] in {where} must map names to regex strings", f"see align/data/ops.toml's [{key}]")
+    return dict(table)
 
 
 def load_registry(user_file: str | os.PathLike | None = None) -> Registry:
@@ -201,10 +239,10 @@ def load_registry(user_file: str | os.PathLike | None = None) -> Registry:
     builtin_text = resources.files("align").joinpath("data/ops.toml").read_text()
     base = _read(None, builtin_text)
     ops = _ops(base, "the built-in registry")
-    families = [FamilyRule(**r) for r in base.get("families", [])]
-    variants = [FamilyRule(**r) for r in base.get("variants", [])]
-    phases = dict(base.get("phases", {}))
-    iterations = dict(base.get("iterations", {}))
+    families = _rules(base, "families", "the built-in registry")
+    variants = _rules(base, "variants", "the built-in registry")
+    phases = _table(base, "phases", "the built-in registry")
+    iterations = _table(base, "iterations", "the built-in registry")
     sources = ["built-in"]
     chosen = user_file or os.environ.get("ALIGN_OPS_FILE") or (USER_FILE if Path(USER_FILE).exists() else None)
     if chosen:
@@ -216,10 +254,10 @@ def load_registry(user_file: str | os.PathLike | None = None) -> Registry:
         replaced = {o.name for o in user_ops}
         new = [o for o in user_ops if o.name not in {b.name for b in ops}]
         ops = new + [next((u for u in user_ops if u.name == o.name), o) if o.name in replaced else o for o in ops]
-        families = [FamilyRule(**r) for r in user.get("families", [])] + families
-        variants = [FamilyRule(**r) for r in user.get("variants", [])] + variants
-        phases.update(user.get("phases", {}))
-        iterations.update(user.get("iterations", {}))
+        families = _rules(user, "families", str(path)) + families
+        variants = _rules(user, "variants", str(path)) + variants
+        phases.update(_table(user, "phases", str(path)))
+        iterations.update(_table(user, "iterations", str(path)))
         sources.append(str(path))
     return Registry(ops=ops, families=families, phases=phases, iterations=iterations, sources=sources,
                     variants=variants)

@@ -49,6 +49,15 @@ class ServeOptions:
     env: dict = field(default_factory=dict)
     report_timeout: float = 300.0  # after the window closes, for nsys to stop the server and write
 
+    def __post_init__(self) -> None:
+        for flag, value in (("--delay", self.delay), ("--duration", self.duration),
+                            ("--ready-timeout", self.ready_timeout), ("--report-timeout", self.report_timeout)):
+            if value is None or value < 0 or (value == 0 and flag != "--delay"):
+                raise AlignError(f"{flag} {value}: out of range",
+                                 "pass seconds: --delay 0 or more, the others more than 0")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise AlignError(f"--port {self.port} is not a TCP port", "pass 1 to 65535")
+
 
 def presets() -> dict:
     return tomllib.loads(resources.files("align").joinpath("data/serve.toml").read_text())["presets"]

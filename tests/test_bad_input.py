@@ -1,0 +1,110 @@
+"""Bad input is one line on stderr and exit 2: never a traceback, never a silent wrong answer, never a
+file written outside where it belongs (issue 13). Each case is a CLI run as a user types it."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import ROOT, run_align
+
+EX = ROOT / "profiles/examples"
+PAIR = ["--op", "attention", "--mock", str(EX / "hf_llama_mock"), "--e2e", str(EX / "hf_llama_e2e")]
+
+
+def one_line_exit_2(r, says: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stdout[-500:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr and says in r.stderr, r.stderr
+    assert len([x for x in r.stderr.splitlines() if x.strip()]) <= 4  # click's usage lines at most
+
+
+OPS_FILES = {
+    "nvtx-string": ('[[ops]]\nname = "attention"\nnvtx = "self_attn"\n', "must be a list of strings"),
+    "kernels-string": ('[[ops]]\nname = "x"\n[ops.kernels]\npytorch = "gemm"\n', "must be a list of strings"),
+    "op-path": ('[[ops]]\nname = "../../escape"\nnvtx = ["x"]\n', "no usable name"),
+    "op-nameless": ('[[ops]]\nnvtx = ["x"]\n', "no usable name"),
+    "families": ('[[families]]\nmatch = "x"\n', "must be tables of match"),
+    "phases": ('[phases]\ncontext = 3\n', "must map names to regex strings"),
+    "bad-regex": ('[[ops]]\nname = "x"\nnvtx = ["("]\n', "bad regex"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OPS_FILES))
+def test_ops_file_values_are_checked(tmp_path, case):
+    text, says = OPS_FILES[case]
+    f = tmp_path / "ops.toml"
+    f.write_text(text)
+    one_line_exit_2(run_align("verdict", *PAIR, "--ops-file", str(f), "--store", str(tmp_path / "s")), says)
+    assert not (tmp_path / "s").exists() and not (ROOT.parent / "escape").exists()
+
+
+CONFIGS = {
+    "latency-negative": ("[verdict]\nlatency_ratio = -1\n", "out of range"),
+    "share-above-one": ("[verdict]\nnames_share = 2\n", "out of range"),
+    "tolerance-negative": ("[diff]\ncount_tolerance = -1\n", "out of range"),
+    "not-a-number": ('[verdict]\nlatency_ratio = "2"\n', "is not a number"),
+    "boolean": ("[verdict]\nextra_share = true\n", "is not a number"),
+    "pairing-overlap": ("[pairing]\nmin_family_overlap = 1.5\n", "out of range"),
+    "candidates-float": ("[pairing]\nmax_candidates = 2.5\n", "is not a number"),
+    "range-regex": ('[mock]\nrange = "("\n', "is not a regex"),
+    "e2e-not-string": ("[e2e]\ndsa = 3\n", "is not a regex string"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_thresholds_are_checked(tmp_path, case):
+    text, says = CONFIGS[case]
+    f = tmp_path / "v.toml"
+    f.write_text(text)
+    one_line_exit_2(run_align("verdict", *PAIR, "--config", str(f)), says)
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--runs", "0"], "nothing would be timed"),
+    (["--warmups", "-1"], "nothing would be timed"),
+    (["--version-label", "../../escape"], "is not a folder name"),
+    (["--system", "/abs"], "is not a folder name"),
+    (["--backend", ".."], "is not a folder name"),
+    (["--gpus", "0"], "no worker would run"),
+    (["--verify", "-1"], "no case would be re-run"),
+])
+def test_collect_refuses_what_times_nothing_or_writes_elsewhere(tmp_path, args, says):
+    out = tmp_path / "out"
+    one_line_exit_2(run_align("collect", "--op", "standin", "--out", str(out), *args), says)
+    assert not (tmp_path / "escape").exists() and not out.exists()
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--delay", "-1"], "--delay -1 is negative"),
+    (["--duration", "0"], "collects nothing"),
+])
+def test_profile_window_is_checked(tmp_path, args, says):
+    one_line_exit_2(run_align("profile", "e2e", "--name", "x", "--store", str(tmp_path), *args, "--", "true"), says)
+    assert not (tmp_path / "x").exists()
+
+
+def test_bare_align_shows_its_help():
+    r = run_align()
+    assert r.returncode == 2 and "Usage:" in r.stderr and "verdict" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args,says", [
+    (["kernels"], "Missing argument"),
+    (["kernelz", "x"], "No such command"),
+    (["kernels", str(EX / "attn_mock"), "--limt", "3"], "No such option"),
+    (["kernels", str(EX / "attn_mock"), "--format", "bogus"], "Invalid value"),
+    (["kernels", str(EX / "hf_dsa_e2e_procs"), "--pid", "abc"], "Invalid value"),
+    (["verdict", *PAIR, "--format", "csv"], "is not a verdict format"),
+])
+def test_command_line_mistakes(args, says):
+    r = run_align(*args)
+    one_line_exit_2(r, says)
+
+
+def test_a_verdict_of_ranges_is_recorded_inside_the_store(tmp_path):
+    """Without --op the record folder is not made from the range regex (which may hold '/')."""
+    store = tmp_path / "s"
+    r = run_align("verdict", "--mock", str(EX / "hf_llama_mock"), "--e2e", str(EX / "hf_llama_e2e"),
+                  "--e2e-range", r"layers/../../\d+\.self_attn$", "--store", str(store))
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr
+    written = [p for p in tmp_path.rglob("*.json")]
+    assert all(store in p.parents for p in written)
