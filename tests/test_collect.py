@@ -172,6 +172,75 @@ def test_kill_minus_9_then_resume_gives_every_case_exactly_once(tmp_path):
     assert len(gen) == 4 and len(gen.drop_duplicates(key)) == 4
 
 
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+
+
+def _gone(pid: int, timeout: float = 60) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ", 1)[1].startswith("Z"):  # a zombie runs nothing
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_kill_minus_9_of_the_collector_alone_stops_its_workers(tmp_path):
+    """Only the main process is killed, by its id: the workers die with it and write nothing more;
+    a second collector on the same folder meanwhile is refused; the resume writes every case once."""
+    out = tmp_path / "k"
+    env = {**os.environ, "ALIGN_COLLECT_CASE_DELAY": "0.25", "ALIGN_STORE": str(tmp_path / "store")}
+    cmd = [sys.executable, "-m", "align", "collect", "--op", "standin", "--runs", "2", "--warmups", "1",
+           "--out", str(out), "-f", "json"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    txt = _tables(out, "gemm") / "standin_context_perf.txt"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not txt.exists() or len(writers.read_rows(txt)) < 2):
+        time.sleep(0.05)
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2 and f"being collected by process {proc.pid}" in second.stderr, second.stderr
+    workers = [c for c in _children(proc.pid) if Path(f"/proc/{c}/cmdline").read_bytes().find(b"multiprocessing") >= 0]
+    assert workers
+    proc.kill()
+    proc.wait()
+    before = len(writers.read_rows(txt))
+    time.sleep(1.5)  # a surviving worker (a case every 0.25 s) would have written more rows by now
+    assert len(writers.read_rows(txt)) == before
+    assert all(_gone(w) for w in workers)
+    r = subprocess.run(cmd + ["--resume"], env={**env, "ALIGN_COLLECT_CASE_DELAY": "0"}, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["done"] + data["already_done"] == STANDIN_CASES and data["repaired"] == []
+    key = ["num_heads", "batch_size", "isl", "step"]
+    ctx = writers.read_rows(txt)
+    assert len(ctx) == 12 and len(ctx.drop_duplicates(key)) == 12
+    assert not (out / ".align" / "collector.lock").exists()
+
+
+def test_resume_repairs_a_case_written_twice(tmp_path):
+    out = tmp_path / "d"
+    base = ["collect", "--op", "standin", "--runs", "2", "--warmups", "1", "--out", str(out), "-f", "json",
+            "--phase", "generation"]
+    assert run_align(*base).returncode == 0
+    txt = _tables(out, "gemm") / "standin_generation_perf.txt"
+    lines = txt.read_text().splitlines(keepends=True)
+    txt.write_text("".join(lines + lines[1:3]))  # two cases twice, as two collectors at once would leave them
+    r = run_align(*base, "--resume")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["already_done"] == 4 and data["done"] == 0
+    assert len(data["repaired"]) == 1 and "2 duplicate row(s) removed" in data["repaired"][0]
+    rows = writers.read_rows(txt)
+    assert len(rows) == 4 and len(rows.drop_duplicates(["num_heads", "batch_size", "isl", "step"])) == 4
+    assert rows.equals(writers.read_rows(txt))  # the file stays parseable as the record
+
+
 def test_verdict_gate_and_one_real_dsa_case(tmp_path):
     store = tmp_path / "store"
     r = run_align("collect", "--op", "dsa", "--out", str(tmp_path / "d"), "--store", str(store))

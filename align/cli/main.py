@@ -685,8 +685,11 @@ def collect(
     summary = run_collect(op, [phase] if phase else None, gpus=gpus, out=out, resume=resume,
                           subset=subset, settings=settings, retry_failed=retry_failed,
                           forced=force and op != "standin", progress=fmt == Format.table)
+    for note in summary.repaired:
+        err.print(f"repaired: {note}", markup=False)
     data = {"out": str(summary.out), "done": summary.done, "failed": summary.failed,
-            "already_done": summary.already_done, "skipped": len(summary.skipped), "tables": summary.tables}
+            "already_done": summary.already_done, "skipped": len(summary.skipped), "repaired": summary.repaired,
+            "tables": summary.tables}
     if fmt == Format.table:
         for case, why in summary.skipped[:10]:
             err.print(f"[yellow]skipped[/] {case.id}: {why}")

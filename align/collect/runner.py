@@ -17,6 +17,7 @@ import os
 import queue
 import random
 import re
+import signal
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from align import pidlock
 from align.collect import writers
 from align.collect.benchmark import benchmark
 from align.collect.cases import Case, OpSpec, check_subset, grid, op_spec
@@ -66,6 +68,7 @@ class Summary:
     skipped: list = field(default_factory=list)
     already_done: int = 0
     tables: dict = field(default_factory=dict)
+    repaired: list = field(default_factory=list)
 
 
 def system_name(gpu: str | None) -> str:
@@ -94,8 +97,25 @@ def _row_keys(df: pd.DataFrame, fields: list[str]) -> list[tuple]:
     return [tuple(r) for r in df[fields].itertuples(index=False)]
 
 
+def _die_with_parent() -> int:
+    """Ask Linux to kill this process when its parent dies (a ``kill -9`` of the collector must not
+    leave workers writing rows); returns the parent's pid, checked again before each row elsewhere."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+    return parent
+
+
 def _worker(index: int, device: str, op: str, settings: dict, tasks, results, out: str) -> None:
     """Runs in its own process: build, benchmark and write each case it pulls."""
+    parent = _die_with_parent()
     spec = op_spec(op)
     module = spec.module()
     s = Settings(**settings)
@@ -128,6 +148,8 @@ def _worker(index: int, device: str, op: str, settings: dict, tasks, results, ou
                     "kernel_source": spec.kernel_source}
             power = (res.power, res.power_limit) if s.measure_power and res.power is not None else None
             path = table_dir(Path(out), spec, s) / phase.perf_file
+            if os.getppid() != parent:  # orphaned: the collector is gone, a resume will run this case
+                os._exit(1)
             writers.append_row(path, base, items, power)
             results.put(("done", index, case.id, res.to_dict()))
         except Exception as exc:  # recorded, the run goes on
@@ -140,6 +162,28 @@ def _worker(index: int, device: str, op: str, settings: dict, tasks, results, ou
                 pass
             results.put(("failed", index, case.id, {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                                                     "traceback": traceback.format_exc()[-4000:]}))
+
+
+class CollectorLock:
+    """One collector per output folder: ``.align/collector.lock`` names its process (align.pidlock);
+    a lock whose process is gone is taken over, since its workers died with it."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / STATE / "collector.lock"
+
+    def __enter__(self):
+        try:
+            pidlock.acquire(self.path)
+        except pidlock.LockBusy as busy:
+            raise AlignError(f"{self.path.parent.parent} is being collected by {busy.who()}",
+                             "wait for it to finish (it writes every case once), or use another --out") from None
+        except OSError as exc:
+            raise AlignError(f"cannot write in {self.path.parent}: {exc.strerror or exc}",
+                             "pass an --out folder you can write") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pidlock.release(self.path)
 
 
 class Checkpoint:
@@ -186,9 +230,11 @@ def _gpu_memory() -> tuple[str | None, int | None]:
     return None, None
 
 
-def plan(op: str, phases: list[str], subset: dict | None, out: Path, settings: Settings
-         ) -> tuple[OpSpec, list[Case], list, dict]:
-    """Cases to run, skipped cases, and the done keys already in the files."""
+def plan(op: str, phases: list[str], subset: dict | None, out: Path, settings: Settings,
+         repaired: list[str] | None = None) -> tuple[OpSpec, list[Case], list, dict]:
+    """Cases to run, skipped cases, and the done keys already in the files (made unique, each repair
+    said in ``repaired``)."""
+    repaired = [] if repaired is None else repaired
     spec = op_spec(op)
     check_subset(spec, phases, subset)
     module = spec.module()
@@ -212,9 +258,9 @@ def plan(op: str, phases: list[str], subset: dict | None, out: Path, settings: S
         rows = writers.read_rows(path)
         fields = list(module.describe(phase, *run[0].args)) if run else []
         present = _row_keys(rows, fields) if fields and not rows.empty else []
-        dupes = len(present) - len(set(present))
-        if dupes:
-            raise AlignError(f"{path} holds {dupes} duplicate rows", "it was not written by align collect; move it away")
+        if len(present) != len(set(present)):  # a case written twice (a collector run twice at once, say)
+            removed = writers.dedupe(path, fields)
+            repaired.append(f"{path}: {removed} duplicate row(s) removed, the last of each kept")
         done[phase] = set(present)
         cases += run
         skipped += skip
@@ -230,7 +276,13 @@ def collect(op: str, phases: list[str] | None = None, gpus: int | None = None, o
     spec0 = op_spec(op)
     phases = phases or list(spec0.phases)
     devices = _devices(gpus)  # before anything is written: a bad --gpus leaves no folder behind
-    spec, cases, skipped, done_keys = plan(op, phases, subset, out, settings)
+    with CollectorLock(out):
+        return _collect(op, phases, devices, out, resume, subset, settings, retry_failed, forced, progress)
+
+
+def _collect(op, phases, devices, out, resume, subset, settings, retry_failed, forced, progress) -> Summary:
+    repaired: list[str] = []
+    spec, cases, skipped, done_keys = plan(op, phases, subset, out, settings, repaired)
     module = spec.module()
     existing = sum(len(v) for v in done_keys.values())
     if existing and not resume:
@@ -250,7 +302,7 @@ def collect(op: str, phases: list[str] | None = None, gpus: int | None = None, o
                             "todo": len(todo), "forced": forced, "settings": settings.__dict__})
     ck.data["skipped"] = {c.id: why for c, why in skipped}
     ck.save()
-    summary = Summary(out=out, skipped=skipped, already_done=already)
+    summary = Summary(out=out, skipped=skipped, already_done=already, repaired=repaired)
     if todo:
         _run(op, todo, devices, out, settings, ck, summary, progress)
     summary.tables = finalize(out, spec, settings, cases, forced)
@@ -354,6 +406,11 @@ def verify(out: Path, op: str, k: int, settings: Settings | None = None, seed: i
     op. ``settings`` fill in what no collection recorded (and name the table folder)."""
     if k < 1:
         raise AlignError(f"--verify {k}: no case would be re-run", "pass --verify 1 or more")
+    with CollectorLock(out):
+        return _verify(out, op, k, settings, seed)
+
+
+def _verify(out: Path, op: str, k: int, settings: Settings | None, seed: int) -> pd.DataFrame:
     settings = dataclasses.replace(settings or Settings())
     runs_done = Checkpoint(out).data.get("runs", [])
     if runs_done:

@@ -113,6 +113,26 @@ def repair(path: Path) -> int:
         return len(data) - keep
 
 
+def dedupe(path: Path, key_fields: list[str]) -> int:
+    """Keep one row per case key (the last one written, as the parquet does); returns the rows
+    removed. The file is rewritten whole and swapped in, under its lock."""
+    path = Path(path)
+    with _Lock(path):
+        rows = read_rows(path)
+        if rows.empty or not set(key_fields) <= set(rows.columns):
+            return 0
+        kept = rows.drop_duplicates(key_fields, keep="last")
+        removed = len(rows) - len(kept)
+        if removed:
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            with open(tmp, "w", newline="") as f:
+                kept.to_csv(f, index=False, lineterminator="\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        return removed
+
+
 def read_rows(path: Path) -> pd.DataFrame:
     """All complete rows, as strings (the identity of a row is its text)."""
     path = Path(path)

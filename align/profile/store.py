@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from align import pidlock
 from align.errors import AlignError
 
 REPORT = "report.nsys-rep"
@@ -70,39 +71,20 @@ class Store:
         return d.parent / f".{d.name}.lock"
 
     def _lock(self, name: str) -> None:
-        """One capture per entry at a time: an O_EXCL lock file beside it naming the holder; a lock
-        whose process is gone (same host) is taken over."""
+        """One capture per entry at a time (align.pidlock: taken over once its holder is gone)."""
         lock = self._lock_path(name)
         try:
-            lock.parent.mkdir(parents=True, exist_ok=True)
+            pidlock.acquire(lock)
+        except pidlock.LockBusy as busy:
+            raise AlignError(f"profile {name!r} in {self.root} is being captured by {busy.who()}",
+                             f"wait for it, or pick another --name (lock: {lock})") from None
         except OSError as exc:
             raise AlignError(f"cannot use {lock.parent} as a store folder: {exc.strerror or exc}",
                              "check --store (or $ALIGN_STORE): a folder you can write") from None
-        me = f"{os.getpid()} {socket.gethostname()}"
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except PermissionError as exc:
-                raise AlignError(f"cannot write in {lock.parent}: {exc.strerror}",
-                                 "check --store (or $ALIGN_STORE): a folder you can write") from None
-            except FileExistsError:
-                holder = _read_holder(lock)
-                if holder is not None and not _alive(*holder):
-                    lock.unlink(missing_ok=True)
-                    continue
-                who = f"process {holder[0]} on {holder[1]}" if holder else "another process"
-                raise AlignError(f"profile {name!r} in {self.root} is being captured by {who}",
-                                 f"wait for it, or pick another --name (lock: {lock})") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(me + "\n")
-            return
-        raise AlignError(f"cannot take the lock {lock}", "remove it if no capture is running")
 
     def release(self, name: str) -> None:
         """Give up the entry taken by :meth:`create` (only our own lock is removed)."""
-        lock = self._lock_path(name)
-        if _read_holder(lock) == (os.getpid(), socket.gethostname()):
-            lock.unlink(missing_ok=True)
+        pidlock.release(self._lock_path(name))
 
     def entries(self) -> list[Path]:
         if not self.root.is_dir():
@@ -161,30 +143,9 @@ def effective_status(meta: dict) -> str | None:
     crash) left ``running`` behind and reads as ``interrupted``."""
     status = meta.get("status")
     if status == "running" and meta.get("pid") and meta.get("host") == socket.gethostname():
-        if not _alive(int(meta["pid"]), meta["host"]):
+        if not pidlock.alive(int(meta["pid"]), meta["host"]):
             return "interrupted"
     return status
-
-
-def _read_holder(lock: Path) -> tuple[int, str] | None:
-    try:
-        pid, host = lock.read_text().split()[:2]
-        return int(pid), host
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int, host: str) -> bool:
-    """Whether ``pid`` runs; a process of another host is taken to be alive."""
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def resolve_profile(ref: str | os.PathLike, store: Store | None = None) -> Path:
