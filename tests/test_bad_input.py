@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from .conftest import ROOT, run_align
+from .corpus import DAMAGES, damaged
 
 EX = ROOT / "profiles/examples"
 PAIR = ["--op", "attention", "--mock", str(EX / "hf_llama_mock"), "--e2e", str(EX / "hf_llama_e2e")]
@@ -108,3 +109,39 @@ def test_a_verdict_of_ranges_is_recorded_inside_the_store(tmp_path):
     assert r.returncode in (1, 2) and "Traceback" not in r.stderr
     written = [p for p in tmp_path.rglob("*.json")]
     assert all(store in p.parents for p in written)
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGES))
+@pytest.mark.parametrize("command", ["kernels", "nvtx", "ops", "diff", "verdict"])
+def test_a_damaged_export_is_named_in_one_line(tmp_path, kind, command):
+    bad = damaged(EX / "attn_mock" / "report.sqlite", kind, tmp_path)
+    size = bad.stat().st_size
+    args = {"kernels": ["kernels", str(bad), "-f", "csv"], "nvtx": ["nvtx", str(bad), "-f", "csv"],
+            "ops": ["ops", str(bad), "-f", "csv"],
+            "diff": ["diff", str(bad), str(EX / "llama_e2e"), "--op", "attention"],
+            "verdict": ["verdict", "--op", "attention", "--mock", str(bad), "--e2e", str(EX / "llama_e2e"),
+                        "--store", str(tmp_path / "s")]}[command]
+    r = run_align(*args)
+    assert bad.stat().st_size == size  # read, never written
+    if r.returncode == 0:
+        # the command never touched the damage (a report that reads no name by id, a page it skips):
+        # then its answer is the one of the intact file
+        intact = run_align(*[str(EX / "attn_mock" / "report.sqlite") if a == str(bad) else a for a in args])
+        assert r.stdout.replace(str(bad), "X") == intact.stdout.replace(str(EX / "attn_mock" / "report.sqlite"), "X")
+        assert kind in ("dangling-string-id", "overwritten-pages"), (kind, command)
+        return
+    one_line_exit_2(r, str(bad))
+
+
+def test_a_locked_export_says_so(tmp_path):
+    import sqlite3
+    import shutil as sh
+
+    db = tmp_path / "locked.sqlite"
+    sh.copy(EX / "attn_mock" / "report.sqlite", db)
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("BEGIN EXCLUSIVE")
+    try:
+        one_line_exit_2(run_align("kernels", str(db)), "locked by another program")
+    finally:
+        con.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Optional
@@ -886,7 +887,26 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(0)
+    except (sqlite3.Error, TypeError, ValueError, KeyError, IndexError, *_engine_errors()) as exc:
+        # a damaged export breaks a query deep inside: name the file and the damage when there is one
+        from align.profile.check import damage_report
+
+        found = damage_report()
+        if found is None:
+            raise
+        err.print(f"align: error: {found}", markup=False)
+        del exc
+        sys.exit(2)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _engine_errors() -> tuple[type, ...]:
+    try:
+        import duckdb
+
+        return (duckdb.Error,)
+    except ImportError:
+        return ()
 
 
 if __name__ == "__main__":

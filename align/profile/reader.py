@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from align.errors import ProfileError
+from align.profile import check
 from align.profile.engine import Engine
 from align.profile.schema import (
     KERNEL_TABLE,
@@ -71,6 +72,7 @@ class Profile:
                 f"{self.path} is not an SQLite file (an interrupted export leaves a broken one)",
                 f"re-export it: align export {self.path.with_suffix('.nsys-rep')}",
             )
+        check.opened(self.path)
         self.conn = _open_readonly(self.path)
         self.schema = Schema(self.conn)
         self.engine = Engine(self.path, self.conn)

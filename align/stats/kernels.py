@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from align.errors import AlignError
+from align.errors import AlignError, ProfileError
 from align.profile.reader import Profile
 from align.profile.schema import KERNEL_TABLE
 from align.stats.numbers import round_tenth
@@ -83,6 +83,10 @@ SELECT a.total AS total_ns, a.n AS instances, a.mean AS avg_ns, a.med AS med_ns,
 FROM ({agg}) AS a LEFT JOIN StringIds AS s ON s.id = a.name_id
 """
     df = profile.frame(query)
+    if df["name"].isna().any():
+        n = int(df.loc[df["name"].isna(), "instances"].sum())
+        raise ProfileError(f"{profile.path}: {n} kernel(s) name a string id that StringIds lacks",
+                           "the export is damaged: export the report again (align export REPORT.nsys-rep)")
     df = df.astype({"total_ns": "int64", "instances": "int64", "min_ns": "int64", "max_ns": "int64"})
     df.insert(0, "time_pct", df["total_ns"] * 100.0 / df["total_ns"].sum())
     for c in ("time_pct", "avg_ns", "med_ns", "stddev_ns"):
