@@ -49,21 +49,63 @@ def _cell(value: Any) -> str:
 
 
 def print_frame(df: pd.DataFrame, fmt: Format, title: str | None = None, csv_frame: pd.DataFrame | None = None,
-                max_width: int | None = None) -> None:
-    """``csv_frame`` lets a command write a differently-headed frame for CSV (nsys-compatible headers)."""
+                max_width: int | None = None, optional: list[str] | None = None) -> None:
+    """``csv_frame`` lets a command write a differently-headed frame for CSV (nsys-compatible headers);
+    ``optional``: columns a narrow terminal's table leaves out first."""
     if fmt == Format.csv:
         (csv_frame if csv_frame is not None else df).to_csv(sys.stdout, index=False)
     elif fmt == Format.json:
         sys.stdout.write(json.dumps(records(df), indent=2) + "\n")
     else:
+        cells = {c: [shorten(_cell(v)) for v in df[c]] for c in df.columns}
+        numeric = {c: pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+                   for c in df.columns}
+        shown = fit_columns(list(df.columns), cells, numeric, stdout.width, optional or [])
         table = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
-        for col in df.columns:
-            numeric = pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col])
-            table.add_column(str(col), justify="right" if numeric else "left",
-                             overflow="fold", max_width=max_width if not numeric else None)
-        for row in df.itertuples(index=False):
-            table.add_row(*(Text(_cell(v)) for v in row))  # Text: names like "[lambda(int)]" are not markup
+        for col in shown:
+            # a number is never split across lines; long names fold
+            table.add_column(str(col), justify="right" if numeric[col] else "left", no_wrap=numeric[col],
+                             overflow="fold", max_width=None if numeric[col] else max_width)
+        for i in range(len(df)):
+            table.add_row(*(Text(cells[c][i]) for c in shown))  # Text: names like "[lambda(int)]" are not markup
         stdout.print(table)
+        hidden = [str(c) for c in df.columns if c not in shown]
+        if hidden:
+            Console(stderr=True, highlight=False).print(
+                f"[dim]{len(hidden)} column(s) left out to fit {stdout.width} columns: {', '.join(hidden)} "
+                f"(-f csv or -f json show all; or a wider terminal)[/]")
+
+
+MAX_CELL = 2000
+MIN_TEXT = 24  # a name column is never squeezed below this
+
+
+def fit_columns(columns: list, cells: dict, numeric: dict, width: int, optional: list) -> list:
+    """The columns that fit ``width``: numbers whole on one line, names at least MIN_TEXT wide;
+    empty columns are left out first, then the ``optional`` ones, then numeric columns from the right
+    (the first ones carry the main figures)."""
+    def need(c) -> int:
+        widest = max([len(str(c))] + [len(x) for x in cells[c]])
+        return widest if numeric[c] else min(widest, MIN_TEXT)
+
+    shown = list(columns)
+    empty = [c for c in columns if not any(cells[c])]
+    while sum(need(c) + 3 for c in shown) + 1 > width:
+        droppable = ([c for c in reversed(empty) if c in shown] or [c for c in reversed(optional) if c in shown]
+                     or [c for c in shown if numeric[c]][1:][-1:])
+        if not droppable:
+            break
+        shown.remove(droppable[0])
+    return shown
+
+
+def shorten(text: str, limit: int = MAX_CELL) -> str:
+    """A table cell of at most ``limit`` characters, cut in the middle (``-f csv|json`` keep it whole):
+    the start and the end of a kernel name tell it apart, and a megabyte-long one must not stall the table."""
+    if len(text) <= limit:
+        return text
+    keep = (limit - 3) // 2
+    return f"{text[:keep]}...{text[-keep:]}"
 
 
 def print_dict(data: dict, fmt: Format, title: str | None = None) -> None:

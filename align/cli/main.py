@@ -238,7 +238,8 @@ def profiles(store: Optional[Path] = StoreOpt, fmt: Format = FormatOpt) -> None:
     if df.empty and fmt == Format.table:
         err.print(f"no profiles in {s.root}; capture one with: align profile mock -- python my_mock.py")
         return
-    print_frame(df, fmt, title=f"profiles in {s.root}", max_width=60)
+    print_frame(df, fmt, title=f"profiles in {s.root}", max_width=60,
+                optional=["start_time", "command", "nsys_version", "sqlite", "exit_code"])
 
 
 @app.command()
@@ -436,7 +437,8 @@ def ops(
                    "families": records(fw.families)}
         sys.stdout.write(_json.dumps(summary, indent=2) + "\n")
         return
-    print_frame(fw.families, fmt, title=f"{label}: per forward (median over kept forwards)", max_width=60)
+    print_frame(fw.families, fmt, title=f"{label}: per forward (median over kept forwards)", max_width=60,
+                optional=["variants", "names", "method", "example"])
     if fmt == Format.table:
         for ph, g in fw.forwards.groupby("phase", sort=False):
             kept = g[g["kept"]]
@@ -493,7 +495,8 @@ def diff(
         sys.stdout.write(render_markdown(v) if fmt == DiffFormat.md else render_html(v))
         return
     out_fmt = Format(fmt.value)
-    print_frame(table, out_fmt, title=f"mock {cmp.mock.path} vs E2E {cmp.e2e.path} ({cmp.op})", max_width=50)
+    print_frame(table, out_fmt, title=f"mock {cmp.mock.path} vs E2E {cmp.e2e.path} ({cmp.op})", max_width=50,
+                optional=["variants", "example", "mock_ns"])  # mock_ns = ratio x e2e_ns
     if sequence:
         for ph in sorted(set(table["phase"])):
             a = representative_forward(cmp.mock.items, cmp.mock.forwards.forwards, ph)

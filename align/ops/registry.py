@@ -22,6 +22,9 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 USER_FILE = "align-ops.toml"
+# names are matched on their first MAX_NAME characters: real demangled names stay far below it, and a
+# pathological one (megabytes) must not make a search pattern backtrack for minutes
+MAX_NAME = 2048
 
 
 @dataclass
@@ -80,7 +83,7 @@ class Registry:
 
     def kernel_op(self, kernel_name: str) -> str | None:
         """The first op (registry order) whose kernel patterns match the name."""
-        return self._kernel_op(kernel_name)
+        return self._kernel_op(kernel_name[:MAX_NAME])
 
     def _kernel_op_uncached(self, kernel_name: str) -> str | None:
         for o in self.ops:
@@ -94,11 +97,11 @@ class Registry:
     def family(self, kernel_name: str) -> str:
         """A key shared by the same kernel with other template arguments, tiles or knobs, and with
         the other launch variants PyTorch picks from the data ([[variants]]): what the checks compare."""
-        return self._family(kernel_name)
+        return self._family(kernel_name[:MAX_NAME])
 
     def variant(self, kernel_name: str) -> str:
         """The family before launch variants are folded (``vectorized_elementwise_kernel:MulFunctor``)."""
-        return self._variant(kernel_name)
+        return self._variant(kernel_name[:MAX_NAME])
 
     def _variant_uncached(self, kernel_name: str) -> str:
         return _first_rule(self.families, kernel_name) or function_name(kernel_name)

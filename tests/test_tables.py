@@ -1,0 +1,55 @@
+"""Tables a person can read in a 100-column terminal: numbers never split, names shortened in the
+middle only when huge, columns left out (and said) rather than squeezed; CSV and JSON stay whole."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from .conftest import ROOT, run_align
+
+EX = ROOT / "profiles/examples"
+
+
+@pytest.mark.parametrize("args", [["nvtx", str(EX / "llama_e2e")], ["kernels", str(EX / "llama_e2e")],
+                                  ["events", str(EX / "attn_mock"), "--kind", "nvtx", "--limit", "20"],
+                                  ["profiles", "--store", str(ROOT / "profiles")],
+                                  ["diff", str(EX / "hf_llama_mock"), str(EX / "hf_llama_e2e")],
+                                  ["ops", str(EX / "hf_llama_e2e"), "--op", "attention"]])
+@pytest.mark.parametrize("columns", [100, 160])
+def test_tables_fit_and_never_split_a_number(args, columns):
+    r = run_align(*args, env={"COLUMNS": str(columns)})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert all(len(x) <= columns for x in lines)
+    # a row's continuation line (its first cell blank: a long name folds) never holds a piece of a number
+    for line in lines:
+        cells = line.split("│")[1:-1]
+        if len(cells) > 1 and not cells[0].strip():
+            # numbers are right-aligned, names left-aligned: a right-aligned digit run here is a split number
+            assert not any(re.fullmatch(r"\s{2,}[\d,.]+ ", c) for c in cells), line
+    if "left out" in r.stderr:
+        full = run_align(*args, "-f", "json")
+        assert full.returncode == 0 and json.loads(full.stdout)
+
+
+def test_a_megabyte_name_is_shortened_in_the_table_only(tmp_path):
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "huge.sqlite"
+    shutil.copy(EX / "attn_mock" / "report.sqlite", db)
+    con = sqlite3.connect(db)
+    nid = con.execute("SELECT demangledName FROM CUPTI_ACTIVITY_KIND_KERNEL WHERE rowid = 3").fetchone()[0]
+    con.execute("UPDATE StringIds SET value = ? WHERE id = ?", ("void at::native::" + "a" * 2_000_000 + "<int>(int)",
+                                                                 nid))
+    con.commit()
+    con.close()
+    r = run_align("kernels", str(db), env={"COLUMNS": "160"})
+    assert r.returncode == 0 and "aaa...aaa" in r.stdout and len(r.stdout) < 100_000
+    r = run_align("kernels", str(db), "-f", "csv")
+    assert r.returncode == 0 and "a" * 2_000_000 in r.stdout
+    r = run_align("ops", str(db), "--range", "mock_context", env={"COLUMNS": "160"})
+    assert r.returncode == 0, r.stderr
