@@ -19,8 +19,8 @@ Suites: bookworm
 Components: contrib non-free
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nsight-systems >/dev/null
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq nsight-systems >/dev/null
 fi
 # Debian splits the importer from the target folder; nsys looks for it beside the target folder.
 if [ -d /usr/lib/nsight-systems/host-linux-x64 ] && [ -d /usr/lib/x86_64-linux-gnu/nsight-systems ] \

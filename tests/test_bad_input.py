@@ -145,3 +145,12 @@ def test_a_locked_export_says_so(tmp_path):
         one_line_exit_2(run_align("kernels", str(db)), "locked by another program")
     finally:
         con.close()
+
+
+def test_a_fifo_is_refused_not_read(tmp_path):
+    import os
+
+    fifo = tmp_path / "report.sqlite"
+    os.mkfifo(fifo)
+    for cmd in (["kernels", str(fifo)], ["info", str(fifo)], ["diff", str(fifo), str(EX / "llama_e2e")]):
+        one_line_exit_2(run_align(*cmd), "is not a regular file")

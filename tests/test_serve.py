@@ -95,7 +95,10 @@ def test_served_profile_window_load_and_processes(nsys, tmp_path):
     # (1 prefill + 4 decode steps), each a forward step with layer ranges
     assert abs(span["duration_ns"] / 1e9 - DURATION) < 2.0
     steps = nvtx[nvtx["text"].str.startswith("[Executor] _forward_step")]
-    assert len(steps) == 8 * 5
+    if "load_warning" in meta:  # a busy machine: the load outlasted the window, and align said so
+        assert 0 < len(steps) <= 8 * 5 and "outlasted the capture window" in meta["load_warning"]
+    else:
+        assert len(steps) == 8 * 5
     # every worker's ranges belong to that worker; both workers served requests; none in the main process
     layer = nvtx[nvtx["text"] == "layers.0.self_attn"]
     assert set(layer["pid"]) == workers and set(steps["pid"]) == workers

@@ -151,6 +151,8 @@ def effective_status(meta: dict) -> str | None:
 def resolve_profile(ref: str | os.PathLike, store: Store | None = None) -> Path:
     """A path to an export: an existing file or folder, else a store entry of that name."""
     p = Path(ref)
+    if p.exists() and not (p.is_dir() or p.is_file()):
+        raise AlignError(f"{p} is not a regular file (a FIFO, socket or device)", "pass an nsys export file")
     if p.is_dir():
         for f in (SQLITE, REPORT):
             if (p / f).exists():
