@@ -217,3 +217,11 @@ def test_report_newer_than_its_export_falls_back_when_nsys_cannot_read_it(tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         align.load(rep).close()
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_align_nvtx_cpu_equals_nsys_nvtx_sum(example):
+    """The CPU-side range times (align nvtx --cpu) are nsys 2025.3's nvtx_sum of the same file."""
+    r = run_align("nvtx", str(example), "--cpu", "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.replace("\r", "") == (example / "oracle_nvtx_sum.csv").read_text().replace("\r", "")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import align
@@ -94,6 +97,35 @@ def test_cli_on_a_cpu_only_profile(captured):
     assert [e["name"] for e in json.loads(r.stdout)] == ["threads"]
     r = run_align("events", "threads", "--store", str(entry.parent), "--kind", "nvtx", "--format", "csv", "--limit", "0")
     assert r.returncode == 0 and r.stdout.count("attn") == 6
+
+
+def test_nvtx_of_a_cpu_only_profile_equals_nsys_nvtxsum(captured, nsys):
+    """No CUDA activity: align nvtx gives the CPU-side range times, the numbers of the real nsys's
+    own range summary of the same file (nvtxsum in 2022.4, nvtx_sum later)."""
+    entry, _, _ = captured
+    r = run_align("nvtx", str(entry), "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    report = "nvtxsum" if nsys.version.startswith("2022") else "nvtx_sum"
+    out = subprocess.run([nsys.path, "stats", "--report", report, "--format", "csv", "--force-export", "false",
+                          str(entry / "report.sqlite")], capture_output=True, text=True, timeout=300)
+    text = out.stdout[out.stdout.index("Time (%)"):] if "Time (%)" in out.stdout else out.stdout
+    theirs = pd.read_csv(io.StringIO(text))
+    ours = pd.read_csv(io.StringIO(r.stdout))
+    assert list(ours.columns) == list(theirs.columns)
+    # 2022.4 writes a default-domain range as "text", 2025.3 (and align) as ":text"
+    for df in (ours, theirs):
+        df["Range"] = df["Range"].str.removeprefix(":")
+    key = ["Range", "Style"]
+    a, b = ours.sort_values(key).reset_index(drop=True), theirs.sort_values(key).reset_index(drop=True)
+    assert len(a) == len(b) > 0
+    for col in ("Total Time (ns)", "Instances", "Min (ns)", "Max (ns)"):
+        assert (a[col] == b[col]).all(), col
+    for col in ("Time (%)", "Avg (ns)", "Med (ns)", "StdDev (ns)"):
+        assert ((a[col] - b[col]).abs() < 0.051).all(), col
+    table = run_align("nvtx", str(entry))
+    assert table.returncode == 0 and "CPU-side range times" in table.stderr
+    _, _, capture = captured
+    assert f"next: align nvtx {entry}" in capture.stderr  # a command that works for this profile
 
 
 def test_nvtx_capture_range_limits_what_is_recorded(nsys, tmp_path):
@@ -197,3 +229,21 @@ def test_qdstrm_left_behind_is_imported(nsys, tmp_path):
     assert "QdstrmImporter" in (entry / "nsys.log").read_text()
     with align.load(entry) as p:
         assert p.nvtx()["text"].tolist() == ["m"]
+
+
+def test_nvtx_package_that_nsys_2022_drops_is_named(nsys, tmp_path):
+    """Python nvtx 0.2.12 and later: nsys 2022.4 records only a domain row. align says so after the capture."""
+    if not nsys.version.startswith("2022"):
+        pytest.skip(f"only nsys 2022.4 drops these ranges (this is {nsys.version})")
+    site = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                          "--target", str(site), "nvtx==0.2.12"], capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    prog = tmp_path / "prog.py"
+    prog.write_text("import nvtx\nfor i in range(3):\n    with nvtx.annotate(f'step_{i}'):\n        sum(range(10000))\n")
+    r = run_align("profile", "mock", "--name", "n", "--store", str(tmp_path / "s"), "--trace", "nvtx", "--",
+                  sys.executable, str(prog), env={"PYTHONPATH": str(site)})
+    assert r.returncode == 0, r.stderr
+    assert "install nvtx==0.2.11" in r.stderr
+    meta = json.loads((tmp_path / "s" / "n" / "meta.json").read_text())
+    assert "0.2.12 on is not recorded" in meta["warning"]

@@ -137,10 +137,12 @@ def _profile(kind: str, ctx: typer.Context, name, op, store, trace, sample, cpuc
     else:
         result = profile(cmd, kind=kind, name=name, store=_store(store), options=options, overwrite=overwrite,
                          quiet=quiet or fmt != Format.table, op=op)
+    if result.meta.get("warning"):
+        err.print(f"align: warning: {result.meta['warning']}", markup=False)
     if fmt == Format.table:
         err.print(f"[green]saved[/] {result.path} [dim](status {result.status}, exit code {result.exit_code})[/]")
         if result.sqlite:
-            err.print(f"next: align kernels {result.path}")
+            err.print(f"next: align {_next_command(result.sqlite)} {result.path}", markup=False)
     else:
         print_dict(result.meta, fmt)
     if result.status == "interrupted":
@@ -153,6 +155,17 @@ def _profile(kind: str, ctx: typer.Context, name, op, store, trace, sample, cpuc
     if serving and result.status != "ok":
         err.print(f"align: serving profile ended with status {result.status}; report and logs kept in {result.path}")
         raise typer.Exit(1)
+
+
+def _next_command(sqlite: Path) -> str:
+    """A command that has something to show for this capture."""
+    from align.profile.reader import Profile
+
+    try:
+        with Profile(sqlite) as p:
+            return "kernels" if p.has_kernels else "nvtx" if p.has_nvtx else "info"
+    except AlignError:
+        return "info"
 
 
 def _serve(cmd, serve: dict, options, name, op, store, overwrite, quiet):
@@ -339,21 +352,37 @@ def nvtx(
     kernels: bool = typer.Option(False, "--kernels", help="kernels per range (nsys's nvtx_kern_sum)"),
     trace: bool = typer.Option(False, "--trace", help="one row per range instance (nsys's nvtx_gpu_proj_trace)"),
     name: str = typer.Option("demangled", "--name", help="kernel names with --kernels: demangled or short"),
+    cpu: bool = typer.Option(False, "--cpu", help="CPU-side range times (nsys's nvtx_sum); the default when the "
+                                                  "profile has no CUDA activity"),
     limit: Optional[int] = typer.Option(None, "--limit", "-l", help="print only the first N rows"),
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
 ) -> None:
-    """NVTX ranges projected onto the GPU: the numbers of ``nsys stats --report nvtx_gpu_proj_sum``."""
+    """NVTX ranges projected onto the GPU: the numbers of nsys stats --report nvtx_gpu_proj_sum (and, for a
+    profile without CUDA activity, the CPU-side range times of nvtx_sum)."""
     from align.attribute.projection import KERN_SUM_HEADER, PROJ_SUM_HEADER, Projection
     from align.profile.load import load
 
-    if kernels and trace:
-        raise AlignError("--kernels and --trace are different views", "pick one")
+    if sum([kernels, trace, cpu]) > 1:
+        raise AlignError("--kernels, --trace and --cpu are different views", "pick one")
     with load(profile, _store(store)) as p:
         if not p.has_nvtx:
             raise AlignError(f"{p.path} has no NVTX data", "mark ranges with NVTX and profile with --trace nvtx")
-        if not p.has_cuda_api:
-            raise AlignError(f"{p.path} has no CUDA API data", "profile with --trace cuda")
+        if not p.has_cuda_api and (kernels or trace):
+            raise AlignError(f"{p.path} has no CUDA activity: --kernels and --trace project ranges onto GPU work",
+                             "leave them out for the CPU-side range times, or profile a program that uses CUDA")
+        if cpu or not p.has_cuda_api:
+            from align.stats.nvtx import NVTX_SUM_HEADER, nvtx_sum
+
+            if not cpu and fmt == Format.table:
+                err.print("no CUDA activity in this profile: CPU-side range times (= nsys stats --report nvtx_sum)",
+                          markup=False)
+            df = nvtx_sum(p)
+            if limit is not None:
+                df = df.head(limit)
+            print_frame(df, fmt, title=f"NVTX range summary: {profile}", csv_frame=df.rename(columns=NVTX_SUM_HEADER),
+                        max_width=70)
+            return
         proj = Projection(p)
         if kernels:
             df, header, title = proj.kern_sum(name), KERN_SUM_HEADER, "kernels per NVTX range"
