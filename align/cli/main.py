@@ -190,7 +190,7 @@ def _serve(cmd, serve: dict, options, name, op, store, overwrite, quiet):
 
 
 def _profile_command(kind: str, doc: str):
-    serve_help = "e2e only: " if kind == "mock" else ""
+    server_only = kind != "e2e"  # the serving options exist for e2e only: hidden from mock/aux help
 
     @profile_app.command(kind, cls=CommandAfterDashes, help=doc,
                          context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -214,17 +214,19 @@ def _profile_command(kind: str, doc: str):
         duration: Optional[float] = typer.Option(None, "--duration", "-d", help="seconds of collection"),
         overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing entry of that name"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="do not echo the program's output"),
-        serve: bool = typer.Option(False, "--serve", help=f"{serve_help}a multi-process server, system-wide, under load"),
-        preset: Optional[str] = typer.Option(None, "--preset", help="trtllm, vllm or sglang (builds the command)"),
-        model: Optional[str] = typer.Option(None, "--model", help="model for --preset and the load's model field"),
-        tp: int = typer.Option(1, "--tp", help="tensor parallelism for --preset"),
-        port: Optional[int] = typer.Option(None, "--port", help="the server's port (checked free first)"),
-        ready_url: Optional[str] = typer.Option(None, "--ready-url", help="polled until 200 (default :PORT/health)"),
-        ready_timeout: float = typer.Option(900.0, "--ready-timeout", help="seconds to wait for readiness"),
+        serve: bool = typer.Option(False, "--serve", help="a multi-process server, system-wide, under load",
+                                   hidden=server_only),
+        preset: Optional[str] = typer.Option(None, "--preset", help="trtllm, vllm or sglang (builds the command)", hidden=server_only),
+        model: Optional[str] = typer.Option(None, "--model", help="model for --preset and the load's model field", hidden=server_only),
+        tp: int = typer.Option(1, "--tp", help="tensor parallelism for --preset", hidden=server_only),
+        port: Optional[int] = typer.Option(None, "--port", help="the server's port (checked free first)", hidden=server_only),
+        ready_url: Optional[str] = typer.Option(None, "--ready-url", help="polled until 200 (default :PORT/health)", hidden=server_only),
+        ready_timeout: float = typer.Option(900.0, "--ready-timeout", help="seconds to wait for readiness", hidden=server_only),
         report_timeout: float = typer.Option(300.0, "--report-timeout",
-                                             help="seconds after the window for nsys to stop the server and write"),
+                                             help="seconds after the window for nsys to stop the server and write",
+                                             hidden=server_only),
         load: Optional[str] = typer.Option(None, "--load", help="requests=N,concurrency=C,input=I,output=O,"
-                                                               "endpoint=completions|chat (or none)"),
+                                                               "endpoint=completions|chat (or none)", hidden=server_only),
         fmt: Format = FormatOpt,
     ) -> None:
         if serve and kind != "e2e":
@@ -294,7 +296,7 @@ def events(
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
 ) -> None:
-    """Dump one decoded table of a profile (what ``align.load(...).<kind>()`` returns)."""
+    """Dump one decoded table of a profile (what align.load(...).<kind>() returns)."""
     from align.profile.load import load
 
     if kind not in TABLES:
@@ -320,7 +322,7 @@ def kernels(
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
 ) -> None:
-    """Per-kernel summary: the numbers of ``nsys stats --report cuda_gpu_kern_sum``."""
+    """Per-kernel summary: the numbers of nsys stats --report cuda_gpu_kern_sum."""
     from align.profile.load import load
     from align.profile.processes import gpu_filter
     from align.stats.kernels import kernel_summary, to_nsys_csv_frame
@@ -484,6 +486,12 @@ class DiffFormat(str, enum.Enum):
     html = "html"
 
 
+class VerdictFormat(str, enum.Enum):
+    table = "table"
+    json = "json"
+    md = "md"
+
+
 @app.command()
 def diff(
     mock: str = typer.Argument(..., help="mock profile: file or store name"),
@@ -554,15 +562,13 @@ def verdict(
     device: Optional[int] = E2EDeviceOpt,
     rank: Optional[int] = E2ERankOpt,
     store: Optional[Path] = StoreOpt,
-    fmt: DiffFormat = typer.Option(DiffFormat.table, "--format", "-f", help="table, json or md"),
+    fmt: VerdictFormat = typer.Option(VerdictFormat.table, "--format", "-f", help="table, json or md"),
 ) -> None:
     """Is the mock faithful to the E2E run? The checklist, PASS/FAIL; exit 0 pass, 1 fail, 2 bad input.
     Without --mock/--e2e: the newest comparable stored pair of --op."""
     from align.compare.verdict import record
     from align.compare.verdict import verdict as run_verdict
 
-    if fmt not in (DiffFormat.table, DiffFormat.json, DiffFormat.md):
-        raise AlignError(f"--format {fmt.value} is not a verdict format", "use table, json or md")
     s = _store(store)
     v = run_verdict(mock, e2e, op=op, bench=bench, config=config, phase=phase, mock_range=mock_range,
                     e2e_range=e2e_range, skip=skip, ops_file=ops_file, store=s,
@@ -572,14 +578,14 @@ def verdict(
     if v.chosen:
         err.print(f"pair: {v.chosen}", markup=False)
     err.print(f"recorded {rec}", markup=False)
-    if fmt == DiffFormat.json:
+    if fmt == VerdictFormat.json:
         import json as _json
 
         _say_pairing(v.comparison, False)
         sys.stdout.write(_json.dumps(v.to_dict(), indent=2) + "\n")
-    elif fmt == DiffFormat.md:
+    elif fmt == VerdictFormat.md:
         sys.stdout.write(v.to_markdown())
-    elif fmt == DiffFormat.table:
+    elif fmt == VerdictFormat.table:
         checks = v.checks.assign(result=v.checks["passed"].map({True: "pass", False: "FAIL"}))
         print_frame(checks[["name", "result", "reason"]], Format.table,
                     title=f"align verdict ({v.op}): mock {v.mock} vs E2E {v.e2e}", max_width=110)
@@ -610,7 +616,8 @@ def report(
     rank: Optional[int] = E2ERankOpt,
     store: Optional[Path] = StoreOpt,
 ) -> None:
-    """Write a self-contained HTML report (checklist, pairing, plots, tables) and optionally a Markdown summary."""
+    """Write a self-contained HTML report (checklist, pairing, plots, tables) and optionally a Markdown summary.
+    Exit 0 once written, whether the verdict passes or fails (the page and the last line say which); 2 on bad input."""
     from align.compare.report import render_html, render_markdown
     from align.compare.verdict import verdict as run_verdict
 

@@ -96,18 +96,25 @@ def forward_timeline(cmp: Comparison, phase: str, width: int = 900, height: int 
     return "\n".join(parts)
 
 
+def _threshold(v) -> str:
+    return "" if v is None else f"{v:g}" if isinstance(v, (int, float)) else str(v)
+
+
 def _table_html(df: pd.DataFrame, status_col: str | None = None) -> str:
     head = "".join(f"<th>{_esc(c)}</th>" for c in df.columns)
     rows = []
     for r in df.itertuples(index=False):
         cells = []
         for c, v in zip(df.columns, r):
-            if isinstance(v, float):
+            if isinstance(v, float) and v.is_integer() and c != "latency_ratio":
+                text = _num(v, 0)  # counts per forward: 5, not 5.0
+            elif isinstance(v, float):
                 text = _num(v, 2 if c == "latency_ratio" else 1)
             else:
                 text = _esc(v)
             style = f' style="color:{STATUS_COLORS.get(str(v), "inherit")};font-weight:600"' if c == status_col else ""
-            cells.append(f"<td{style}>{text}</td>")
+            klass = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+            cells.append(f"<td{klass}{style}>{text}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f'<table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -119,6 +126,7 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; }
 th { background: #f4f4f4; }
 td { max-width: 520px; overflow-wrap: anywhere; }
+td.num { white-space: nowrap; text-align: right; }
 .meta { color: #555; font-size: 13px; }
 """
 
@@ -127,7 +135,7 @@ def render_html(verdict: Verdict) -> str:
     cmp = verdict.comparison
     status = "PASS" if verdict.passed else "FAIL"
     checks = verdict.checks.assign(result=verdict.checks["passed"].map({True: "pass", False: "FAIL"}))
-    checks = checks[["name", "result", "reason"]]
+    checks = checks.assign(threshold=checks["threshold"].map(_threshold))[["name", "result", "threshold", "reason"]]
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>align verdict: {status} ({_esc(verdict.op)})"
              f"</title><style>{CSS}</style></head><body>",
              f"<h1>align verdict: <span class='{status.lower()}'>{status}</span> ({_esc(verdict.op)})</h1>",
