@@ -926,7 +926,7 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(0)
-    except (sqlite3.Error, TypeError, ValueError, KeyError, IndexError, *_engine_errors()) as exc:
+    except (sqlite3.Error, TypeError, ValueError, KeyError, IndexError, *_engine_errors()):
         # a damaged export breaks a query deep inside: name the file and the damage when there is one
         from align.profile.check import damage_report
 
@@ -934,7 +934,6 @@ def main() -> None:
         if found is None:
             raise
         err.print(f"align: error: {found}", markup=False)
-        del exc
         sys.exit(2)
     sys.exit(rc if isinstance(rc, int) else 0)
 
