@@ -409,9 +409,8 @@ def module_patterns(view: OpView) -> list[str]:
     """Module-path NVTX ranges of a profile with layer numbers generalised: ``^layers\\.\\d+\\.self_attn$``."""
     import re
 
-    texts = pd.unique(view._texts) if len(view._texts) else []
     out = set()
-    for t in texts:
+    for t in view.range_texts():
         if isinstance(t, str) and re.fullmatch(r"[\w.]*\.\d+\.[\w.]+", t):
             out.add("^" + re.sub(r"\\\.\d+\\\.", r"\\.\\d+\\.", re.escape(t)) + "$")
     return sorted(out)

@@ -58,8 +58,13 @@ class Pairing:
     keys: list[str]
 
     def records(self) -> list[dict]:
-        return [{k: (None if isinstance(v, float) and np.isnan(v) else v.item() if hasattr(v, "item") else v)
-                 for k, v in r.items()} for r in self.table.to_dict(orient="records")]
+        return plain_rows(self.table)
+
+
+def plain_rows(table: pd.DataFrame) -> list[dict]:
+    """Rows of a pairing table with plain Python values: NaN (pandas' missing value) becomes None."""
+    return [{k: (None if isinstance(v, float) and np.isnan(v) else v.item() if hasattr(v, "item") else v)
+             for k, v in r.items()} for r in table.to_dict(orient="records")]
 
 
 def forward_summary(items: pd.DataFrame, shapes: pd.Series | None = None) -> pd.DataFrame:

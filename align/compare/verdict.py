@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from align.compare.diff import Comparison, compare
+from align.compare.pairing import plain_rows
 from align.errors import AlignError
 
 CHECKS = ("names", "counts", "latency", "missing", "extra", "bench")
@@ -69,11 +70,11 @@ class Verdict:
 def pairing_lines(table: pd.DataFrame) -> list[str]:
     """The pairing in words, one line per mock phase (and per E2E group left out)."""
     lines = []
-    for r in table.to_dict(orient="records"):
-        where = f" of pid {r['pid']}" if "pid" in r and r.get("pid") is not None else ""
-        if r.get("mock_phase") is None or (isinstance(r.get("mock_phase"), float)):
+    for r in plain_rows(table):
+        where = f" of pid {r['pid']}" if r.get("pid") is not None else ""
+        if r["mock_phase"] is None:
             lines.append(f"E2E {r['e2e_group']}{where}: {r['e2e_forwards']} forwards {r['note']}")
-        elif r.get("e2e_group") is None or isinstance(r.get("e2e_group"), float):
+        elif r["e2e_group"] is None:
             lines.append(f"mock {r['mock_phase']}: {r['note']}")
         else:
             how = ("by kernels (family overlap {:.0%}, launch shapes {:.0%}), confidence {} ({:.2f})".format(
@@ -87,17 +88,16 @@ def pairing_lines(table: pd.DataFrame) -> list[str]:
 def pairing_view(table: pd.DataFrame) -> pd.DataFrame:
     """The pairing as a short table for people: what is compared with what, on what evidence."""
     rows = []
-    for r in table.to_dict(orient="records"):
-        paired = isinstance(r.get("mock_phase"), str) and isinstance(r.get("e2e_group"), str)
+    for r in plain_rows(table):
+        paired = r["mock_phase"] is not None and r["e2e_group"] is not None
         where = f" pid {r['pid']}" if "pid" in r else ""
         conf = (f"{r['confidence_word']} ({r['confidence']:.2f}); families {r['family_overlap']:.0%}, shapes "
                 f"{r['shape_overlap']:.0%}" if paired and r["evidence"] == "kernels" else
                 r["confidence_word"] if paired else "")
-        rows.append({"compared": r["key"] if isinstance(r.get("key"), str) else "-",
-                     "mock": f"{r['mock_phase']} x{r['mock_forwards']}" if isinstance(r.get("mock_phase"), str) else "-",
-                     "e2e": f"{r['e2e_group']}{where} x{r['e2e_forwards']}" if isinstance(r.get("e2e_group"), str) else "-",
-                     "evidence": r["evidence"] if isinstance(r.get("evidence"), str) else "",
-                     "confidence": conf, "note": r["note"]})
+        rows.append({"compared": r["key"] or "-",
+                     "mock": f"{r['mock_phase']} x{r['mock_forwards']}" if r["mock_phase"] is not None else "-",
+                     "e2e": f"{r['e2e_group']}{where} x{r['e2e_forwards']}" if r["e2e_group"] is not None else "-",
+                     "evidence": r["evidence"] or "", "confidence": conf, "note": r["note"]})
     return pd.DataFrame(rows, columns=["compared", "mock", "e2e", "evidence", "confidence", "note"])
 
 
@@ -263,11 +263,11 @@ def record(v: Verdict, store) -> Path:
     collect an op whose newest verdict did not pass."""
     import datetime as dt
 
-    from align.ops.registry import OP_NAME
+    from align.ops.registry import valid_op_name
 
     when = dt.datetime.now(dt.timezone.utc)
     # an op name is a safe folder name (the registry checks it); a verdict of ranges (no op) goes apart
-    name = str(v.op) if v.op and OP_NAME.match(str(v.op)) and ".." not in str(v.op) else "_ranges"
+    name = str(v.op) if valid_op_name(v.op) else "_ranges"
     folder = Path(store.root) / "verdicts" / name
     path = folder / f"{when.strftime('%Y%m%dT%H%M%S.%fZ')}.json"
     pair = {"mock": v.mock, "e2e": v.e2e, "chosen": v.chosen or "given"}

@@ -110,6 +110,10 @@ class OpView:
                              "launch": launch, "graph_node_id": ops["graph_node_id"].to_numpy(),
                              "pid": pid.astype(np.int32), "kind": kind}, copy=False)
 
+    def range_texts(self) -> list[str]:
+        """The distinct NVTX range texts of the profile."""
+        return list(pd.unique(self._texts)) if len(self._texts) else []
+
     # ---- tree lookups -----------------------------------------------------------------------
     def _range_mark(self, match) -> np.ndarray:
         uniq = pd.unique(self._texts)
@@ -199,8 +203,7 @@ class OpView:
         open_ = np.ones(n, bool)
         codes = {p: i for i, p in enumerate(PHASES)}
         # a range that never ended (closed by nsys at the last timestamp) is no evidence of a phase
-        closed = self._proj.ranges.df["open_end"].to_numpy() == 0 if "open_end" in self._proj.ranges.df \
-            else np.ones(len(self._texts), bool)
+        closed = self._proj.ranges.df["open_end"].to_numpy() == 0
         for level, rules in enumerate(self._phase_rules(), start=1):
             found = {}
             for ph, test in rules.items():

@@ -188,6 +188,11 @@ def _read(path: Path | None, text: str | None = None) -> dict:
 OP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def valid_op_name(name: object) -> bool:
+    """An op name also names files (verdict records): letters, digits, '_', '.', '-', never '..'."""
+    return isinstance(name, str) and bool(OP_NAME.match(name)) and ".." not in name
+
+
 def _strings(value, what: str, where: str) -> list[str]:
     """A list of strings, or a clear error: a bare string would be split into characters."""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -203,7 +208,7 @@ def _ops(data: dict, where: str) -> list[OpSpec]:
     out = []
     for entry in entries:
         name = entry.get("name")
-        if not isinstance(name, str) or not OP_NAME.match(name) or ".." in name:
+        if not valid_op_name(name):
             raise AlignError(f"an [[ops]] entry in {where} has no usable name ({name!r})",
                              "name = \"...\": letters, digits, '_', '.', '-' (it names files, e.g. verdict records)")
         kernels = entry.get("kernels", {})

@@ -53,20 +53,15 @@ def diagnose(path: Path) -> str | None:
             missing = [c for c in ints + ids if c not in cols and c not in ("shortName", "correlationId")]
             if missing:
                 return f"{table} lacks column(s) {', '.join(missing)}{AGAIN}"
-            for c in ints:
-                if c not in cols:
-                    continue
-                bad = conn.execute(f'SELECT count(*) FROM {table} WHERE "{c}" IS NOT NULL '
-                                   f'AND typeof("{c}") != \'integer\'').fetchone()[0]
-                if bad:
-                    return f"{bad} row(s) of {table}.{c} are not integers{AGAIN}"
-            for c in ids:
+            probes = [(c, f'typeof(t."{c}") != \'integer\'', "are not integers") for c in ints] + \
+                     [(c, "s.id IS NULL", "name strings that StringIds lacks") for c in ids]
+            for c, wrong, what in probes:
                 if c not in cols:
                     continue
                 bad = conn.execute(f'SELECT count(*) FROM {table} AS t LEFT JOIN StringIds AS s ON s.id = t."{c}" '
-                                   f'WHERE t."{c}" IS NOT NULL AND s.id IS NULL').fetchone()[0]
+                                   f'WHERE t."{c}" IS NOT NULL AND {wrong}').fetchone()[0]
                 if bad:
-                    return f"{bad} row(s) of {table}.{c} name strings that StringIds lacks{AGAIN}"
+                    return f"{bad} row(s) of {table}.{c} {what}{AGAIN}"
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc):
             return "it is locked by another program writing it: wait for that program to finish"

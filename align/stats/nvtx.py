@@ -21,7 +21,7 @@ def nvtx_sum(profile: Profile) -> pd.DataFrame:
     """Per (range name, style): total, instances, avg, med, min, max and stddev of the ranges'
     durations, and their share of all range time; ranges that never ended are left out, as nsys does."""
     r = load_ranges(profile).df
-    closed = r[r["open_end"] == 0] if "open_end" in r else r
+    closed = r[r["open_end"] == 0]
     df = pd.DataFrame({"range": closed["name"].astype(str), "style": closed["style"].astype(str),
                        "dur": (closed["end"] - closed["start"]).astype("int64")})
     if df.empty:
