@@ -142,7 +142,7 @@ def _profile(kind: str, ctx: typer.Context, name, op, store, trace, sample, cpuc
     if fmt == Format.table:
         err.print(f"[green]saved[/] {result.path} [dim](status {result.status}, exit code {result.exit_code})[/]")
         if result.sqlite:
-            err.print(f"next: align {_next_command(result.sqlite)} {result.path}", markup=False)
+            err.print(f"next: align {_next_command(result.meta)} {result.path}", markup=False)
     else:
         print_dict(result.meta, fmt)
     if result.status == "interrupted":
@@ -157,15 +157,10 @@ def _profile(kind: str, ctx: typer.Context, name, op, store, trace, sample, cpuc
         raise typer.Exit(1)
 
 
-def _next_command(sqlite: Path) -> str:
-    """A command that has something to show for this capture."""
-    from align.profile.reader import Profile
-
-    try:
-        with Profile(sqlite) as p:
-            return "kernels" if p.has_kernels else "nvtx" if p.has_nvtx else "info"
-    except AlignError:
-        return "info"
+def _next_command(meta: dict) -> str:
+    """A command that has something to show for this capture (meta.json says what it holds)."""
+    holds = meta.get("holds") or {}
+    return "kernels" if holds.get("kernels") else "nvtx" if holds.get("nvtx") else "info"
 
 
 def _serve(cmd, serve: dict, options, name, op, store, overwrite, quiet):

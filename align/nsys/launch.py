@@ -188,10 +188,7 @@ def _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, 
                 status = "export-failed"
                 raise
             meta["files"]["sqlite"] = sqlite.name
-            meta["gpus"] = _gpu_names(sqlite)
-            silent = nvtx_not_recorded(sqlite, nsys)
-            if silent:
-                meta["warning"] = silent
+            meta.update(_contents(sqlite, nsys))
         if rc not in (0, None):
             status = "app-failed"
     except KeyboardInterrupt:
@@ -262,35 +259,40 @@ def _git_info(where: Path) -> dict | None:
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
-def nvtx_not_recorded(sqlite: Path, nsys: NsysInfo) -> str | None:
-    """The program created or destroyed NVTX domains but nsys recorded no range or mark: what the
-    Python ``nvtx`` package from 0.2.12 on looks like to nsys 2022.4 (its ranges are silently dropped)."""
-    from align.profile.reader import Profile
-    from align.profile.schema import NVTX_TABLE
-
-    with Profile(sqlite) as p:
-        if not p.schema.has(NVTX_TABLE):
-            return None
-        et = p.schema.event_type
-        domains = [c for c in (et("NvtxDomainCreate"), et("NvtxDomainDestroy")) if c >= 0]
-        marks = [c for c in (et(n) for n in ("NvtxPushPopRange", "NvtxStartEndRange", "NvtxMark",
-                                             "NvtxtPushPopRange", "NvtxtStartEndRange", "NvtxtMark")) if c >= 0]
-        n_dom = p.conn.execute(f"SELECT count(*) FROM {NVTX_TABLE} WHERE eventType IN "
-                               f"({','.join(map(str, domains))})").fetchone()[0] if domains else 0
-        n_rng = p.conn.execute(f"SELECT count(*) FROM {NVTX_TABLE} WHERE eventType IN "
-                               f"({','.join(map(str, marks))})").fetchone()[0] if marks else 0
-    if n_dom and not n_rng:
-        return (f"the program created NVTX domains but nsys {nsys.version} recorded no range: with nsys 2022.4 the "
-                "Python nvtx package from 0.2.12 on is not recorded; install nvtx==0.2.11 (or use torch.cuda.nvtx)")
-    return None
-
-
-def _gpu_names(sqlite: Path) -> list[str]:
+def _contents(sqlite: Path, nsys: NsysInfo) -> dict:
+    """What meta.json says of the export, read in one opening: GPUs, what it holds (for the next
+    command to suggest), and a warning when NVTX ranges were silently dropped."""
     from align.profile.reader import Profile
 
     with Profile(sqlite) as p:
         gpus = p.gpus()
-        return gpus["name"].dropna().astype(str).tolist() if "name" in gpus else []
+        out = {"gpus": gpus["name"].dropna().astype(str).tolist() if "name" in gpus else [],
+               "holds": {"kernels": bool(p.has_kernels), "nvtx": bool(p.has_nvtx)}}
+        silent = nvtx_not_recorded(p, nsys)
+    if silent:
+        out["warning"] = silent
+    return out
+
+
+def nvtx_not_recorded(p, nsys: NsysInfo) -> str | None:
+    """The program created or destroyed NVTX domains but nsys recorded no range or mark: what the
+    Python ``nvtx`` package from 0.2.12 on looks like to nsys 2022.4 (its ranges are silently dropped)."""
+    from align.profile.schema import NVTX_TABLE
+
+    if not p.schema.has(NVTX_TABLE):
+        return None
+    et = p.schema.event_type
+    domains = [c for c in (et("NvtxDomainCreate"), et("NvtxDomainDestroy")) if c >= 0]
+    marks = [c for c in (et(n) for n in ("NvtxPushPopRange", "NvtxStartEndRange", "NvtxMark",
+                                         "NvtxtPushPopRange", "NvtxtStartEndRange", "NvtxtMark")) if c >= 0]
+    n_dom = p.conn.execute(f"SELECT count(*) FROM {NVTX_TABLE} WHERE eventType IN "
+                           f"({','.join(map(str, domains))})").fetchone()[0] if domains else 0
+    n_rng = p.conn.execute(f"SELECT count(*) FROM {NVTX_TABLE} WHERE eventType IN "
+                           f"({','.join(map(str, marks))})").fetchone()[0] if marks else 0
+    if n_dom and not n_rng:
+        return (f"the program created NVTX domains but nsys {nsys.version} recorded no range: with nsys 2022.4 the "
+                "Python nvtx package from 0.2.12 on is not recorded; install nvtx==0.2.11 (or use torch.cuda.nvtx)")
+    return None
 
 
 def _gpus_from_smi() -> list[str]:

@@ -27,7 +27,8 @@ from pathlib import Path
 from align.errors import AlignError, NsysFailed, ServeFailed
 from align.nsys.discover import NsysInfo, discover
 from align.nsys.export import export_sqlite
-from align.nsys.launch import ProfileOptions, ProfileResult, _find_report, _gpus_from_smi, _write_meta, git_revisions
+from align.nsys.launch import (ProfileOptions, ProfileResult, _contents, _find_report, _gpus_from_smi, _write_meta,
+                               git_revisions)
 from align.nsys.run import console
 from align.profile import store as st
 from align.serve.load import LoadSpec, send_load, wait_ready
@@ -300,6 +301,7 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
                     meta["files"]["report"] = report.name
                     sqlite = export_sqlite(report, entry / st.SQLITE, nsys=nsys, log=log, quiet=True)
                     meta["files"]["sqlite"] = sqlite.name
+                    meta.update(_contents(sqlite, nsys))  # what it holds; GPUs of the host are set below
                 elif status == "ok":
                     status = "no-report"
             except NsysFailed as exc:
