@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pandas as pd
@@ -142,9 +141,8 @@ def effective_status(meta: dict) -> str | None:
     """``running`` only while the capturing process lives; a capture killed outright (SIGKILL, a
     crash) left ``running`` behind and reads as ``interrupted``."""
     status = meta.get("status")
-    if status == "running" and meta.get("pid") and meta.get("host") == socket.gethostname():
-        if not pidlock.alive(int(meta["pid"]), meta["host"]):
-            return "interrupted"
+    if status == "running" and meta.get("pid") and not pidlock.alive(int(meta["pid"]), str(meta.get("host"))):
+        return "interrupted"  # alive() takes a process of another host to be alive
     return status
 
 
