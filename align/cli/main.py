@@ -211,17 +211,23 @@ def _profile_command(kind: str, doc: str):
         quiet: bool = typer.Option(False, "--quiet", "-q", help="do not echo the program's output"),
         serve: bool = typer.Option(False, "--serve", help="a multi-process server, system-wide, under load",
                                    hidden=server_only),
-        preset: Optional[str] = typer.Option(None, "--preset", help="trtllm, vllm or sglang (builds the command)", hidden=server_only),
-        model: Optional[str] = typer.Option(None, "--model", help="model for --preset and the load's model field", hidden=server_only),
+        preset: Optional[str] = typer.Option(None, "--preset", help="trtllm, vllm or sglang (builds the command)",
+                                             hidden=server_only),
+        model: Optional[str] = typer.Option(None, "--model", help="model for --preset and the load's model field",
+                                            hidden=server_only),
         tp: int = typer.Option(1, "--tp", help="tensor parallelism for --preset", hidden=server_only),
-        port: Optional[int] = typer.Option(None, "--port", help="the server's port (checked free first)", hidden=server_only),
-        ready_url: Optional[str] = typer.Option(None, "--ready-url", help="polled until 200 (default :PORT/health)", hidden=server_only),
-        ready_timeout: float = typer.Option(900.0, "--ready-timeout", help="seconds to wait for readiness", hidden=server_only),
+        port: Optional[int] = typer.Option(None, "--port", help="the server's port (checked free first)",
+                                           hidden=server_only),
+        ready_url: Optional[str] = typer.Option(None, "--ready-url", help="polled until 200 (default :PORT/health)",
+                                                hidden=server_only),
+        ready_timeout: float = typer.Option(900.0, "--ready-timeout", help="seconds to wait for readiness",
+                                            hidden=server_only),
         report_timeout: float = typer.Option(300.0, "--report-timeout",
                                              help="seconds after the window for nsys to stop the server and write",
                                              hidden=server_only),
         load: Optional[str] = typer.Option(None, "--load", help="requests=N,concurrency=C,input=I,output=O,"
-                                                               "endpoint=completions|chat (or none)", hidden=server_only),
+                                                               "endpoint=completions|chat (or none)",
+                                                               hidden=server_only),
         fmt: Format = FormatOpt,
     ) -> None:
         if serve and kind != "e2e":
@@ -428,8 +434,10 @@ def ops(
                            for o in registry.ops])
         print_frame(df, fmt, title=f"ops ({', '.join(registry.sources)})", max_width=60)
         return
-    if phase and phase not in ("context", "generation", "mixed", "all"):
-        raise AlignError(f"unknown phase {phase!r}", "use context, generation, mixed or all")
+    from align.ops.attribute import PHASES
+
+    if phase and phase not in PHASES:
+        raise AlignError(f"unknown phase {phase!r}", f"use {', '.join(PHASES[1:])} or all")
     with load(profile, _store(store)) as p:
         if not p.has_kernels:
             raise AlignError(f"{p.path} has no CUDA kernel data", "profile with --trace cuda on a GPU machine")

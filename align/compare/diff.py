@@ -18,7 +18,7 @@ import pandas as pd
 
 from align.compare.pairing import NAMED, Pairing, forward_summary, pair
 from align.errors import AlignError
-from align.ops.attribute import Forwards, OpView
+from align.ops.attribute import PHASES, Forwards, OpView
 from align.ops.registry import Registry, load_registry
 from align.profile.load import load
 
@@ -261,8 +261,8 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, mock_ran
     """Cut both profiles to the op, pair the mock's phases with E2E forwards (evidence, then kernels),
     and compare each pair per kernel family. Nothing empty is ever compared: a side, phase or pair
     with no forward left is an error that says what to pass."""
-    if phase is not None and phase not in PHASE_NAMES:
-        raise AlignError(f"unknown phase {phase!r}", f"use {' or '.join(PHASE_NAMES)}")
+    if phase is not None and phase not in PHASES:
+        raise AlignError(f"unknown phase {phase!r}", f"use {' or '.join(PHASES[1:])} (or all)")
     cfg = config if isinstance(config, dict) else load_config(config)
     registry = load_registry(ops_file)
     mview = side_view(mock, "mock", registry, store, phase_map=mock_phase)
@@ -292,9 +292,6 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, mock_ran
         _check_not_empty(side, keys, skip)
     return Comparison(mock=m, e2e=e, table=family_table(m, e, cfg), config=cfg, op=op or e2e_range,
                       pairing=pairing, op_reason=reason)
-
-
-PHASE_NAMES = ("context", "generation", "mixed", "all")
 
 
 def _base(key: str) -> str:
