@@ -29,14 +29,22 @@ def nsys():
 _STORE = None
 
 
-def run_align(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_align(*args: str, env: dict | None = None, cwd: Path | None = None,
+              file_limit: int | None = None) -> subprocess.CompletedProcess:
     """The installed CLI as a user runs it, in a child process. The default store is a temporary
-    folder (verdicts are recorded there), never the checkout's profiles/."""
+    folder (verdicts are recorded there), never the checkout's profiles/. ``file_limit``: no file may
+    grow past this many bytes (RLIMIT_FSIZE: writes fail as on a full disk)."""
     global _STORE
     if _STORE is None:
         import tempfile
 
         _STORE = tempfile.mkdtemp(prefix="align-test-store-")
     full_env = {**os.environ, "ALIGN_STORE": _STORE, **(env or {})}
+    def limits() -> None:
+        if file_limit is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+
     return subprocess.run([sys.executable, "-m", "align", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=600)
+                          env=full_env, cwd=cwd, timeout=600, preexec_fn=limits if file_limit is not None else None)

@@ -99,17 +99,20 @@ def test_concurrent_appends_from_processes(tmp_path):
     assert not Path(str(path) + ".lock").exists()
 
 
-def test_header_mismatch_stale_lock_and_repair(tmp_path):
+def test_header_mismatch_killed_holder_and_repair(tmp_path):
     path = tmp_path / "y_perf.txt"
     base = {"framework": "f", "version": "v", "device": "d", "op_name": "o", "kernel_source": "k"}
     writers.append_row(path, base, {"a": 1, "latency": 2.0})
     with pytest.raises(AlignError, match="same settings"):
         writers.append_row(path, base, {"a": 1, "latency": 2.0}, power=(300.0, 700.0))
-    lock = Path(str(path) + ".lock")
-    lock.write_text("12345\n")
-    old = time.time() - 2 * writers.STALE_LOCK_S
-    os.utime(lock, (old, old))
-    writers.append_row(path, base, {"a": 2, "latency": 3.0})  # breaks the stale lock
+    # a writer killed while it held the lock: the kernel dropped its flock, nobody waits
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(600)", str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.kill()
+    holder.wait()
+    writers.append_row(path, base, {"a": 2, "latency": 3.0})
     with open(path, "a") as f:
         f.write("f,v,d,o,k,3,4.")  # a writer killed mid-line
     assert writers.repair(path) > 0

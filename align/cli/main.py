@@ -264,10 +264,13 @@ def export(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="SQLite file (default: next to the report)"),
 ) -> None:
     """Export one report to SQLite."""
+    from align.files import check_target
     from align.profile.load import export as do_export
 
     if not report.exists():
         raise AlignError(f"{report}: no such file", "pass an existing .nsys-rep")
+    if output:
+        check_target(output, "--output")
     out = do_export(report, output, quiet=False)
     err.print(f"[green]wrote[/] {out}")
 
@@ -623,16 +626,20 @@ def report(
     Exit 0 once written, whether the verdict passes or fails (the page and the last line say which); 2 on bad input."""
     from align.compare.report import render_html, render_markdown
     from align.compare.verdict import verdict as run_verdict
+    from align.files import check_target, write_text
 
+    check_target(output, "--output")
+    if markdown:
+        check_target(markdown, "--markdown")
     v = run_verdict(mock, e2e, op=op, bench=bench, config=config, phase=phase, mock_range=mock_range,
                     e2e_range=e2e_range, skip=skip, ops_file=ops_file, store=_store(store),
                     e2e_select={"pid": pid, "device": device, "rank": rank},
                     **_phase_maps(mock_phase, e2e_phase, phase_map))
     _say_pairing(v.comparison, False)
-    output.write_text(render_html(v), encoding="utf-8")
+    write_text(output, render_html(v), "the report")
     err.print(f"[green]wrote[/] {output} ({'PASS' if v.passed else 'FAIL'})")
     if markdown:
-        markdown.write_text(render_markdown(v), encoding="utf-8")
+        write_text(markdown, render_markdown(v), "the Markdown summary")
         err.print(f"[green]wrote[/] {markdown}")
 
 
@@ -821,6 +828,9 @@ def trace_topk_summary(
     if not (directory / "run_meta.json").is_file():
         raise AlignError(f"{directory} holds no run_meta.json", "give a folder written by align trace topk run")
     tables = summary_tables(directory)
+    bad = tables["overall"].attrs.get("bad_lines", [])
+    if bad:
+        err.print(f"warning: {len(bad)} damaged record line(s) left out, the first at {bad[0]}", markup=False)
     chosen = tables if table == "all" else {table: tables[table]}
     if fmt == Format.json:
         sys.stdout.write(_json.dumps({k: records(v) for k, v in chosen.items()}, indent=2) + "\n")
@@ -852,8 +862,11 @@ def trace_modules(
     per class and module, one decoder layer's call order, kernels per module (--profiler). CSV: per module."""
     import json as _json
 
+    from align.files import check_target, write_text
     from align.trace.modules import DEFAULT_LAYER, run_script
 
+    if out:
+        check_target(out, "--out")
     cmd = ctx.meta.get("align_cmd")
     if cmd is None:
         cmd = list(ctx.args)
@@ -862,7 +875,7 @@ def trace_modules(
     trace, code = run_script(cmd, include=include, exclude=exclude, layer=layer or DEFAULT_LAYER, nvtx=nvtx,
                              profiler=profiler, shapes=shapes)
     if out:
-        out.write_text(trace.to_json(), encoding="utf-8")
+        write_text(out, trace.to_json(), "the module trace")
     if not trace.forwards and code == 0:
         raise AlignError(f"{' '.join(cmd)} called no torch.nn.Module", "trace a program that runs a model")
     rows = limit if limit is not None else (30 if fmt == Format.table else 0)
@@ -929,6 +942,12 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:
+        # a read-only folder, a full disk, a file gone: the environment, not a bug in align
+        from align.files import describe_os_error
+
+        err.print(f"align: error: {describe_os_error(exc)}", markup=False)
+        sys.exit(2)
     except (sqlite3.Error, TypeError, ValueError, KeyError, IndexError, *_engine_errors()):
         # a damaged export breaks a query deep inside: name the file and the damage when there is one
         from align.profile.check import damage_report

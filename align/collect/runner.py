@@ -30,6 +30,7 @@ from align.collect import writers
 from align.collect.benchmark import benchmark
 from align.collect.cases import Case, OpSpec, check_subset, grid, op_spec
 from align.errors import AlignError
+from align.files import WriteFailed, write_text
 
 STATE = ".align"
 
@@ -150,7 +151,11 @@ def _worker(index: int, device: str, op: str, settings: dict, tasks, results, ou
             path = table_dir(Path(out), spec, s) / phase.perf_file
             if os.getppid() != parent:  # orphaned: the collector is gone, a resume will run this case
                 os._exit(1)
-            writers.append_row(path, base, items, power)
+            try:
+                writers.append_row(path, base, items, power)
+            except OSError as exc:  # the folder, not the case: never recorded as the case's failure
+                results.put(("unwritten", index, case.id, {"error": f"cannot write {path}: {exc.strerror or exc}"}))
+                continue
             results.put(("done", index, case.id, res.to_dict()))
         except Exception as exc:  # recorded, the run goes on
             try:
@@ -193,13 +198,20 @@ class Checkpoint:
         self.path = Path(out) / STATE / "checkpoint.json"
         self.data = {"failed": {}, "runs": []}
         if self.path.exists():
-            self.data = json.loads(self.path.read_text())
+            try:
+                data = json.loads(self.path.read_text())
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise AlignError(f"{self.path} is not a checkpoint align wrote ({exc})", self.FIX) from None
+            if not (isinstance(data, dict) and isinstance(data.get("failed", {}), dict)
+                    and isinstance(data.get("runs", []), list)):
+                raise AlignError(f"{self.path} is not a checkpoint align wrote (wrong shape)", self.FIX)
+            self.data = {"failed": {}, "runs": [], **data}
+
+    FIX = "move it away to resume without its failure history (the perf files keep the rows)"
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, default=str))
-        os.replace(tmp, self.path)
+        write_text(self.path, json.dumps(self.data, indent=1, default=str), "the checkpoint")
 
 
 def _devices(gpus: int | None) -> list[str]:
@@ -256,7 +268,14 @@ def plan(op: str, phases: list[str], subset: dict | None, out: Path, settings: S
         path = table_dir(out, spec, settings) / ps.perf_file
         writers.repair(path)
         rows = writers.read_rows(path)
+        parquet = path.with_suffix(".parquet")
+        if parquet.exists():
+            writers.read_parquet(parquet)  # damaged: said now, before any case runs
         fields = list(module.describe(phase, *run[0].args)) if run else []
+        lacking = [f for f in fields if f not in rows.columns] if not rows.empty else []
+        if lacking:
+            raise AlignError(f"line 1 of {path} lacks column(s) {', '.join(lacking)} of {op} {phase}",
+                             writers.FIX_LINE)
         present = _row_keys(rows, fields) if fields and not rows.empty else []
         if len(present) != len(set(present)):  # a case written twice (a collector run twice at once, say)
             removed = writers.dedupe(path, fields)
@@ -350,6 +369,9 @@ def _run(op, todo, devices, out, settings, ck, summary, progress) -> None:
                 inflight[idx] = cid
                 continue
             inflight.pop(idx, None)
+            if kind == "unwritten":
+                raise WriteFailed(payload["error"], "free space or fix the folder's rights, then --resume: "
+                                                    "that case runs again, every row written is kept")
             finished += 1
             bar.advance(task)
             if kind == "done":
@@ -458,5 +480,5 @@ def _verify(out: Path, op: str, k: int, settings: Settings | None, seed: int) ->
     df = pd.DataFrame(report)
     state = Path(out) / STATE
     state.mkdir(parents=True, exist_ok=True)
-    (state / "verify.json").write_text(json.dumps(report, indent=1))
+    write_text(state / "verify.json", json.dumps(report, indent=1))
     return df

@@ -1,30 +1,34 @@
 """Perf files: the seed's ``*_perf.txt`` (CSV, header written once) appended by several worker
 processes, and the parquet + ``collection_meta.yaml`` layout aiconfigurator 0.12 loads.
 
-Appends take an exclusive lock file created with ``O_CREAT | O_EXCL`` (atomic on local disks and
-on NFSv3+), write one whole line, flush and fsync, then drop the lock; a lock left by a killed
-writer is broken after ``STALE_LOCK_S``. On NFS this is NOT fully safe: breaking a stale lock
-relies on file mtimes and clocks that differ between hosts, and appends from several hosts are
-only ordered by NFS's close-to-open consistency. Keep a collection's output folder on a local
-disk, or run one writer host per folder.
+Every change of a perf file happens under ``flock`` on the file itself: the kernel drops the lock
+when its holder dies, so a killed worker blocks nobody and leaves no lock file behind. A row is one
+``write`` on an ``O_APPEND`` descriptor, fsynced; a write cut short (a full disk) is truncated away
+before the lock is dropped, and a line torn by a kill is cut by :func:`repair` on resume. On NFS,
+Linux maps ``flock`` to NFS byte-range locks (lockd or NFSv4); appends from several hosts then rely
+on NFS's close-to-open consistency: keep a collection's folder on a local disk, or one writer host
+per folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
+import fcntl
 import io
 import os
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
 from align.errors import AlignError
+from align.files import write_text, write_with
 
 BASE_COLUMNS = ["framework", "version", "device", "op_name", "kernel_source"]
 METRICS = ("latency", "power", "power_limit")
-STALE_LOCK_S = 60.0
 LOCK_WAIT_S = 30.0
 
 
@@ -32,37 +36,32 @@ class LockTimeout(AlignError):
     exit_code = 1
 
 
-class _Lock:
-    def __init__(self, path: Path):
-        self.path = Path(str(path) + ".lock")
-
-    def __enter__(self) -> "_Lock":
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                os.write(fd, f"{os.getpid()}\n".encode())
-                os.close(fd)
-                return self
-            except FileExistsError:
-                try:
-                    if time.time() - self.path.stat().st_mtime > STALE_LOCK_S:
-                        # rename is atomic: of several breakers exactly one removes it
-                        os.rename(self.path, f"{self.path}.stale.{os.getpid()}")
-                        os.unlink(f"{self.path}.stale.{os.getpid()}")
-                        continue
-                except FileNotFoundError:
-                    continue
-                if time.monotonic() > deadline:
-                    raise LockTimeout(f"could not lock {self.path} for {LOCK_WAIT_S:.0f} s",
-                                      "another writer holds it; remove it if no collection is running")
-                time.sleep(0.05)
-
-    def __exit__(self, *exc) -> None:
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[int]:
+    """An ``O_APPEND`` descriptor of ``path`` (created if missing) held under an exclusive flock.
+    A file swapped by :func:`dedupe` while we waited is opened again, so no row lands in the old one."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise LockTimeout(f"could not lock {path} for {LOCK_WAIT_S:.0f} s",
+                                          "another collector process holds it; wait for it or stop it") from None
+                    time.sleep(0.02)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                yield fd
+                return
+        finally:
+            os.close(fd)  # closing drops the lock
 
 
 def header_for(items: dict, power: bool) -> list[str]:
@@ -79,9 +78,9 @@ def append_row(path: Path, base: dict, items: dict, power: tuple[float, float] |
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=header, lineterminator="\n")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _Lock(path):
-        exists = path.exists() and path.stat().st_size > 0
-        if exists:
+    with _locked(path) as fd:
+        size = os.fstat(fd).st_size
+        if size:
             with open(path, newline="") as f:
                 first = f.readline().rstrip("\n")
             if first.split(",") != header:
@@ -90,10 +89,15 @@ def append_row(path: Path, base: dict, items: dict, power: tuple[float, float] |
         else:
             w.writeheader()
         w.writerow(row)
-        with open(path, "a", newline="") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
+        data = buf.getvalue().encode()
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        except OSError:
+            # a full disk wrote part of the line: cut it, or the next row would land on its tail
+            os.ftruncate(fd, size)
+            raise
 
 
 def repair(path: Path) -> int:
@@ -101,15 +105,13 @@ def repair(path: Path) -> int:
     path = Path(path)
     if not path.exists():
         return 0
-    with _Lock(path):
+    with _locked(path) as fd:
         data = path.read_bytes()
         if not data or data.endswith(b"\n"):
             return 0
         keep = data.rfind(b"\n") + 1
-        with open(path, "r+b") as f:
-            f.truncate(keep)
-            f.flush()
-            os.fsync(f.fileno())
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
         return len(data) - keep
 
 
@@ -117,31 +119,50 @@ def dedupe(path: Path, key_fields: list[str]) -> int:
     """Keep one row per case key (the last one written, as the parquet does); returns the rows
     removed. The file is rewritten whole and swapped in, under its lock."""
     path = Path(path)
-    with _Lock(path):
+    with _locked(path):
         rows = read_rows(path)
         if rows.empty or not set(key_fields) <= set(rows.columns):
             return 0
         kept = rows.drop_duplicates(key_fields, keep="last")
         removed = len(rows) - len(kept)
         if removed:
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            with open(tmp, "w", newline="") as f:
-                kept.to_csv(f, index=False, lineterminator="\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_text(path, kept.to_csv(index=False, lineterminator="\n"), "the perf file")
         return removed
 
 
-def read_rows(path: Path) -> pd.DataFrame:
-    """All complete rows, as strings (the identity of a row is its text)."""
+def read_rows(path: Path, header: list[str] | None = None) -> pd.DataFrame:
+    """All complete rows, as strings (the identity of a row is its text). A row with the wrong
+    number of fields, or a first line other than ``header`` (when given), is one line naming the
+    file and line: a perf file is the record of what was measured, so it is never guessed at."""
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame()
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise AlignError(f"{path} is not text (byte {exc.start} is not UTF-8)", FIX_LINE) from None
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
-    return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    lines = list(csv.reader(io.StringIO(text)))
+    if not lines:
+        return pd.DataFrame()
+    first = lines[0]
+    if header is not None and first != header:
+        raise AlignError(f"line 1 of {path} is not the header {','.join(header)!r}", FIX_LINE)
+    if len(set(first)) != len(first) or not all(first):
+        raise AlignError(f"line 1 of {path} is not a header (empty or repeated column names)", FIX_LINE)
+    for i, fields in enumerate(lines[1:], 2):
+        if len(fields) != len(first):
+            raise AlignError(f"line {i} of {path} has {len(fields)} fields, the header {len(first)}", FIX_LINE)
+    df = pd.DataFrame(lines[1:], columns=first, dtype=str)
+    for col in (c for c in METRICS if c in df.columns):
+        bad = [i for i, v in enumerate(df[col]) if not _is_float(v)]
+        if bad:
+            raise AlignError(f"line {bad[0] + 2} of {path}: {col} {df[col].iloc[bad[0]]!r} is not a number", FIX_LINE)
+    return df
+
+
+FIX_LINE = "repair or delete that line (or move the file away to collect its cases again), then --resume"
 
 
 def finalize(txt: Path, parquet: Path) -> int:
@@ -154,13 +175,28 @@ def finalize(txt: Path, parquet: Path) -> int:
     typed = df.apply(lambda col: col.map(float).astype("float64") if col.name in METRICS
                      else pd.to_numeric(col) if _numeric(col) else col)
     if parquet.exists():
-        typed = pd.concat([pd.read_parquet(parquet), typed], ignore_index=True)
+        typed = pd.concat([read_parquet(parquet), typed], ignore_index=True)
     keys = [c for c in typed.columns if c not in METRICS]
     typed = typed.drop_duplicates(keys, keep="last").reset_index(drop=True)
-    tmp = parquet.with_suffix(".parquet.tmp")
-    typed.to_parquet(tmp, compression="zstd", index=False)
-    os.replace(tmp, parquet)
+    write_with(parquet, lambda tmp: typed.to_parquet(tmp, compression="zstd", index=False), "the parquet table")
     return len(typed)
+
+
+def read_parquet(parquet: Path) -> pd.DataFrame:
+    """A table written before; damaged, it is one line (its perf txt holds every row again)."""
+    try:
+        return pd.read_parquet(parquet)
+    except Exception as exc:  # pyarrow raises its own classes for every kind of damage
+        raise AlignError(f"{parquet} is not a readable parquet table ({str(exc).splitlines()[0][:200]})",
+                         f"move it away: it is rebuilt from {Path(parquet).stem}.txt") from None
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _numeric(col: pd.Series) -> bool:
@@ -186,9 +222,7 @@ def write_meta(folder: Path, meta: dict) -> Path:
                 lines.append(f"{pad}{k}: {_scalar(v)}")
 
     emit(meta, 0)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text(path, "\n".join(lines) + "\n", "the collection metadata")
     return path
 
 

@@ -134,14 +134,11 @@ def op_side(view: OpView, label: str, op: str | None, range_pattern: str | None,
 
 
 def _meta(path) -> dict | None:
-    """The store's meta.json beside an export, if any."""
-    import json
+    """The store's meta.json beside an export, if any (its readable, well-typed values)."""
+    from align.profile.store import META, read_meta
 
-    f = Path(path).parent / "meta.json"
-    try:
-        return json.loads(f.read_text()) if f.exists() else None
-    except (OSError, ValueError):
-        return None
+    folder = Path(path).parent
+    return read_meta(folder)[0] if (folder / META).exists() else None
 
 
 def read_phase_map(path: str | os.PathLike) -> dict[str, list[tuple[str, str]]]:

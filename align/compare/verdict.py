@@ -263,6 +263,7 @@ def record(v: Verdict, store) -> Path:
     collect an op whose newest verdict did not pass."""
     import datetime as dt
 
+    from align.files import write_text
     from align.ops.registry import valid_op_name
 
     when = dt.datetime.now(dt.timezone.utc)
@@ -273,9 +274,8 @@ def record(v: Verdict, store) -> Path:
     pair = {"mock": v.mock, "e2e": v.e2e, "chosen": v.chosen or "given"}
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({**v.to_dict(), "pair": pair, "time": when.isoformat()}, indent=2) + "\n")
-        tmp.replace(path)
+        write_text(path, json.dumps({**v.to_dict(), "pair": pair, "time": when.isoformat()}, indent=2) + "\n",
+                   "the verdict record")
     except OSError as exc:
         raise AlignError(f"cannot record the verdict in {folder}: {exc.strerror or exc}",
                          "check --store (or $ALIGN_STORE): a folder you can write") from None

@@ -24,6 +24,7 @@ from pathlib import Path
 from align.errors import AlignError, NsysFailed
 from align.nsys.discover import NsysInfo, discover
 from align.nsys.export import export_sqlite, import_qdstrm
+from align.files import write_text
 from align.nsys.run import console, run_logged
 from align.profile import store as st
 
@@ -221,9 +222,7 @@ def _find_report(entry: Path, nsys: NsysInfo, log: Path) -> Path | None:
 
 
 def _write_meta(entry: Path, meta: dict) -> None:
-    tmp = entry / (st.META + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    tmp.replace(entry / st.META)
+    write_text(entry / st.META, json.dumps(meta, indent=2, default=str) + "\n", "the profile's")
 
 
 def git_revisions(cmd: list[str]) -> dict:

@@ -20,7 +20,8 @@ def export(report: str | os.PathLike, out: str | os.PathLike | None = None, quie
 
     report = Path(report)
     nsys = discover()
-    log = report.with_suffix(".export.log")
+    # the log lies beside what is written: a shipped or read-only report's folder stays untouched
+    log = Path(out).with_suffix(".export.log") if out else report.with_suffix(".export.log")
     if report.suffix == ".qdstrm":
         report = import_qdstrm(report, nsys=nsys, log=log)
     return export_sqlite(report, out, nsys=nsys, log=log, quiet=quiet)

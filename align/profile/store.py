@@ -95,10 +95,9 @@ class Store:
         """One row per entry: name, kind, when, status, exit code, GPU, command."""
         rows = []
         for d in self.entries():
-            try:
-                meta = json.loads((d / META).read_text())
-            except (OSError, json.JSONDecodeError):
-                meta = {"status": "unreadable meta.json"}
+            meta, problem = read_meta(d)
+            if problem:
+                meta["status"] = f"damaged meta.json ({problem})"
             rows.append({
                 "name": str(d.relative_to(self.root)),
                 "kind": meta.get("kind"),
@@ -135,6 +134,30 @@ def check_name(name: str) -> None:
         raise AlignError(f"bad profile name {name!r}", "use letters, digits, '.', '_' and '-' (one '/' at most)")
     if len(parts) == 1 and name in RESERVED:
         raise AlignError(f"profile name {name!r} is a folder the store owns", "pick another --name")
+
+
+# what align reads from meta.json, and the type each value must have (ints are exact ints, not bools)
+META_TYPES = {"name": str, "kind": str, "op": str, "command_line": str, "host": str, "start_time": str,
+              "status": str, "exit_code": int, "pid": int, "gpus": list, "nsys": dict, "holds": dict}
+
+
+def read_meta(entry: str | os.PathLike) -> tuple[dict, str | None]:
+    """An entry's meta.json with every value align reads of the right type, and what was wrong
+    (None when nothing): a hand-edited or damaged meta.json never breaks a listing or a command;
+    values of the wrong type are left out, the rest is kept."""
+    f = Path(entry) / META
+    try:
+        data = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return {}, f"unreadable: {str(exc).splitlines()[0][:120]}"
+    if not isinstance(data, dict):
+        return {}, f"a JSON {type(data).__name__}, not an object"
+    wrong = [k for k, t in META_TYPES.items() if k in data and data[k] is not None
+             and (not isinstance(data[k], t) or (t is int and isinstance(data[k], bool)))]
+    if isinstance(data.get("gpus"), list) and not all(isinstance(g, str) for g in data["gpus"]):
+        wrong.append("gpus")
+    meta = {k: v for k, v in data.items() if k not in wrong}
+    return meta, f"wrong type of {', '.join(wrong)}" if wrong else None
 
 
 def effective_status(meta: dict) -> str | None:

@@ -53,12 +53,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from align.files import WriteFailed, write_text
+
 SCHEMA = "align.topk_trace/1"
 ENV_PREFIX = "ALIGN_TOPK_TRACE"
 OFFSET_BINS = 4
 SHARD_GLOB = "topk_shard_*.jsonl"
 RECORD_COLUMNS = ["request_id", "layer", "step", "position", "n_selected", "topk", "scores", "blocks",
                   "tokens_per_block", "n_blocks", "offset_hist", "offset_mean", "n_masked", "t_ns", "write_ns"]
+# what the summary reads of each record, with its type
+REQUIRED = {"request_id": int, "layer": int, "step": int, "position": int, "n_selected": int, "n_blocks": int,
+            "offset_hist": list}
 _MAX_OPEN_SHARDS = 64
 _DRAIN_BATCH = 4096
 
@@ -237,13 +242,7 @@ def _ratio(num: int, den: int) -> float:
 # ---- files ---------------------------------------------------------------------------------------
 def atomic_write_json(path: Path, data: Any) -> None:
     """Write JSON next to ``path`` and rename it over ``path``: readers see the old or the new file, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
 
 
 def _open_append(path: Path) -> int:
@@ -470,7 +469,7 @@ class TopkTraceWriter:
     def _write_summary(self) -> None:
         try:
             atomic_write_json(self.out_dir / "summary.json", self.summary())
-        except OSError as exc:
+        except (OSError, WriteFailed) as exc:
             self._error(exc)
 
     def close(self) -> dict[str, Any]:
@@ -665,11 +664,14 @@ def _capturing() -> bool:
 
 
 # ---- reader --------------------------------------------------------------------------------------
-def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
+def read_jsonl(path: Path, bad: list[str] | None = None,
+               required: Mapping[str, type] | None = None) -> tuple[list[dict[str, Any]], int]:
     """Complete lines of a JSONL file and the number of torn trailing pieces (0 or 1) left out.
 
-    A line without its newline can only be the last one, torn by a kill inside a write; any
-    other unparsable line is corruption and raises."""
+    A line without its newline can only be the last one, torn by a kill inside a write. Any other
+    line that is not a JSON object with the ``required`` keys (of their types) is corruption: it raises, or, given a
+    ``bad`` list, is left out and its ``file:line`` appended there, so one damaged line costs one
+    record, not the trace."""
     data = Path(path).read_bytes()
     parts = data.split(b"\n")
     torn = 1 if parts[-1] else 0
@@ -678,9 +680,19 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
         if not raw:
             continue
         try:
-            out.append(json.loads(raw))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{i}: not a JSON line ({exc})") from None
+            rec = json.loads(raw)
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+            wrong = [k for k, t in (required or {}).items()
+                     if not isinstance(rec.get(k), t) or isinstance(rec.get(k), bool)]
+            if wrong:
+                raise ValueError(f"missing or mistyped {', '.join(wrong)}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            if bad is None:
+                raise ValueError(f"{path}:{i}: not a record ({exc})") from None
+            bad.append(f"{path}:{i}")
+            continue
+        out.append(rec)
     return out, torn
 
 
@@ -689,14 +701,19 @@ def load_trace(directory: str | Path) -> pd.DataFrame:
     ``blocks``, ``tokens_per_block``, ``offset_hist`` (and ``scores``) hold lists; use
     ``df.explode("topk")`` for one row per selected token. Rows keep file order (shards in order,
     production order inside); column ``shard`` names the file; ``df.attrs["torn_lines"]`` counts
-    torn trailing lines that were ignored."""
+    torn trailing lines that were ignored, ``df.attrs["bad_lines"]`` lists (``file:line``) the
+    damaged lines left out."""
     directory = Path(directory)
     rows: list[dict[str, Any]] = []
-    torn = 0
+    torn, bad = 0, []
     for path in sorted(directory.glob(SHARD_GLOB)):
         shard = int(path.stem.rsplit("_", 1)[1])
-        recs, cut = read_jsonl(path)
+        recs, cut = read_jsonl(path, bad, REQUIRED)
         torn += cut
+        hist_ok = [len(r["offset_hist"]) == OFFSET_BINS and all(type(x) is int for x in r["offset_hist"])
+                   for r in recs]
+        bad += [f"{path}: record {i + 1} (offset_hist)" for i, ok in enumerate(hist_ok) if not ok]
+        recs = [r for r, ok in zip(recs, hist_ok) if ok]
         rows.extend({**r, "shard": shard} for r in recs)
     columns = RECORD_COLUMNS + ["shard"]
     df = pd.DataFrame(rows)
@@ -705,18 +722,31 @@ def load_trace(directory: str | Path) -> pd.DataFrame:
             df[col] = pd.Series(dtype="object")
     df = df[columns + [c for c in df.columns if c not in columns]]
     df.attrs["torn_lines"] = torn
+    df.attrs["bad_lines"] = bad
     return df
 
 
 def load_requests(directory: str | Path) -> pd.DataFrame:
     """``requests.jsonl`` as a frame (empty when the run registered no requests)."""
     path = Path(directory) / "requests.jsonl"
-    recs = read_jsonl(path)[0] if path.exists() else []
+    recs = read_jsonl(path, [], {"request_id": int})[0] if path.exists() else []
     return pd.DataFrame(recs, columns=None if recs else ["request_id"])
 
 
 def load_meta(directory: str | Path) -> dict[str, Any]:
-    return json.loads((Path(directory) / "run_meta.json").read_text())
+    """``run_meta.json``; damaged or without a block size it is one line, not a traceback."""
+    from align.errors import AlignError
+
+    path = Path(directory) / "run_meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise AlignError(f"cannot read {path}: {str(exc).splitlines()[0][:200]}",
+                         "it is written at the start of align trace topk run; run it again") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("block_size"), int) or meta["block_size"] < 1:
+        raise AlignError(f"{path} is not a trace's run_meta.json (no positive integer block_size)",
+                         "give a folder written by align trace topk run")
+    return meta
 
 
 def load_summary(directory: str | Path) -> dict[str, Any]:
@@ -854,7 +884,10 @@ def summary_tables(directory: str | Path) -> dict[str, pd.DataFrame]:
         if len(keep) > 1:
             per_req = reqs[keep].merge(per_req, on="request_id", how="right")
     with_prefix = overlap[overlap["shared_blocks"] > 0] if not overlap.empty else overlap
-    written = load_summary(directory)["writer"] if (directory / "summary.json").exists() else {}
+    try:
+        written = load_summary(directory).get("writer") or {}
+    except (OSError, ValueError, AttributeError):
+        written = {}  # the writer's own counters are optional: the records are the trace
     overall = pd.DataFrame([{
         "records": stats["records"], "requests": stats["requests"], "layers": len(stats["per_layer"]),
         "block_size": block_size, "top_k": meta.get("model", {}).get("index_topk"),
@@ -863,5 +896,7 @@ def summary_tables(directory: str | Path) -> dict[str, pd.DataFrame]:
         "mean_frac_touched_shared": float(with_prefix["frac_touched_shared"].mean()) if len(with_prefix) else None,
         "mean_frac_shared_read": float(with_prefix["frac_shared_read"].mean()) if len(with_prefix) else None,
         "dropped": written.get("dropped"), "torn_lines": df.attrs.get("torn_lines", 0),
+        "bad_lines": len(df.attrs.get("bad_lines", [])),
     }])
+    overall.attrs["bad_lines"] = df.attrs.get("bad_lines", [])
     return {"overall": overall, "layers": layers, "requests": per_req}
