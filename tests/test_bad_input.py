@@ -154,3 +154,15 @@ def test_a_fifo_is_refused_not_read(tmp_path):
     os.mkfifo(fifo)
     for cmd in (["kernels", str(fifo)], ["info", str(fifo)], ["diff", str(fifo), str(EX / "llama_e2e")]):
         one_line_exit_2(run_align(*cmd), "is not a regular file")
+
+
+@pytest.mark.parametrize("flag,says", [
+    ("--config", "cannot read config"),
+    ("--ops-file", "cannot read ops file"),
+    ("--phase-map", "cannot read phase map"),
+    ("--bench", "cannot read benchmark result"),
+])
+def test_a_binary_file_where_text_belongs(tmp_path, flag, says):
+    f = tmp_path / "binary"
+    f.write_bytes(b"\xff\xfe\x00garbage")
+    one_line_exit_2(run_align("verdict", *PAIR, flag, str(f), "--store", str(tmp_path / "s")), says)

@@ -38,7 +38,7 @@ def load_config(path: str | os.PathLike | None = None) -> dict:
     if chosen:
         try:
             user = tomllib.loads(Path(chosen).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: TOML syntax, or not UTF-8
             raise AlignError(f"cannot read config {chosen}: {exc}", "pass a TOML file shaped like align/data/verdict.toml")
         for section, values in user.items():
             if section not in cfg or not isinstance(values, dict):
@@ -145,7 +145,7 @@ def read_phase_map(path: str | os.PathLike) -> dict[str, list[tuple[str, str]]]:
     """A --phase-map file: ``[mock]`` and ``[e2e]`` tables of ``"REGEX" = "PHASE"``."""
     try:
         data = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: TOML syntax, or not UTF-8
         raise AlignError(f"cannot read phase map {path}: {exc}",
                          'write [e2e] tables of "REGEX" = "context|generation|mixed" in TOML') from None
     unknown = set(data) - {"mock", "e2e"}

@@ -290,7 +290,7 @@ def newest_record(store, op: str) -> dict | None:
         return None
     try:
         return {**json.loads(files[-1].read_text()), "file": str(files[-1])}
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
         raise AlignError(f"cannot read the verdict record {files[-1]}: {exc}",
                          f"run align verdict --op {op} again to write a new one") from None
 
@@ -300,7 +300,7 @@ def _read_bench(bench) -> dict:
         return bench
     try:
         return json.loads(Path(bench).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
         raise AlignError(f"cannot read benchmark result {bench}: {exc}", "pass align bench --format json output")
 
 

@@ -181,7 +181,7 @@ def _alternation(patterns: list[str], what: str) -> re.Pattern | None:
 def _read(path: Path | None, text: str | None = None) -> dict:
     try:
         return tomllib.loads(text) if text is not None else tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: TOML syntax, or not UTF-8
         raise AlignError(f"cannot read ops file {path}: {exc}", "check the TOML syntax") from None
 
 
