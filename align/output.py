@@ -6,12 +6,15 @@ import enum
 import json
 import math
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from align.errors import AlignError
 
 
 class Format(str, enum.Enum):
@@ -21,6 +24,43 @@ class Format(str, enum.Enum):
 
 
 stdout = Console(highlight=False, soft_wrap=False)
+
+
+@dataclass
+class View:
+    """How the command line asked tables to be shown: ``wide`` keeps every column and whole names
+    (lines may run past the terminal: pipe to ``less -S``); ``columns`` picks and orders the columns
+    of the command's main table, in every format."""
+
+    wide: bool = False
+    columns: list[str] | None = None
+
+
+VIEW = View()
+
+
+def set_view(wide: bool = False, columns: str | None = None) -> None:
+    """Set :data:`VIEW` from ``--wide`` and ``--columns a,b,c``."""
+    picked = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    if columns is not None and not picked:
+        raise AlignError(f"--columns {columns!r} names no column", "e.g. --columns name,instances,total_ns")
+    VIEW.wide, VIEW.columns = wide, picked
+
+
+def pick(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with only the --columns asked for (all of them when none were)."""
+    return _select(df, None)[0] if VIEW.columns else df
+
+
+def _select(df: pd.DataFrame, csv_frame: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The --columns of ``df`` (and the same positions of its CSV twin), or one line naming the choices."""
+    unknown = [c for c in VIEW.columns if c not in df.columns]
+    if unknown:
+        raise AlignError(f"--columns: no column {', '.join(map(repr, unknown))} in this table",
+                         f"choose from {', '.join(map(str, df.columns))}")
+    positions = [list(df.columns).index(c) for c in VIEW.columns]
+    twin = csv_frame.iloc[:, positions] if csv_frame is not None else None
+    return df[VIEW.columns], twin
 
 
 def _jsonable(value: Any) -> Any:
@@ -49,9 +89,12 @@ def _cell(value: Any) -> str:
 
 
 def print_frame(df: pd.DataFrame, fmt: Format, title: str | None = None, csv_frame: pd.DataFrame | None = None,
-                max_width: int | None = None, optional: list[str] | None = None) -> None:
+                max_width: int | None = None, optional: list[str] | None = None, main: bool = True) -> None:
     """``csv_frame`` lets a command write a differently-headed frame for CSV (nsys-compatible headers);
-    ``optional``: columns a narrow terminal's table leaves out first."""
+    ``optional``: columns a narrow terminal's table leaves out first; ``main``: the command's main
+    table, the one ``--columns`` picks from."""
+    if VIEW.columns and main:
+        df, csv_frame = _select(df, csv_frame)
     if fmt == Format.csv:
         (csv_frame if csv_frame is not None else df).to_csv(sys.stdout, index=False)
     elif fmt == Format.json:
@@ -60,20 +103,27 @@ def print_frame(df: pd.DataFrame, fmt: Format, title: str | None = None, csv_fra
         cells = {c: [shorten(_cell(v)) for v in df[c]] for c in df.columns}
         numeric = {c: pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
                    for c in df.columns}
-        shown = fit_columns(list(df.columns), cells, numeric, stdout.width, optional or [])
+        wide = VIEW.wide
+        picked = bool(VIEW.columns and main)  # the columns asked for are all shown, names folded to fit
+        shown = list(df.columns) if wide or picked else fit_columns(list(df.columns), cells, numeric, stdout.width,
+                                                                    optional or [])
         table = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
         for col in shown:
-            # a number is never split across lines; long names fold
-            table.add_column(str(col), justify="right" if numeric[col] else "left", no_wrap=numeric[col],
-                             overflow="fold", max_width=None if numeric[col] else max_width)
+            # a number is never split across lines; long names fold (unless --wide)
+            table.add_column(str(col), justify="right" if numeric[col] else "left", no_wrap=numeric[col] or wide,
+                             overflow="fold", max_width=None if numeric[col] or wide else max_width)
         for i in range(len(df)):
             table.add_row(*(Text(cells[c][i]) for c in shown))  # Text: names like "[lambda(int)]" are not markup
-        stdout.print(table)
+        if VIEW.wide:
+            needed = sum(max([len(str(c))] + [len(x) for x in cells[c]]) + 3 for c in shown) + 1
+            Console(highlight=False, soft_wrap=False, width=max(stdout.width, needed)).print(table)
+        else:
+            stdout.print(table)
         hidden = [str(c) for c in df.columns if c not in shown]
         if hidden:
             Console(stderr=True, highlight=False).print(
                 f"[dim]{len(hidden)} column(s) left out to fit {stdout.width} columns: {', '.join(hidden)} "
-                f"(-f csv or -f json show all; or a wider terminal)[/]")
+                f"(--wide or -f csv|json show all; --columns picks)[/]")
 
 
 MAX_CELL = 2000

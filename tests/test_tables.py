@@ -53,3 +53,45 @@ def test_a_megabyte_name_is_shortened_in_the_table_only(tmp_path):
     assert r.returncode == 0 and "a" * 2_000_000 in r.stdout
     r = run_align("ops", str(db), "--range", "mock_context", env={"COLUMNS": "160"})
     assert r.returncode == 0, r.stderr
+
+
+def _header(stdout: str) -> list[str]:
+    """The column names of the last table printed (diff prints its pairing table first)."""
+    line = [x for x in stdout.splitlines() if x.startswith("┃")][-1]
+    return [c.strip() for c in line.strip("┃").split("┃")]
+
+
+@pytest.mark.parametrize("args", [["nvtx", str(EX / "llama_e2e")], ["kernels", str(EX / "llama_e2e")],
+                                  ["diff", str(EX / "hf_llama_mock"), str(EX / "hf_llama_e2e")]])
+def test_wide_shows_every_column_and_whole_names(args):
+    narrow = run_align(*args, env={"COLUMNS": "100"})
+    wide = run_align(*args, "--wide", env={"COLUMNS": "100"})
+    assert narrow.returncode == wide.returncode == 0, wide.stderr
+    assert "left out" in narrow.stderr and "left out" not in wide.stderr
+    every = list(json.loads(run_align(*args, "-f", "json").stdout)[0])
+    assert _header(wide.stdout) == every and len(_header(narrow.stdout)) < len(every)
+    body = [x for x in wide.stdout.splitlines() if x.startswith("│")]
+    # one line per row: no name folded onto a second line
+    assert not any(not x.split("│")[1].strip() for x in body)
+
+
+def test_columns_picks_and_orders_in_every_format():
+    args = ["kernels", str(EX / "llama_e2e"), "--columns", "instances,name"]
+    table = run_align(*args, env={"COLUMNS": "100"})
+    assert table.returncode == 0 and _header(table.stdout) == ["instances", "name"]
+    rows = json.loads(run_align(*args, "-f", "json").stdout)
+    assert rows and all(list(r) == ["instances", "name"] for r in rows)
+    assert run_align(*args, "-f", "csv").stdout.splitlines()[0] == "Instances,Name"  # nsys's headers, picked
+    ops = json.loads(run_align("ops", str(EX / "hf_llama_e2e"), "--op", "attention", "-f", "json",
+                               "--columns", "phase,family").stdout)
+    assert all(list(f) == ["phase", "family"] for f in ops["families"])
+
+
+@pytest.mark.parametrize("args,says", [
+    (["kernels", str(EX / "llama_e2e"), "--columns", "instances,bogus"], "no column 'bogus'"),
+    (["kernels", str(EX / "llama_e2e"), "--columns", ","], "names no column"),
+    (["trace", "topk", "summary", str(EX / "trace"), "--columns", "records"], "picks from one table"),
+])
+def test_columns_mistakes_are_one_line(args, says):
+    r = run_align(*args)
+    assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr

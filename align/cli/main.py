@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from align.errors import AlignError
-from align.output import Format, print_dict, print_frame, records, stdout
+from align.output import Format, pick, print_dict, print_frame, records, set_view, stdout
 
 app = typer.Typer(
     add_completion=False,
@@ -29,6 +29,9 @@ app.add_typer(profile_app, name="profile")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 FormatOpt = typer.Option(Format.table, "--format", "-f", help="table, csv or json")
+WideOpt = typer.Option(False, "--wide", help="table: every column and whole names, past the terminal's width")
+ColumnsOpt = typer.Option(None, "--columns", metavar="A,B,...", help="only these columns of the main table, "
+                                                                    "in this order (every format)")
 PidOpt = typer.Option(None, "--pid", help="only this process (see align processes)")
 DeviceOpt = typer.Option(None, "--device", help="only this GPU")
 RankOpt = typer.Option(None, "--rank", help="only this rank (the process on GPU RANK)")
@@ -94,7 +97,7 @@ def _say_pairing(cmp, table: bool) -> None:
         err.print(cmp.op_reason, markup=False)
     if table:
         print_frame(pairing_view(cmp.pairing.table), Format.table, title="pairing: mock phases and E2E forwards",
-                    max_width=70)
+                    max_width=70, main=False)
     else:
         for line in pairing_lines(cmp.pairing.table):
             err.print(f"pairing: {line}", markup=False)
@@ -247,8 +250,10 @@ _profile_command("aux", "Profile an auxiliary run (a module trace, a tool): kept
 
 
 @app.command()
-def profiles(store: Optional[Path] = StoreOpt, fmt: Format = FormatOpt) -> None:
+def profiles(store: Optional[Path] = StoreOpt, fmt: Format = FormatOpt, wide: bool = WideOpt,
+             columns: Optional[str] = ColumnsOpt) -> None:
     """List the profiles in the store."""
+    set_view(wide, columns)
     s = _store(store)
     df = s.list()
     if df.empty and fmt == Format.table:
@@ -299,8 +304,11 @@ def events(
     limit: Optional[int] = typer.Option(50, "--limit", "-l", help="rows to print (0: all)"),
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
+    wide: bool = WideOpt,
+    columns: Optional[str] = ColumnsOpt,
 ) -> None:
     """Dump one decoded table of a profile (what align.load(...).<kind>() returns)."""
+    set_view(wide, columns)
     from align.profile.load import load
 
     if kind not in TABLES:
@@ -325,8 +333,11 @@ def kernels(
     rank: Optional[int] = RankOpt,
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
+    wide: bool = WideOpt,
+    columns: Optional[str] = ColumnsOpt,
 ) -> None:
     """Per-kernel summary: the numbers of nsys stats --report cuda_gpu_kern_sum."""
+    set_view(wide, columns)
     from align.profile.load import load
     from align.profile.processes import gpu_filter
     from align.stats.kernels import kernel_summary, to_nsys_csv_frame
@@ -342,8 +353,10 @@ def kernels(
 
 @app.command()
 def processes(profile: str = typer.Argument(..., help="profile file or store name"), store: Optional[Path] = StoreOpt,
-              fmt: Format = FormatOpt) -> None:
+              fmt: Format = FormatOpt, wide: bool = WideOpt, columns: Optional[str] = ColumnsOpt
+              ) -> None:
     """Processes of a profile with their GPU, kernel count, NVTX and CUDA API activity, and rank."""
+    set_view(wide, columns)
     from align.profile.load import load
     from align.profile.processes import process_table
 
@@ -363,9 +376,12 @@ def nvtx(
     limit: Optional[int] = typer.Option(None, "--limit", "-l", help="print only the first N rows"),
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
+    wide: bool = WideOpt,
+    columns: Optional[str] = ColumnsOpt,
 ) -> None:
     """NVTX ranges projected onto the GPU: the numbers of nsys stats --report nvtx_gpu_proj_sum (and, for a
     profile without CUDA activity, the CPU-side range times of nvtx_sum)."""
+    set_view(wide, columns)
     from align.attribute.projection import KERN_SUM_HEADER, PROJ_SUM_HEADER, Projection
     from align.profile.load import load
 
@@ -420,8 +436,11 @@ def ops(
     rank: Optional[int] = RankOpt,
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
+    wide: bool = WideOpt,
+    columns: Optional[str] = ColumnsOpt,
 ) -> None:
     """Which kernels belong to which op, per forward: families, counts and median latency."""
+    set_view(wide, columns)
     import json as _json
 
     from align.ops.attribute import OpView
@@ -471,7 +490,7 @@ def ops(
                                                   "kept": int((kept["phase"] == ph).sum()),
                                                   "skipped": fw.skipped.get(ph, 0), "cold": fw.cold.get(ph, 0)}
                                              for ph in fw.forwards["phase"].unique()},
-                   "families": records(fw.families)}
+                   "families": records(pick(fw.families))}
         sys.stdout.write(_json.dumps(summary, indent=2) + "\n")
         return
     print_frame(fw.families, fmt, title=f"{label}: per forward (median over kept forwards)", max_width=60,
@@ -518,9 +537,12 @@ def diff(
     ops_file: Optional[Path] = OpsFileOpt,
     store: Optional[Path] = StoreOpt,
     fmt: DiffFormat = typer.Option(DiffFormat.table, "--format", "-f", help="table, csv, json, md or html"),
+    wide: bool = WideOpt,
+    columns: Optional[str] = ColumnsOpt,
 ) -> None:
     """Mock vs E2E per kernel family: count and latency per forward, ratio, status. Without --op the op
     comes from the profiles' meta.json, else from the registry op whose E2E kernels are most like the mock's."""
+    set_view(wide, columns)
     from align.compare.diff import compare
     from align.compare.sequence import aligned_sequences, representative_forward
 
@@ -546,7 +568,7 @@ def diff(
             b = representative_forward(cmp.e2e.items, cmp.e2e.forwards.forwards, ph)
             seq = aligned_sequences(a, b)
             print_frame(seq, out_fmt, title=f"{ph}: one forward, mock vs E2E (= same, ~ other kernel, "
-                                            f"+ mock only, - E2E only)", max_width=40)
+                                            f"+ mock only, - E2E only)", max_width=40, main=False)
 
 
 @app.command()
@@ -815,8 +837,11 @@ def trace_topk_summary(
     directory: Path = typer.Argument(..., help="trace folder written by align trace topk run"),
     table: str = typer.Option("all", "--table", help="all, overall, layers or requests"),
     fmt: Format = FormatOpt,
+    wide: bool = WideOpt,
+    columns: Optional[str] = ColumnsOpt,
 ) -> None:
     """Per-layer and per-request block statistics of a trace, with each request's prefix overlap."""
+    set_view(wide, columns)
     import json as _json
 
     import pandas as pd
@@ -827,11 +852,13 @@ def trace_topk_summary(
         raise AlignError(f"unknown --table {table!r}", f"choose one of {', '.join(_TOPK_TABLES)}")
     if not (directory / "run_meta.json").is_file():
         raise AlignError(f"{directory} holds no run_meta.json", "give a folder written by align trace topk run")
+    if columns and table == "all":
+        raise AlignError("--columns picks from one table", f"add --table {'|'.join(_TOPK_TABLES[1:])}")
     tables = summary_tables(directory)
     bad = tables["overall"].attrs.get("bad_lines", [])
     if bad:
         err.print(f"warning: {len(bad)} damaged record line(s) left out, the first at {bad[0]}", markup=False)
-    chosen = tables if table == "all" else {table: tables[table]}
+    chosen = tables if table == "all" else {table: pick(tables[table])}
     if fmt == Format.json:
         sys.stdout.write(_json.dumps({k: records(v) for k, v in chosen.items()}, indent=2) + "\n")
     elif fmt == Format.csv:
