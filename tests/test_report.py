@@ -63,3 +63,28 @@ def test_report_shows_the_pairing(chromium, tmp_path):
     assert "engine steps" in dom.stdout and "not compared: mixed steps" in dom.stdout
     text = md.read_text()
     assert "**pairing**" in text and "paired by engine steps" in text
+
+
+def test_plots_have_axes_with_round_ticks_covering_the_data(chromium, tmp_path):
+    """Every plot has labelled ticks; the timeline's y ticks span every forward's latency."""
+    from align.compare.report import nice_ticks
+
+    html = tmp_path / "report.html"
+    r = run_align("report", str(EX / "hf_llama_mock"), str(EX / "hf_llama_e2e"), "--op", "attention", "-o", str(html))
+    assert r.returncode == 0, r.stderr
+    dom = _browse(chromium, html, tmp_path, "--dump-dom").stdout
+    svgs = re.findall(r"<svg.*?</svg>", dom, re.S)
+    assert len(svgs) == 4
+    for svg in svgs:
+        ticks = re.findall(r'<text class="tick"[^>]*text-anchor="(end|middle)">([\d,.]+)</text>', svg)
+        numbers = {a: [float(v.replace(",", "")) for k, v in ticks if k == a] for a in ("end", "middle")}
+        if 'class="timeline"' in svg:  # y ticks end-anchored left of the axis, forward numbers under it
+            values = [float(x.replace(",", "")) for x in re.findall(r"<title>(?:mock|e2e): ([\d,]+) ns", svg)]
+            ys, xs = numbers["end"], numbers["middle"]
+            assert len(ys) >= 3 and ys == sorted(ys) and ys[0] <= min(values) and ys[-1] >= max(values)
+            assert len(xs) >= 2 and all(x == int(x) for x in xs)
+        else:  # the value axis of the bars starts at 0 and passes the longest bar
+            values = [float(x.replace(",", "")) for x in re.findall(r"<title>(?:mock|e2e): ([\d,]+) ns", svg)]
+            xs = numbers["middle"]
+            assert len(xs) >= 3 and xs == sorted(xs) and xs[0] == 0 and xs[-1] >= max(values)
+    assert nice_ticks(0, 97) == [0, 20, 40, 60, 80, 100] and nice_ticks(1234, 1290, 4) == [1220, 1240, 1260, 1280, 1300]

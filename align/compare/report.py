@@ -29,6 +29,17 @@ def _num(x, digits: int = 0) -> str:
     return f"{x:,.{digits}f}"
 
 
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """About ``count`` round values (1, 2 or 5 times a power of ten apart) covering [lo, hi]."""
+    span = max(hi - lo, abs(hi) * 1e-6, 1e-9)
+    raw = span / max(count, 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.floor(lo / step) * step
+    last = math.ceil(hi / step) * step
+    return [first + i * step for i in range(int(round((last - first) / step)) + 1)]
+
+
 def family_bars(table: pd.DataFrame, phase: str, width: int = 900) -> str:
     """Horizontal bars: latency per forward of each family, mock and E2E side by side."""
     t = table[(table["phase"] == phase) & (table["family"] != "TOTAL")]
@@ -37,12 +48,19 @@ def family_bars(table: pd.DataFrame, phase: str, width: int = 900) -> str:
     label_w, bar_h, gap = 330, 9, 8
     top = 24
     height = top + len(t) * (2 * bar_h + gap) + 10
-    vmax = max(float(t[["mock_ns", "e2e_ns"]].max().max()), 1.0)
-    scale = (width - label_w - 90) / vmax
+    ticks = nice_ticks(0.0, max(float(t[["mock_ns", "e2e_ns"]].max().max()), 1.0), 5)
+    height += 16  # the value axis under the bars
+    scale = (width - label_w - 90) / ticks[-1]
     parts = [f'<svg class="bars" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              f'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="latency per family, {_esc(phase)}">',
              f'<text x="{label_w}" y="14" font-size="12">latency per forward (ns): '
              f'<tspan fill="{COLORS["mock"]}">mock</tspan> / <tspan fill="{COLORS["e2e"]}">E2E</tspan></text>']
+    axis_y = height - 18
+    for v in ticks:
+        x = label_w + v * scale
+        parts.append(f'<line class="tick" x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{axis_y}" stroke="#e3e3e3"/>')
+        parts.append(f'<text class="tick" x="{x:.1f}" y="{axis_y + 12}" font-size="9" text-anchor="middle">'
+                     f'{_num(v)}</text>')
     y = top
     for r in t.itertuples():
         fam = str(r.family)
@@ -69,19 +87,33 @@ def forward_timeline(cmp: Comparison, phase: str, width: int = 900, height: int 
     if all(s.empty for s in series.values()):
         return ""
     n = max(len(s) for s in series.values())
-    vmax = max(float(s["latency_ns"].max()) for s in series.values() if len(s)) or 1.0
-    vmin = 0.9 * min(float(s["latency_ns"].min()) for s in series.values() if len(s))
-    left, bottom, top = 60, 30, 20
+    hi = max(float(s["latency_ns"].max()) for s in series.values() if len(s)) or 1.0
+    lo = 0.9 * min(float(s["latency_ns"].min()) for s in series.values() if len(s))
+    yticks = nice_ticks(lo, hi, 4)
+    vmin, vmax = yticks[0], yticks[-1]
+    left, bottom, top = 84, 30, 20
     sx = (width - left - 20) / max(n - 1, 1)
     sy = (height - bottom - top) / max(vmax - vmin, 1.0)
+    xticks = [v for v in nice_ticks(0, max(n - 1, 1), 8) if v <= n - 1 and v == int(v)]
     parts = [f'<svg class="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              f'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="latency per forward, {_esc(phase)}">',
              f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#999"/>',
              f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#999"/>',
-             f'<text x="{left}" y="{top - 6}" font-size="11">ns per forward ({_num(vmin)} to {_num(vmax)}): '
+             f'<text x="{left}" y="{top - 6}" font-size="11">ns per forward: '
              f'<tspan fill="{COLORS["mock"]}">mock</tspan> / <tspan fill="{COLORS["e2e"]}">E2E</tspan>; '
              f'hollow: dropped as warm-up</text>',
              f'<text x="{width - 10}" y="{height - 8}" font-size="11" text-anchor="end">forward</text>']
+    for v in yticks:
+        y = height - bottom - (v - vmin) * sy
+        parts.append(f'<line class="tick" x1="{left - 4}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#eee"/>')
+        parts.append(f'<text class="tick" x="{left - 7}" y="{y + 3:.1f}" font-size="9" text-anchor="end">'
+                     f'{_num(v)}</text>')
+    for v in xticks:
+        x = left + v * sx
+        parts.append(f'<line class="tick" x1="{x:.1f}" y1="{height - bottom}" x2="{x:.1f}" y2="{height - bottom + 4}" '
+                     f'stroke="#999"/>')
+        parts.append(f'<text class="tick" x="{x:.1f}" y="{height - bottom + 14}" font-size="9" '
+                     f'text-anchor="middle">{int(v)}</text>')
     for label, s in series.items():
         pts = [(left + i * sx, height - bottom - (float(v) - vmin) * sy) for i, v in enumerate(s["latency_ns"])]
         if len(pts) > 1:
