@@ -61,6 +61,18 @@ def bench(op: str, phase: str, tp: int = 1, batch: int = 1, seq: int = 1, kv_len
         raise AlignError(f"unknown phase {phase!r}", "use context or generation")
     if dtype not in TOLERANCES:
         raise AlignError(f"unknown dtype {dtype!r}", f"use one of {', '.join(TOLERANCES)}")
+    for what, value, least in (("tp", tp, 1), ("batch", batch, 1), ("seq", seq, 1), ("kv_len", kv_len, 0),
+                               ("iters", iters, 1), ("warmup", warmup, 0), ("rounds", rounds, 1)):
+        if value < least:
+            raise AlignError(f"{what} must be >= {least}, got {value}", "nothing would be built or timed")
+    try:
+        from align_mock.bench_api import CONFIGS, OPS
+    except ImportError:
+        CONFIGS, OPS = None, None  # _pair says why the mock layers are missing
+    if OPS is not None and op not in OPS:
+        raise AlignError(f"unknown op {op!r}", f"use one of {', '.join(OPS)}")
+    if CONFIGS is not None and config not in CONFIGS:
+        raise AlignError(f"unknown config {config!r}", f"use one of {', '.join(sorted(CONFIGS))}")
     if timing and not torch.cuda.is_available():
         raise AlignError("timing needs a CUDA GPU", "run on a GPU machine, or pass --check-only to compare outputs")
     if device == "cuda" and not torch.cuda.is_available():

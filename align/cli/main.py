@@ -301,7 +301,7 @@ TABLES = ("kernels", "nvtx", "api", "graph-nodes", "gpus", "processes", "threads
 def events(
     profile: str = typer.Argument(..., help="profile file or store name"),
     kind: str = typer.Option("kernels", "--kind", "-k", help=", ".join(TABLES)),
-    limit: Optional[int] = typer.Option(50, "--limit", "-l", help="rows to print (0: all)"),
+    limit: Optional[int] = typer.Option(50, "--limit", "-l", min=0, help="rows to print (0: all)"),
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
     wide: bool = WideOpt,
@@ -327,7 +327,7 @@ def kernels(
     name: str = typer.Option("demangled", "--name", help="demangled (nsys default), short or mangled"),
     by_launch: bool = typer.Option(False, "--by-launch", help="also group by grid and block (as nsys 2022.4 did)"),
     sort: str = typer.Option("total", "--sort", help="total, instances, avg, med, min, max, stddev or name"),
-    limit: Optional[int] = typer.Option(None, "--limit", "-l", help="print only the first N rows"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-l", min=0, help="print only the first N rows (0: all)"),
     pid: Optional[int] = PidOpt,
     device: Optional[int] = DeviceOpt,
     rank: Optional[int] = RankOpt,
@@ -373,7 +373,7 @@ def nvtx(
     name: str = typer.Option("demangled", "--name", help="kernel names with --kernels: demangled or short"),
     cpu: bool = typer.Option(False, "--cpu", help="CPU-side range times (nsys's nvtx_sum); the default when the "
                                                   "profile has no CUDA activity"),
-    limit: Optional[int] = typer.Option(None, "--limit", "-l", help="print only the first N rows"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-l", min=0, help="print only the first N rows (0: all)"),
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
     wide: bool = WideOpt,
@@ -387,6 +387,8 @@ def nvtx(
 
     if sum([kernels, trace, cpu]) > 1:
         raise AlignError("--kernels, --trace and --cpu are different views", "pick one")
+    if name not in ("demangled", "short"):
+        raise AlignError(f"unknown --name {name!r}", "use demangled or short")
     with load(profile, _store(store)) as p:
         if not p.has_nvtx:
             raise AlignError(f"{p.path} has no NVTX data", "mark ranges with NVTX and profile with --trace nvtx")
@@ -400,7 +402,7 @@ def nvtx(
                 err.print("no CUDA activity in this profile: CPU-side range times (= nsys stats --report nvtx_sum)",
                           markup=False)
             df = nvtx_sum(p)
-            if limit is not None:
+            if limit:
                 df = df.head(limit)
             print_frame(df, fmt, title=f"NVTX range summary: {profile}", csv_frame=df.rename(columns=NVTX_SUM_HEADER),
                         max_width=70)
@@ -412,7 +414,7 @@ def nvtx(
             df, header, title = proj.range_table(), None, "NVTX ranges projected onto the GPU"
         else:
             df, header, title = proj.gpu_proj_sum(), PROJ_SUM_HEADER, "NVTX GPU projection summary"
-    if limit is not None:
+    if limit:
         df = df.head(limit)
     print_frame(df, fmt, title=f"{title}: {profile}", csv_frame=df.rename(columns=header) if header else None,
                 max_width=70)
@@ -420,7 +422,7 @@ def nvtx(
 
 @app.command()
 def ops(
-    profile: str = typer.Argument(..., help="profile file or store name"),
+    profile: Optional[str] = typer.Argument(None, help="profile file or store name (not needed with --list)"),
     op: Optional[str] = typer.Option(None, "--op", help="one op of the registry (see --list)"),
     range_pattern: Optional[str] = typer.Option(None, "--range", help="regex of the NVTX ranges that hold the op"),
     iter_range: Optional[str] = typer.Option(None, "--iter-range", help="iteration preset (trtllm, vllm, align) or regex"),
@@ -456,6 +458,8 @@ def ops(
                            for o in registry.ops])
         print_frame(df, fmt, title=f"ops ({', '.join(registry.sources)})", max_width=60)
         return
+    if profile is None:
+        raise AlignError("missing argument PROFILE", "align ops PROFILE [--op OP], or align ops --list")
     from align.ops.attribute import PHASES
 
     if phase and phase not in PHASES:
@@ -882,7 +886,8 @@ def trace_modules(
     profiler: bool = typer.Option(False, "--profiler", help="torch.profiler: kernels per module (CPU ops on CPU)"),
     shapes: bool = typer.Option(True, "--shapes/--no-shapes", help="record input and output shapes and dtypes"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the whole trace, every call, as JSON"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="rows per table (default 30 in a table, else all; 0 all)"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0,
+                                        help="rows per table (default 30 in a table, else all; 0 all)"),
     fmt: Format = FormatOpt,
 ) -> None:
     """Run `-- python script.py ARGS` in this process and trace the models it calls, unchanged: calls

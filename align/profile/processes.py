@@ -63,6 +63,16 @@ def gpu_filter(profile: Profile, pid: int | None = None, device: int | None = No
                              f"ranks found: {ranks}" if ranks else "ranks are known only when every GPU process "
                              "uses one GPU of its own; pass --pid (see align processes)")
         pid = int(hit.iloc[0]["pid"])
+    if pid is not None or device is not None:
+        table = process_table(profile)
+        working = table[table["kernels"] > 0]
+        if pid is not None and pid not in set(working["pid"]):
+            raise AlignError(f"no process {pid} with GPU work in {profile.path}",
+                             f"processes with kernels: {sorted(int(x) for x in working['pid'])} (see align processes)")
+        devices = {d for ds in working["devices"].dropna() for d in str(ds).split(",") if d.strip()}
+        if device is not None and str(device) not in {d.strip() for d in devices}:
+            raise AlignError(f"no GPU {device} ran kernels in {profile.path}",
+                             f"GPUs with kernels: {', '.join(sorted(d.strip() for d in devices)) or 'none'}")
     conds = []
     if pid is not None:
         conds.append(f"{pid_of('globalPid')} = {int(pid)}")

@@ -39,6 +39,12 @@ class Store:
     def path(self, name: str) -> Path:
         return self.root / name
 
+    def _check_root(self) -> None:
+        """A store that exists must be a folder: a file passed as --store is a mistake, not an empty store."""
+        if self.root.exists() and not self.root.is_dir():
+            raise AlignError(f"store {self.root} is not a folder",
+                             "pass --store (or set $ALIGN_STORE to) a folder, new or holding profiles")
+
     def create(self, name: str, overwrite: bool = False) -> Path:
         """A fresh entry folder, held by this process until :meth:`release`; refuses to replace an
         existing one unless ``overwrite``, and never replaces anything that is not an entry (the store
@@ -86,6 +92,7 @@ class Store:
         pidlock.release(self._lock_path(name))
 
     def entries(self) -> list[Path]:
+        self._check_root()
         if not self.root.is_dir():
             return []
         found = [p.parent for p in self.root.glob(f"*/{META}")] + [p.parent for p in self.root.glob(f"*/*/{META}")]
@@ -118,6 +125,7 @@ class Store:
         """The SQLite export of entry ``name``, or None when there is no such entry."""
         if not _NAME.match(name):
             return None
+        self._check_root()
         for candidate in (self.path(name), self.root / "examples" / name):
             if (candidate / SQLITE).exists():
                 return candidate / SQLITE

@@ -96,7 +96,7 @@ FROM ({agg}) AS a LEFT JOIN StringIds AS s ON s.id = a.name_id
     keys = list(dict.fromkeys([col, "total_ns", "instances", "name"] + (["grid", "block"] if by_launch else [])))
     order = [ascending if k == col else k in ("instances", "name", "grid", "block") for k in keys]
     df = df.sort_values(keys, ascending=order, kind="stable").reset_index(drop=True)
-    if limit is not None:
+    if limit:  # 0: all, as on the command line
         df = df.head(limit)
     return df[columns]
 
