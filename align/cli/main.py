@@ -677,20 +677,28 @@ def bench_cmd(
     batch: int = typer.Option(1, "--batch", help="requests"),
     seq: int = typer.Option(1, "--seq", help="context: tokens per request"),
     kv_len: int = typer.Option(0, "--kv-len", help="generation: cached tokens per request; context: prior tokens"),
-    config: str = typer.Option("v32", "--config", help="v32 (DeepSeek-V3.2 dims) or small"),
+    config: str = typer.Option("v32", "--config", help="v32 (DeepSeek-V3.2 dims) or small (CPU-sized)"),
     dtype: str = typer.Option("bfloat16", "--dtype", help="bfloat16, float16 or float32"),
     iters: int = typer.Option(50, "--iters", help="timed calls per side"),
     warmup: int = typer.Option(5, "--warmup", help="untimed calls before each timing round"),
     eager: bool = typer.Option(False, "--eager", help="do not capture CUDA graphs"),
     check_only: bool = typer.Option(False, "--check-only", help="only compare outputs (works on CPU)"),
+    framework: str = typer.Option("align", "--framework",
+                                  help="align: our PyTorch mock layer (way B); transformers: the framework's own "
+                                       "module built standalone (way A) against the same one in its decoder layer"),
+    cache: Optional[str] = typer.Option(None, "--cache", help="with --framework: static (CUDA-graph capturable) or "
+                                                              "dynamic; default static for generation, dynamic for "
+                                                              "context"),
     fmt: Format = FormatOpt,
 ) -> None:
     """The decoder layer's own submodule vs a standalone mock layer: same weights, same inputs."""
     from align.opbench import bench
 
+    if cache is not None and framework == "align":
+        raise AlignError("--cache picks a framework adapter's cache", "add --framework transformers, or leave it out")
     r = bench(op, phase, tp=tp, batch=batch, seq=seq, kv_len=kv_len, config=config, dtype=dtype, iters=iters,
               warmup=warmup, use_graph=not eager, timing=not check_only,
-              device="cpu" if check_only else "cuda")
+              device="cpu" if check_only else "cuda", framework=framework, cache=cache)
     data = r.to_dict()
     if fmt == Format.json:
         import json as _json
