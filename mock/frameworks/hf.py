@@ -5,9 +5,8 @@ own ``StaticCache`` / ``DynamicCache``. Needs transformers >= 5.23 (DeepSeek-V3.
 
 TP is simulated on one GPU as aiconfigurator's collector does: the config's head counts are the
 local ones (heads / tp); for MoE each expert's intermediate size is the local one (moe
-intermediate / tp, every expert on every rank). Cached tokens are written by running the module
-once over ``kv_len`` random tokens, into one cache then copied, so both modules of a pair read the
-same cache contents.
+intermediate / tp, every expert on every rank). Cached tokens are random latents written through the
+cache's own ``update``, into one cache then copied, so both modules of a pair read the same contents.
 """
 
 from __future__ import annotations
@@ -121,7 +120,7 @@ def signature(value: Any) -> Any:
 class _Inputs:
     """One attention call's inputs and a cache at ``kv_len`` cached tokens, as the model makes them."""
 
-    def __init__(self, case: Case, config, rotary, fill_module, device, dtype):
+    def __init__(self, case: Case, config, rotary, device, dtype):
         from transformers import DynamicCache, StaticCache
         from transformers.masking_utils import create_causal_mask
 
@@ -141,11 +140,22 @@ class _Inputs:
             return {"hidden_states": hidden, "attention_mask": mask, "position_ids": position_ids,
                     "past_key_values": self.cache, "position_embeddings": rotary(hidden, position_ids)}
 
-        with torch.no_grad():
-            if case.kv_len:
-                fill_module(**inputs(0, case.kv_len))  # the cached tokens, written by the framework itself
+        if case.kv_len:
+            self._fill(case, config, gen, device, dtype)
         self.kwargs = inputs(case.kv_len, case.new_tokens)
         self.start = case.kv_len
+
+    def _fill(self, case: Case, config, gen, device, dtype) -> None:
+        """``kv_len`` cached tokens of random latents, written through the cache's own ``update`` (and
+        ``update_indexer``): what the attention would have cached, without running a prefill whose
+        indexer scores alone (batch x tokens x index heads x tokens, fp32) outgrow the GPU."""
+        def rand(*shape):
+            return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
+
+        b, t = case.batch, case.kv_len
+        self.cache.update(rand(b, 1, t, config.kv_lora_rank), rand(b, 1, t, config.qk_rope_head_dim), 0)
+        if case.op == "dsa":
+            self.cache.update_indexer(rand(b, t, config.index_head_dim), 0)
 
     def copy(self) -> "_Inputs":
         """The same inputs with a cache of its own holding the same contents."""
@@ -233,7 +243,7 @@ class TransformersAdapter(Adapter):
             x = torch.randn(case.batch, case.new_tokens, config.hidden_size, generator=gen).to(device=device,
                                                                                                 dtype=dtype)
             return self._built(case, "standalone", module, None, x)
-        return self._built(case, "standalone", module, _Inputs(case, config, rotary, module, device, dtype), None)
+        return self._built(case, "standalone", module, _Inputs(case, config, rotary, device, dtype), None)
 
     def build_pair(self, case: Case) -> tuple[Built, Built]:
         config, layer, inner, rotary = self._modules(case, in_layer=True)
@@ -246,7 +256,7 @@ class TransformersAdapter(Adapter):
                                                                                                 dtype=dtype)
             return (self._built(case, "decoder layer", inner, None, x),
                     self._built(case, "standalone", alone, None, x))
-        first = _Inputs(case, config, rotary, inner, device, dtype)
+        first = _Inputs(case, config, rotary, device, dtype)
         second = first.copy()
         return (self._built(case, "decoder layer", inner, first, None),
                 self._built(case, "standalone", alone, second, None))
