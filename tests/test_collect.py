@@ -28,12 +28,13 @@ STANDIN_CASES = 12 + 4  # the stand-in grid of align/data/collect.toml
 
 
 def _tables(out: Path, family: str) -> Path:
-    """The table folder of a collection: <system>/<family>/trtllm/align, system 'cpu' here and the
-    GPU's (h200_sxm, ...) where CUDA is visible."""
+    """The table folder of a collection: <system>/<family>/<implementation>/align, system 'cpu' here
+    and the GPU's (h200_sxm, ...) where CUDA is visible; the backend folder is the implementation
+    timed (standin for the stand-in op of family gemm, align_mock for our mock layers)."""
     from align.collect.runner import system_name
 
     system = system_name(torch.cuda.get_device_name() if torch.cuda.is_available() else None)
-    return out / system / family / "trtllm" / "align"
+    return out / system / family / ("standin" if family == "gemm" else "align_mock") / "align"
 
 
 def test_grid_order_caps_and_memory_skips():

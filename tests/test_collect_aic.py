@@ -24,7 +24,7 @@ if not aiconfigurator_available():
     pytest.skip(f"the loader API used is aiconfigurator {AIC_VERSION}'s; another version is installed",
                 allow_module_level=True)
 
-VERSION_DIR = ("h200_sxm", "sparse_attention", "trtllm", "align")
+VERSION_DIR = ("h200_sxm", "sparse_attention", "align_mock", "align")
 META = """schema_version: 1
 runtime:
   framework: TRTLLM-compatible (align_mock PyTorch)
@@ -128,7 +128,7 @@ def test_a_folder_written_by_align_collect_loads_in_aiconfigurator(tmp_path):
                         "--runs", "2", "--warmups", "1", "--out", str(out), "-f", "json"],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
-    folder = out / "h200_sxm" / "sparse_attention" / "trtllm" / "align"
+    folder = out / "h200_sxm" / "sparse_attention" / "align_mock" / "align"
     assert "forced_without_passing_verdict: true" in (folder / "collection_meta.yaml").read_text()
     row = writers.read_rows(folder / "dsa_generation_module_perf.txt").iloc[0]
     root = build_systems_root(out, tmp_path / "systems")
@@ -187,14 +187,14 @@ def test_the_committed_h200_mla_and_moe_collections_load_in_aiconfigurator(tmp_p
     for op in ("mla", "moe"):
         shutil.copytree(COLLECTIONS / op / "h200_sxm", both / "h200_sxm", dirs_exist_ok=True)
     root = build_systems_root(both, tmp_path / "systems")
-    folder = both / "h200_sxm" / "mla" / "trtllm" / "align"
+    folder = both / "h200_sxm" / "mla" / "align_mock" / "align"
     n = 0
     for phase in ("context", "generation"):
         for r in pd.read_parquet(folder / f"mla_{phase}_module_perf.parquet").itertuples():
             got = query_mla_latency(root, phase, num_heads=r.num_heads, batch=r.batch_size, isl=r.isl, step=r.step)
             assert got == pytest.approx(r.latency, rel=1e-12, abs=0), (phase, r)
             n += 1
-    for r in pd.read_parquet(both / "h200_sxm" / "moe" / "trtllm" / "align" / "moe_perf.parquet").itertuples():
+    for r in pd.read_parquet(both / "h200_sxm" / "moe" / "align_mock" / "align" / "moe_perf.parquet").itertuples():
         got = query_moe_latency(root, num_tokens=r.num_tokens, hidden_size=r.hidden_size, inter_size=r.inter_size,
                                 topk=r.topk, num_experts=r.num_experts, moe_tp_size=r.moe_tp_size,
                                 moe_ep_size=r.moe_ep_size, distribution=r.distribution, moe_dtype=r.moe_dtype)

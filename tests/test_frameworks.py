@@ -81,3 +81,49 @@ def test_bench_framework_check_only(op):
     assert d["outputs_match"] and d["max_abs_diff"] == 0.0 and d["shape"]["framework"] == "transformers"
     assert d["shape"]["submodule"] == f"decoder layer: {CLASSES[op]}" and d["shape"]["inputs_equal"]
     assert d["versions"]["transformers"].startswith("5.")
+
+
+def _meta(folder):
+    return (folder / "collection_meta.yaml").read_text()
+
+
+def test_a_collection_sits_under_what_was_timed(tmp_path):
+    """The backend folder is the implementation timed; another backend's folder only when asked, and
+    the metadata says which was timed either way."""
+    import pandas as pd
+
+    base = ["collect", "--op", "standin", "--runs", "2", "--warmups", "0", "--phase", "generation",
+            "--cases", "kv_len=16", "--cases", "batch=1"]
+    r = run_align(*base, "--out", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stderr
+    [folder] = [p.parent for p in (tmp_path / "a").rglob("collection_meta.yaml")]
+    assert folder.parent.name == "standin" and 'chosen_by: "default: the implementation timed"' in _meta(folder)
+    r = run_align(*base, "--out", str(tmp_path / "b"), "--backend", "trtllm")
+    assert r.returncode == 0, r.stderr
+    [folder] = [p.parent for p in (tmp_path / "b").rglob("collection_meta.yaml")]
+    meta = _meta(folder)
+    assert folder.parent.name == "trtllm" and 'chosen_by: "--backend"' in meta and 'timed: "standin"' in meta
+    assert set(pd.read_parquet(next(folder.glob("*.parquet")))["framework"]) == {"align-standin"}
+
+
+def test_collect_with_the_transformers_module(tmp_path):
+    """One DSA case timed on transformers' own DeepseekV32Attention (V3.2 dims, one local head):
+    rows and metadata name transformers and its version, under a transformers folder."""
+    import transformers
+
+    from align.collect import writers
+
+    out = tmp_path / "c"
+    r = run_align("collect", "--op", "dsa", "--framework", "transformers", "--force", "--phase", "generation",
+                  "--cases", "kv_len=64", "--cases", "batch=1", "--cases", "tp=128", "--runs", "2", "--warmups", "1",
+                  "--out", str(out), "-f", "json", env={"ALIGN_STORE": str(tmp_path / "store")})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["done"] == 1
+    [folder] = [p.parent for p in out.rglob("collection_meta.yaml")]
+    assert folder.parent.name == "transformers" and folder.parent.parent.name == "sparse_attention"
+    row = writers.read_rows(folder / "dsa_generation_module_perf.txt").iloc[0]
+    assert row["framework"] == f"transformers {transformers.__version__}" and row["kernel_source"] == "transformers"
+    assert row["num_heads"] == "1" and row["step"] == "64" and float(row["latency"]) > 0
+    assert f'framework: "transformers {transformers.__version__}"' in _meta(folder)
+    r = run_align("collect", "--op", "moe", "--framework", "transformers", "--force", "--out", str(tmp_path / "m"))
+    assert r.returncode == 2 and "has no collector for framework 'transformers'" in r.stderr

@@ -734,7 +734,11 @@ def collect(
     eager: bool = typer.Option(False, "--eager", help="do not capture CUDA graphs"),
     power: bool = typer.Option(False, "--power", help="sample NVML power and clocks (adds power columns)"),
     version: str = typer.Option("align", "--version-label", help="version folder name in the data layout"),
-    backend: str = typer.Option("trtllm", "--backend", help="backend folder name in the data layout"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="backend folder name in the data layout (default: "
+                                                                  "the implementation timed; trtllm only when you say "
+                                                                  "so, recorded)"),
+    framework: str = typer.Option("align", "--framework", help="align: our mock layer; transformers: its own module "
+                                                               "(way A)"),
     system: Optional[str] = typer.Option(None, "--system", help="system folder (default from the GPU: h200_sxm ...)"),
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
@@ -745,14 +749,15 @@ def collect(
     from align.compare.verdict import newest_record
 
     settings = Settings(warmups=warmups, runs=runs, use_graph=not eager, measure_power=power, version=version,
-                        backend=backend, system=system)
+                        backend=backend, system=system, framework=framework)
     if verify_k:  # negative is bad input too: verify() says so
         df = verify(out, op, verify_k, settings)
         print_frame(df, fmt, title=f"verification of {len(df)} cases (seed: |deviation| < 2 %)", max_width=70)
         return
-    from align.collect.cases import check_subset, op_spec
+    from align.collect.cases import check_subset
+    from align.collect.runner import spec_of
 
-    spec = op_spec(op)
+    spec = spec_of(op, settings)
     subset = parse_subset(cases)
     check_subset(spec, [phase] if phase else list(spec.phases), subset)  # bad input before the gate
     if op != "standin":

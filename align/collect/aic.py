@@ -54,12 +54,15 @@ def _packaged_systems() -> Path:
     return Path(str(files("aiconfigurator_core") / "systems"))
 
 
-def build_systems_root(collected_dir: Path, out: Path, system: str = "h200_sxm", backend: str = "trtllm",
-                       version: str = "align") -> Path:
+def build_systems_root(collected_dir: Path, out: Path, system: str = "h200_sxm", backend: str = "align_mock",
+                       version: str = "align", as_backend: str = "trtllm") -> Path:
     """A systems root holding aiconfigurator's own ``<system>.yaml`` and only our tables.
 
     ``collected_dir`` is the collector's ``--out`` (``<system>/<family>/<backend>/<version>`` below
-    it, family sparse_attention, mla or moe). Only the parquet tables and ``collection_meta.yaml``
+    it, family sparse_attention, mla or moe; ``backend`` the implementation timed, by default).
+    The tables are placed where aiconfigurator looks for backend ``as_backend`` (it knows trtllm,
+    vllm and sglang only): loading a collection as another backend's is this explicit step, and the
+    collection's own ``collection_meta.yaml`` still says what was timed. Only the parquet tables and ``collection_meta.yaml``
     are copied: in strict mode every other file in a version folder (perf txt, locks) would need a
     ``tables`` entry. ``query_versions.yaml`` is left out on purpose: with it, a version named
     outside aiconfigurator's release slots ('align') is refused."""
@@ -83,7 +86,7 @@ def build_systems_root(collected_dir: Path, out: Path, system: str = "h200_sxm",
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(spec, out / spec.name)
     for family, src, tables in found:
-        dest = out / data_dir / family / backend / version
+        dest = out / data_dir / family / as_backend / version
         shutil.rmtree(dest, ignore_errors=True)  # a rebuild must not keep a table dropped since
         dest.mkdir(parents=True)
         for f in [*tables, src / META]:
@@ -92,7 +95,7 @@ def build_systems_root(collected_dir: Path, out: Path, system: str = "h200_sxm",
     # root is read from disk again.
     from aiconfigurator.sdk import perf_database
 
-    perf_database.unload_database(system, backend, version)
+    perf_database.unload_database(system, as_backend, version)
     return out
 
 

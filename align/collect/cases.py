@@ -5,6 +5,7 @@ Skipped cases are reported with their reason, never dropped silently.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import itertools
 import json
@@ -39,7 +40,20 @@ class OpSpec:
     family: str
     framework: str
     kernel_source: str
+    implementation: str = ""
+    frameworks: dict[str, str] = field(default_factory=dict)
     phases: dict[str, PhaseSpec] = field(default_factory=dict)
+
+    def for_framework(self, name: str | None) -> "OpSpec":
+        """This op timed in framework ``name``'s own module (its builder from ``[ops.<op>.frameworks]``),
+        or as it is (``None``/``align``)."""
+        if name in (None, "align"):
+            return self
+        if name not in self.frameworks:
+            raise AlignError(f"op {self.name} has no collector for framework {name!r}",
+                             f"frameworks of {self.name}: align{''.join(', ' + f for f in self.frameworks)}")
+        return dataclasses.replace(self, builder=self.frameworks[name], framework=name, kernel_source=name,
+                                   implementation=name, frameworks={})
 
     def module(self):
         try:
@@ -65,9 +79,10 @@ def load_ops() -> dict[str, OpSpec]:
     ops = {}
     for name, entry in data["ops"].items():
         spec = OpSpec(name=name, builder=entry["builder"], family=entry["family"], framework=entry["framework"],
-                      kernel_source=entry["kernel_source"])
-        for phase, p in entry.items():  # every sub-table is a phase (context, generation; moe: all)
-            if isinstance(p, dict):
+                      kernel_source=entry["kernel_source"], implementation=entry.get("implementation", name),
+                      frameworks=dict(entry.get("frameworks", {})))
+        for phase, p in entry.items():  # every other sub-table is a phase (context, generation; moe: all)
+            if isinstance(p, dict) and phase != "frameworks":
                 spec.phases[phase] = PhaseSpec(op=name, phase=phase, op_name=p["op_name"], perf_file=p["perf_file"],
                                                fields=list(p["fields"]), values={f: list(p[f]) for f in p["fields"]},
                                                max_tokens=p.get("max_tokens"))

@@ -45,9 +45,10 @@ class Settings:
     use_graph: bool = True
     measure_power: bool = False
     dtype: str = "bfloat16"
-    backend: str = "trtllm"
+    backend: str | None = None  # default: the implementation timed (never a backend that did not run)
     version: str = "align"
     system: str | None = None
+    framework: str = "align"  # align: our mock layers; else a framework adapter's own module (way A)
 
     def __post_init__(self) -> None:
         """Refuse settings that time nothing or write outside the output folder."""
@@ -85,7 +86,12 @@ def system_name(gpu: str | None) -> str:
 
 
 def table_dir(out: Path, spec: OpSpec, settings: Settings) -> Path:
-    return Path(out) / settings.system / spec.family / settings.backend / settings.version
+    return Path(out) / settings.system / spec.family / (settings.backend or spec.implementation) / settings.version
+
+
+def spec_of(op: str, settings: "Settings") -> OpSpec:
+    """The op as collected with these settings: its own builder, or the framework's (``--framework``)."""
+    return op_spec(op).for_framework(settings.framework)
 
 
 def _case_key(module, case: Case) -> tuple:
@@ -117,9 +123,9 @@ def _die_with_parent() -> int:
 def _worker(index: int, device: str, op: str, settings: dict, tasks, results, out: str) -> None:
     """Runs in its own process: build, benchmark and write each case it pulls."""
     parent = _die_with_parent()
-    spec = op_spec(op)
-    module = spec.module()
     s = Settings(**settings)
+    spec = spec_of(op, s)
+    module = spec.module()
     delay = float(os.environ.get("ALIGN_COLLECT_CASE_DELAY", "0"))  # tests: make kill-and-resume reproducible
     try:
         import torch
@@ -145,7 +151,7 @@ def _worker(index: int, device: str, op: str, settings: dict, tasks, results, ou
                             min_duration_s=1.0 if s.measure_power else 0.0)
             items = dict(module.describe(case.phase, *case.args))
             items["latency"] = res.latency
-            base = {"framework": spec.framework, "version": s.version, "device": gpu, "op_name": phase.op_name,
+            base = {"framework": getattr(module, "framework_label", lambda: spec.framework)(), "version": s.version, "device": gpu, "op_name": phase.op_name,
                     "kernel_source": spec.kernel_source}
             power = (res.power, res.power_limit) if s.measure_power and res.power is not None else None
             path = table_dir(Path(out), spec, s) / phase.perf_file
@@ -247,7 +253,7 @@ def plan(op: str, phases: list[str], subset: dict | None, out: Path, settings: S
     """Cases to run, skipped cases, and the done keys already in the files (made unique, each repair
     said in ``repaired``)."""
     repaired = [] if repaired is None else repaired
-    spec = op_spec(op)
+    spec = spec_of(op, settings)
     check_subset(spec, phases, subset)
     module = spec.module()
     gpu, free = _gpu_memory()
@@ -292,7 +298,7 @@ def collect(op: str, phases: list[str] | None = None, gpus: int | None = None, o
     """Collect ``op`` over its grid into ``out``; see the module docstring for the guarantees."""
     settings = settings or Settings()
     out = Path(out)
-    spec0 = op_spec(op)
+    spec0 = spec_of(op, settings)
     phases = phases or list(spec0.phases)
     devices = _devices(gpus)  # before anything is written: a bad --gpus leaves no folder behind
     with CollectorLock(out):
@@ -411,8 +417,13 @@ def finalize(out: Path, spec: OpSpec, settings: Settings, cases: list[Case], for
         torch_version = torch.__version__
     except ImportError:
         torch_version = None
+    module = spec.module()
     meta = {"schema_version": 1,
-            "runtime": {"framework": spec.framework, "version": settings.version, "image": f"torch {torch_version}"},
+            "runtime": {"framework": getattr(module, "framework_label", lambda: spec.framework)(),
+                        "version": settings.version, "image": f"torch {torch_version}"},
+            "backend_folder": {"name": settings.backend or spec.implementation,
+                               "chosen_by": "--backend" if settings.backend else "default: the implementation timed",
+                               "timed": spec.implementation},
             "collector": {"tool": "align collect", "op": spec.name, "forced_without_passing_verdict": forced,
                           "timing": "median of CUDA-event-timed runs of one CUDA graph, queued back to back (eager fallback recorded)"},
             "tables": tables}
@@ -440,10 +451,10 @@ def _verify(out: Path, op: str, k: int, settings: Settings | None, seed: int) ->
         for name in ("warmups", "runs", "use_graph", "measure_power", "dtype"):
             if name in recorded:
                 setattr(settings, name, recorded[name])
-        for name in ("backend", "version", "system"):
+        for name in ("backend", "version", "system", "framework"):
             if recorded.get(name) and getattr(settings, name) in (None, getattr(Settings, name, None)):
                 setattr(settings, name, recorded[name])
-    spec = op_spec(op)
+    spec = spec_of(op, settings)
     module = spec.module()
     gpu, _ = _gpu_memory()
     settings.system = settings.system or system_name(gpu)
