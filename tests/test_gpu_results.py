@@ -81,3 +81,47 @@ def test_gpu_topk_trace_summary_equals_recomputation(tmp_path):
     assert meta["model"]["device"] == "cuda" and meta["model"]["index_topk"] == 2048
     assert (df["n_selected"] <= 2048).all() and (df["topk"].map(len) == df["n_selected"]).all()
     assert all(t <= p for tk, p in zip(df["topk"], df["position"]) for t in tk)
+
+
+HF_BENCH = ROOT / "profiles" / "examples" / "hf_bench"
+HF_COLLECT = COLLECT / "dsa_transformers"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in HF_BENCH.glob("*.json")))
+def test_transformers_module_in_its_layer_equals_it_standalone(name):
+    """bench/hf_bench.sh on the H200: transformers' own module inside its decoder layer against the
+    same class built standalone (way A): same outputs, latency within 1 % (seed 002), the same
+    CUDA-graph behaviour on both sides, at V3.2's per-head dims with the local heads of the TP asked."""
+    d = json.loads((HF_BENCH / f"{name}.json").read_text())
+    op, phase, tp = name.split("_")[0], {"ctx": "context", "gen": "generation"}[name.split("_")[1]], name.split("_")[2]
+    assert d["op"] == op and d["phase"] == phase and d["shape"]["tp"] == int(tp.removeprefix("tp"))
+    assert d["shape"]["framework"] == "transformers" and d["versions"]["transformers"].startswith("5.23")
+    assert d["shape"]["inputs_equal"] and d["outputs_match"] and "H200" in d["device"]
+    assert abs(d["diff_pct"]) < 1.0
+    assert d["submodule"]["cuda_graph"] == d["mock"]["cuda_graph"]
+    if op != "moe":
+        assert d["shape"]["local_heads"] == 128 // d["shape"]["tp"]
+        assert d["shape"]["cache"] == ("static" if phase == "generation" else "dynamic")
+    for side in ("submodule", "mock"):
+        s = d[side]
+        assert s["min_ms"] <= s["median_ms"] <= s["max_ms"] and s["iters"] >= 50
+
+
+def test_transformers_collection_names_what_ran_and_obeyed_the_way_a_verdict():
+    folder = HF_COLLECT / "h200_sxm" / "sparse_attention" / "transformers" / "align"
+    meta = (folder / "collection_meta.yaml").read_text()
+    assert 'framework: "transformers 5.23.0"' in meta and 'chosen_by: "default: the implementation timed"' in meta
+    assert "forced_without_passing_verdict: false" in meta and meta.count('status: "complete"') == 2
+    verdict = json.loads((HF_COLLECT / "verdict.json").read_text())
+    assert verdict["passed"] and "hf_dsa_mock" in verdict["mock"] and "hf_dsa_e2e" in verdict["e2e"]
+    summary = json.loads((HF_COLLECT / "collect.json").read_text())
+    rows = 0
+    for stem in ("dsa_context_module_perf", "dsa_generation_module_perf"):
+        txt = writers.read_rows(folder / f"{stem}.txt")
+        pq = pd.read_parquet(folder / f"{stem}.parquet")
+        assert [float(x) for x in txt["latency"]] == list(pq["latency"])
+        assert set(txt["framework"]) == {"transformers 5.23.0"} and set(txt["kernel_source"]) == {"transformers"}
+        rows += len(txt)
+    assert summary["failed"] == 0 and summary["done"] == rows == 21
+    for v in json.loads((HF_COLLECT / "verify.json").read_text()):
+        assert abs(v["deviation_pct"]) < 2.0 and v["graph"] == "captured"
