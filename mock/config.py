@@ -81,9 +81,20 @@ class DSAConfig:
     gate_bias: bool = True  # the routing-only bias (e_score_correction_bias) of V3 / V3.2
     moe_dense_max_tokens: int = 256  # MoE computes every local expert densely up to this many tokens
 
+    # implementation choices of ours that an independent reference makes differently (README: "Our
+    # way-B mock against the independent reference"): the indexer's scoring precision (bf16; the
+    # reference's FP8 kernel is not reproduced; transformers scores in fp32) and the RMSNorm kernel
+    # (PyTorch's fused one, or written out as pow, mean, rsqrt and mul, as transformers does)
+    index_score_dtype: str = "bf16"
+    rms_norm: str = "fused"
+
     def __post_init__(self) -> None:
         if self.tp_size < 1:
             raise ValueError(f"tp_size must be >= 1, got {self.tp_size}")
+        if self.index_score_dtype not in ("bf16", "fp32"):
+            raise ValueError(f"index_score_dtype must be 'bf16' or 'fp32', got {self.index_score_dtype!r}")
+        if self.rms_norm not in ("fused", "unfused"):
+            raise ValueError(f"rms_norm must be 'fused' or 'unfused', got {self.rms_norm!r}")
         if self.score_func not in ("sigmoid", "softmax"):
             raise ValueError(f"score_func must be 'sigmoid' or 'softmax', got {self.score_func!r}")
         if self.qk_rope_head_dim % 2 or self.qk_rope_head_dim > self.index_head_dim:

@@ -106,15 +106,21 @@ def hadamard(x: Tensor) -> Tensor:
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm computed in fp32 (as the reference does), returned in the input's dtype."""
+    """RMSNorm computed in fp32 (as the reference does), returned in the input's dtype; ``unfused``
+    writes it out as pow, mean, rsqrt and mul (transformers' kernels) instead of PyTorch's fused one."""
 
     def __init__(self, dim: int, eps: float = 1e-6, *, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, unfused: bool = False) -> None:
         super().__init__()
         self.eps = eps
+        self.unfused = unfused
         self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.unfused:
+            h = x.float()
+            h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+            return (self.weight.float() * h).to(x.dtype)
         return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).to(x.dtype)
 
 
@@ -268,6 +274,7 @@ class Indexer(nn.Module):
         self.k_norm = LayerNorm(self.head_dim, cfg.norm_eps, device=device, dtype=dtype)
         self.weights_proj = _linear(cfg.dim, self.n_heads, device, dtype)
         self.weight_scale = self.n_heads ** -0.5 * self.head_dim ** -0.5
+        self.fp32_scores = cfg.index_score_dtype == "fp32"
         self.register_buffer("rotation", hadamard_matrix(self.head_dim, dtype=dtype or torch.float32, device=device),
                              persistent=False)
 
@@ -289,8 +296,14 @@ class Indexer(nn.Module):
         k = (self._rope_front(k, freqs) @ self.rotation).squeeze(2)
         KVCache.write(cache.index_k, start_pos, k)
         keys = cache.index_k[:bsz, :length]
-        logits = torch.bmm(q.view(bsz, seqlen * self.n_heads, self.head_dim), keys.transpose(1, 2)).relu_()
-        weights = (self.weights_proj(x).float() * self.weight_scale).to(logits.dtype)
+        q = q.reshape(bsz, seqlen * self.n_heads, self.head_dim)
+        if self.fp32_scores:
+            q, keys = q.float(), keys.float()
+        logits = torch.bmm(q, keys.transpose(1, 2)).relu_()
+        if self.fp32_scores:  # transformers' choice: scores and head weights in fp32
+            weights = F.linear(x.float(), self.weights_proj.weight.float()) * self.weight_scale
+        else:
+            weights = (self.weights_proj(x).float() * self.weight_scale).to(logits.dtype)
         scores = torch.bmm(weights.view(bsz * seqlen, 1, self.n_heads),
                            logits.view(bsz * seqlen, self.n_heads, length)).view(bsz, seqlen, length).float()
         scores = scores.masked_fill_(~allowed, float("-inf"))
@@ -321,10 +334,11 @@ class MLAAttention(nn.Module):
         self.v_dim = cfg.v_head_dim
         self.kv_lora_rank = cfg.kv_lora_rank
         self.wq_a = _linear(cfg.dim, cfg.q_lora_rank, device, dtype)
-        self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.norm_eps, device=device, dtype=dtype)
+        unfused = cfg.rms_norm == "unfused"
+        self.q_norm = RMSNorm(cfg.q_lora_rank, cfg.norm_eps, device=device, dtype=dtype, unfused=unfused)
         self.wq_b = _linear(cfg.q_lora_rank, self.heads * cfg.qk_head_dim, device, dtype)
         self.wkv_a = _linear(cfg.dim, cfg.kv_lora_rank + cfg.qk_rope_head_dim, device, dtype)
-        self.kv_norm = RMSNorm(cfg.kv_lora_rank, cfg.norm_eps, device=device, dtype=dtype)
+        self.kv_norm = RMSNorm(cfg.kv_lora_rank, cfg.norm_eps, device=device, dtype=dtype, unfused=unfused)
         self.wkv_b = _linear(cfg.kv_lora_rank, self.heads * (cfg.qk_nope_head_dim + cfg.v_head_dim), device, dtype)
         self.wo = _linear(self.heads * cfg.v_head_dim, cfg.dim, device, dtype)
         self.indexer = Indexer(cfg, device=device, dtype=dtype) if use_indexer else None

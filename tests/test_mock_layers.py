@@ -387,3 +387,30 @@ def test_bf16_both_phases(cfg):
     out = pair.mock_call()
     assert out.dtype == torch.bfloat16 and out.isfinite().all()
     assert torch.equal(out, pair.submodule_call())
+
+
+def test_choices_that_follow_transformers_compute_the_same_function(cfg):
+    """--rms-norm unfused and --index-scores fp32 (README: following the transformers reference where
+    the choice is ours) change kernels, not the answer: the same weights give the same outputs."""
+    import dataclasses
+
+    from align_mock.dsa import RMSNorm
+
+    x = torch.randn(3, 5, 64)
+    fused, unfused = RMSNorm(64), RMSNorm(64, unfused=True)
+    assert torch.allclose(fused(x), unfused(x), atol=1e-6)
+    outs = []
+    for follow in (False, True):
+        c = dataclasses.replace(cfg, index_score_dtype="fp32", rms_norm="unfused") if follow else cfg
+        attn = MLAAttention(c, use_indexer=True).eval()
+        if outs:
+            attn.load_state_dict(first)
+        else:
+            first = attn.state_dict()
+        cache = KVCache(c, 2, 21, indexer=True).fill_random_(20, torch.Generator().manual_seed(3))
+        h = torch.randn(2, 1, c.dim, generator=torch.Generator().manual_seed(4))
+        outs.append(attn(h, torch.full((1,), 20), cache, precompute_freqs_cis(c, 21)[20:21]))
+    assert attn.q_norm.unfused and attn.indexer.fp32_scores
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    with pytest.raises(ValueError, match="index_score_dtype"):
+        DSAConfig(index_score_dtype="fp8")

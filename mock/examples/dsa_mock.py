@@ -40,6 +40,10 @@ def parse_args() -> argparse.Namespace:
     p = dsa_common.parser(__doc__, DEFAULTS, SMALL, "context tokens per request")
     p.add_argument("--kv-len", type=int, help=f"static cache slots, >= seq; decode reads all of them "
                                               f"(default {DEFAULTS['kv_len']}, dsa_e2e.py's default cache)")
+    p.add_argument("--index-scores", choices=("bf16", "fp32"), default="bf16",
+                   help="indexer scoring precision (fp32: as transformers scores)")
+    p.add_argument("--rms-norm", choices=("fused", "unfused"), default="fused",
+                   help="RMSNorm kernel (unfused: pow, mean, rsqrt, mul, as transformers writes it)")
     p.add_argument("--iters", type=int, default=5, help="measured iterations per phase (N)")
     p.add_argument("--warmup", type=int, default=3, help="warm-up iterations per phase, outside all ranges (W)")
     args = dsa_common.parse(p, DEFAULTS, SMALL)
@@ -62,7 +66,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     device, dtype = dsa_common.device_and_dtype(args)
     try:
-        cfg = named_config(args.config, tp_size=args.tp)
+        cfg = named_config(args.config, tp_size=args.tp, index_score_dtype=args.index_scores, rms_norm=args.rms_norm)
         heads = cfg.local_heads
     except ValueError as exc:
         sys.exit(f"dsa_mock: {exc}")
