@@ -53,3 +53,17 @@ def test_e2e_names_modules_and_engine_steps_but_no_phase(nsys, tmp_path):
     assert not any(rx.search(t) for t in modules for rx in reg._phase_re.values())
     steps = sorted(texts - modules)
     assert [reg.step_phase(t) for t in steps] == ["context", "generation", "mixed", "generation"]
+
+
+def test_the_adapter_feeds_the_attention_as_generate_does():
+    """mock/frameworks' DSA module (dynamic cache, as generate() runs) receives tensors of the same
+    shapes, dtypes and strides as generate()'s self_attn, in prefill and in the first decode step."""
+    from align_mock.frameworks import Case, get_adapter
+
+    e2e = run_script("hf_generate.py", "--model", "dsa", "--layers", "2", "--prompt", "16", "--new-tokens", "3",
+                     "--record-inputs")
+    adapter = get_adapter("transformers")
+    got = [adapter.build(Case("dsa", phase, batch=2, seq=seq, kv_len=kv, config="small", dtype="float32",
+                              device="cpu", cache="dynamic")).inputs
+           for phase, seq, kv in (("context", 16, 0), ("generation", 1, 16))]
+    assert got == e2e["attention_inputs"]

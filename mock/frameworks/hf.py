@@ -134,11 +134,12 @@ class _Inputs:
 
         def inputs(past: int, q_len: int) -> dict:
             hidden = torch.randn(case.batch, q_len, config.hidden_size, generator=gen).to(device=device, dtype=dtype)
-            position_ids = torch.arange(past, past + q_len, device=device).unsqueeze(0).expand(case.batch, -1)
+            # as generate() makes them: from a padding mask of ones, one row per request (contiguous)
+            position_ids = torch.arange(past, past + q_len, device=device).repeat(case.batch, 1)
             mask = create_causal_mask(config=config, inputs_embeds=hidden, attention_mask=None,
                                       past_key_values=self.cache, position_ids=position_ids, **extra)
             return {"hidden_states": hidden, "attention_mask": mask, "position_ids": position_ids,
-                    "past_key_values": self.cache, "position_embeddings": rotary(hidden, position_ids)}
+                    "past_key_values": self.cache, "use_cache": True, "position_embeddings": rotary(hidden, position_ids)}
 
         if case.kv_len:
             self._fill(case, config, gen, device, dtype)
