@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Mock layer from the framework's own attention class: transformers' LlamaAttention or DeepseekV32Attention.
 
+DeepseekV32Attention is built by align_mock.frameworks' transformers adapter (one code path with
+``align bench --framework transformers`` and ``align collect --framework transformers``), from the
+E2E model's config; LlamaAttention (no collectable op) is built here the same way by hand.
+
 The class is built standalone (seed 000, way A) with transformers' own DynamicCache, rotary
 embedding and ``create_causal_mask``, fed as ``generate()`` feeds it (position ids from the cumulative
 sum of a padding mask of ones, which generate() then drops), and compared with hf_generate.py's ``layers.{i}.self_attn``
@@ -99,6 +103,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     device, dtype = hf_models.device_and_dtype(args.dtype)
     config = hf_models.make_config(args.model, 1, small=args.small, tp=args.tp, attn_implementation=args.attn_impl)
+    if args.model == "dsa":
+        return main_adapter(args, config, device, dtype)
     attn_cls, rotary_cls, module = hf_models.attention_parts(args.model)
     torch.set_default_dtype(dtype)
     with device:
@@ -144,6 +150,45 @@ def main() -> None:
             synchronize()
     print(json.dumps({"script": "hf_attention_mock", "device": str(device), "torch": torch.__version__,
                       "transformers": transformers.__version__, "model": args.model, "class": attn_cls.__name__,
+                      "dtype": str(dtype).removeprefix("torch."), "attn_impl": args.attn_impl, "plant": args.plant,
+                      "batch": args.batch, "seq": args.seq, "kv_len": args.kv_len, "iters": args.iters,
+                      "attention_inputs": seen}))
+
+
+def main_adapter(args: argparse.Namespace, config, device, dtype) -> None:
+    """DSA through align_mock.frameworks (the adapter ``align bench --framework`` and ``align collect
+    --framework`` use): transformers' DeepseekV32Attention built standalone from the E2E model's
+    config, with a DynamicCache as generate() runs it; reset before each iteration, outside the range."""
+    import transformers
+
+    from align_mock.frameworks import Case, get_adapter
+
+    adapter = get_adapter("transformers")
+    name = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}[dtype]
+    phases = (("mock_context", Case("dsa", "context", batch=args.batch, seq=args.seq, kv_len=0, dtype=name,
+                                    device=str(device), cache="dynamic", seed=args.seed)),
+              ("mock_generation", Case("dsa", "generation", batch=args.batch, kv_len=args.kv_len - 1, dtype=name,
+                                       device=str(device), cache="dynamic", seed=args.seed)))
+    seen: list[Any] = []
+    cls = None
+    with torch.no_grad():
+        for range_name, case in phases:
+            built = adapter.build(case, config=config)
+            cls = type(built.module).__name__
+            if args.plant == "missing":
+                built.module.indexer = FixedIndices(built.module.indexer.index_topk)
+            warm_up(built.call, args.warmup, before=built.reset)
+            if args.record_inputs:
+                seen.append(built.inputs)
+            for _ in range(args.iters):
+                built.reset()
+                synchronize()
+                with nvtx_range(range_name):
+                    built.call()
+            synchronize()
+    print(json.dumps({"script": "hf_attention_mock", "device": str(device), "torch": torch.__version__,
+                      "transformers": transformers.__version__, "model": args.model, "class": cls,
+                      "built_by": "align_mock.frameworks (transformers adapter)",
                       "dtype": str(dtype).removeprefix("torch."), "attn_impl": args.attn_impl, "plant": args.plant,
                       "batch": args.batch, "seq": args.seq, "kv_len": args.kv_len, "iters": args.iters,
                       "attention_inputs": seen}))

@@ -105,11 +105,12 @@ class Adapter(ABC):
         """The framework's version string (recorded with every result)."""
 
     @abstractmethod
-    def build(self, case: Case) -> Built:
-        """The op's module of this framework, built standalone."""
+    def build(self, case: Case, config: Any = None) -> Built:
+        """The op's module of this framework, built standalone; ``config``: the framework's own model
+        config to build from (default: one made from ``case``)."""
 
     @abstractmethod
-    def build_pair(self, case: Case) -> tuple[Built, Built]:
+    def build_pair(self, case: Case, config: Any = None) -> tuple[Built, Built]:
         """(the module inside a real decoder layer, the standalone one): same weights, same inputs,
         caches with the same contents."""
 

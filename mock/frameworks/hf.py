@@ -57,14 +57,14 @@ def make_config(case: Case):
         raise ValueError(f"{heads} heads or MoE intermediate {inter} do not split over tp {case.tp}")
     dims.update(num_attention_heads=heads // case.tp, num_key_value_heads=heads // case.tp,
                 moe_intermediate_size=inter // case.tp)
-    dims.update(dict(case.overrides))
     common = dict(num_hidden_layers=1, first_k_dense_replace=0 if case.op == "moe" else 1,
                   rope_parameters=V32_ROPE, attn_implementation="sdpa", max_position_embeddings=163840)
+    dims = {**common, **dims, **dict(case.overrides)}  # overrides last (attn_implementation="eager", say)
     if case.op == "mla":
         for key in ("index_n_heads", "index_head_dim", "index_topk"):
             dims.pop(key, None)
-        return DeepseekV3Config(**common, **dims)
-    config = DeepseekV32Config(**common, **dims)
+        return DeepseekV3Config(**dims)
+    config = DeepseekV32Config(**dims)
     if case.op == "moe":
         # the experts kernel the model picks at init (a standalone module would fall back to the eager loop)
         from transformers.models.deepseek_v32.modeling_deepseek_v32 import DeepseekV32PreTrainedModel
@@ -201,9 +201,9 @@ class TransformersAdapter(Adapter):
             raise ValueError("device cuda requested but CUDA is not available")
         return device, DTYPES[case.dtype]
 
-    def _modules(self, case: Case, in_layer: bool):
+    def _modules(self, case: Case, in_layer: bool, config=None):
         """(config, the decoder layer or None, the op's module, the rotary embedding)."""
-        config = make_config(case)
+        config = config if config is not None else make_config(case)
         layer_cls, module_cls, rotary_cls = _classes(case.op)
         device, dtype = self._device(case)
         previous = torch.get_default_dtype()
@@ -236,8 +236,10 @@ class TransformersAdapter(Adapter):
         return Built(self.name, shape["version"], where, module, lambda: module(**kwargs)[0], inputs.make_reset(),
                      graphable=inputs.kind == "static", shape=shape, inputs=signature(kwargs))
 
-    def build(self, case: Case) -> Built:
-        config, _, module, rotary = self._modules(case, in_layer=False)
+    def build(self, case: Case, config=None) -> Built:
+        """``config``: the model's own transformers config (an E2E run's, say) instead of one made
+        from ``case.config``; its head counts are taken as the local ones."""
+        config, _, module, rotary = self._modules(case, in_layer=False, config=config)
         device, dtype = self._device(case)
         if case.op == "moe":
             gen = torch.Generator(device="cpu").manual_seed(case.seed + 1)
@@ -246,9 +248,9 @@ class TransformersAdapter(Adapter):
             return self._built(case, "standalone", module, None, x)
         return self._built(case, "standalone", module, _Inputs(case, config, rotary, device, dtype), None)
 
-    def build_pair(self, case: Case) -> tuple[Built, Built]:
-        config, layer, inner, rotary = self._modules(case, in_layer=True)
-        _, _, alone, _ = self._modules(case, in_layer=False)
+    def build_pair(self, case: Case, config=None) -> tuple[Built, Built]:
+        config, layer, inner, rotary = self._modules(case, in_layer=True, config=config)
+        _, _, alone, _ = self._modules(case, in_layer=False, config=config)
         alone.load_state_dict(inner.state_dict())
         device, dtype = self._device(case)
         if case.op == "moe":
