@@ -21,6 +21,8 @@ try:
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from align_mock.frameworks.hf import signature  # noqa: E402,F401  (what a mock and generate() are compared by)
+
 MODELS = ("llama", "dsa")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # DeepSeek-V3.2's YaRN RoPE (its config.json), so the rotary tables are built as in the real model
@@ -92,17 +94,3 @@ def device_and_dtype(dtype: str | None = None) -> tuple[torch.device, torch.dtyp
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     default = torch.bfloat16 if device.type == "cuda" else torch.float32
     return device, DTYPES[dtype] if dtype else default
-
-
-def signature(value: Any) -> Any:
-    """Shapes, dtypes and strides of a call's tensors (nested), to check a mock feeds the module as the model does."""
-    if isinstance(value, torch.Tensor):
-        return {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."),
-                "stride": list(value.stride())}
-    if isinstance(value, (tuple, list)):
-        return [signature(v) for v in value]
-    if isinstance(value, dict):
-        return {k: signature(v) for k, v in sorted(value.items()) if k != "past_key_values"}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return type(value).__name__
