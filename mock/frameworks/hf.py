@@ -36,7 +36,7 @@ def _transformers():
         from transformers.models.deepseek_v32 import modeling_deepseek_v32  # noqa: F401
     except ImportError as exc:
         raise ImportError(f"the transformers adapter needs transformers >= 5.23 with DeepSeek-V3.2 ({exc}): "
-                          "pip install 'transformers>=5.23'") from None
+                          "pip install -e '.[hf]' (or 'transformers>=5.23')") from None
     return transformers
 
 
