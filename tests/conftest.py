@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,9 @@ def nsys():
         pytest.skip(f"real nsys needed: {exc}")
 
 
-_STORE = None
+# in-process library calls record verdicts too (align.verdict): never into the developer's store
+_STORE = tempfile.mkdtemp(prefix="align-test-store-")
+os.environ["ALIGN_STORE"] = _STORE
 
 
 def run_align(*args: str, env: dict | None = None, cwd: Path | None = None,
@@ -34,11 +37,6 @@ def run_align(*args: str, env: dict | None = None, cwd: Path | None = None,
     """The installed CLI as a user runs it, in a child process. The default store is a temporary
     folder (verdicts are recorded there), never the checkout's profiles/. ``file_limit``: no file may
     grow past this many bytes (RLIMIT_FSIZE: writes fail as on a full disk)."""
-    global _STORE
-    if _STORE is None:
-        import tempfile
-
-        _STORE = tempfile.mkdtemp(prefix="align-test-store-")
     full_env = {**os.environ, "ALIGN_STORE": _STORE, **(env or {})}
     def limits() -> None:
         if file_limit is not None:

@@ -175,3 +175,30 @@ def test_dsa_mock_layer_matches_its_e2e_model():
         assert b["outputs_match"] and abs(b["diff_pct"]) < 1.0 and b["mock"]["cuda_graph"] == "captured"
     v = verdict(EX / "dsa_mock", EX / "dsa_e2e", op="dsa", bench=EX / "dsa_bench" / "gen_tp8_b64_kv8192.json")
     assert v.passed and "bench" in set(v.checks["name"])
+
+
+def test_the_library_records_verdicts_and_applies_the_collect_gate(tmp_path):
+    """Policy lives in the library (issue 15): align.verdict() records what the CLI records, and the
+    collect gate refuses an op without a passing verdict in the store, naming it when it obeys."""
+    import align
+    from align.collect.runner import gate
+    from align.errors import AlignError
+
+    store = align.Store(tmp_path / "store")
+    with pytest.raises(AlignError, match="refusing to collect dsa: no verdict recorded"):
+        gate("dsa", store)
+    assert gate("dsa", store, forced=True).startswith("gate: overriding (--force)")
+    assert gate("standin", store) is None  # gated = false in collect.toml
+    looked = align.verdict(ROOT / "profiles/examples/hf_dsa_mock", ROOT / "profiles/examples/hf_dsa_e2e", op="dsa",
+                           store=store, record_in_store=False)
+    assert looked.passed and looked.recorded is None and not (tmp_path / "store").exists()
+    v = align.verdict(ROOT / "profiles/examples/hf_dsa_mock", ROOT / "profiles/examples/hf_dsa_e2e", op="dsa",
+                      store=store)
+    assert v.passed and v.recorded.parent == tmp_path / "store" / "verdicts" / "dsa"
+    assert store.newest_verdict("dsa")["file"] == str(v.recorded)
+    assert gate("dsa", store) == (f"gate: obeying the verdict {v.recorded} (PASS, mock {v.mock} vs E2E {v.e2e})")
+    failing = align.verdict(ROOT / "profiles/examples/hf_dsa_mock_fp32", ROOT / "profiles/examples/hf_dsa_e2e",
+                            op="dsa", store=store)
+    assert not failing.passed
+    with pytest.raises(AlignError, match="its newest verdict .* failed"):
+        gate("dsa", store)

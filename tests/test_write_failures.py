@@ -93,7 +93,7 @@ def test_a_store_that_is_a_file(tmp_path):
     f.write_text("not a folder")
     one_line_exit_2(run_align("profile", "mock", "--name", "x", "--store", str(f), "--", "true"), "store folder")
     one_line_exit_2(run_align("verdict", "--op", "attention", "--mock", str(EX / "hf_llama_mock"), "--e2e",
-                              str(EX / "hf_llama_e2e"), "--store", str(f)), "cannot record the verdict")
+                              str(EX / "hf_llama_e2e"), "--store", str(f)), f"store {f} is not a folder")
     assert f.read_text() == "not a folder"
 
 

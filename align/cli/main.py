@@ -598,18 +598,15 @@ def verdict(
 ) -> None:
     """Is the mock faithful to the E2E run? The checklist, PASS/FAIL; exit 0 pass, 1 fail, 2 bad input.
     Without --mock/--e2e: the newest comparable stored pair of --op."""
-    from align.compare.verdict import record
     from align.compare.verdict import verdict as run_verdict
 
-    s = _store(store)
     v = run_verdict(mock, e2e, op=op, bench=bench, config=config, phase=phase, mock_range=mock_range,
-                    e2e_range=e2e_range, skip=skip, ops_file=ops_file, store=s,
+                    e2e_range=e2e_range, skip=skip, ops_file=ops_file, store=_store(store),
                     e2e_select={"pid": pid, "device": device, "rank": rank},
                     **_phase_maps(mock_phase, e2e_phase, phase_map))
-    rec = record(v, s)
     if v.chosen:
         err.print(f"pair: {v.chosen}", markup=False)
-    err.print(f"recorded {rec}", markup=False)
+    err.print(f"recorded {v.recorded}", markup=False)
     if fmt == VerdictFormat.json:
         import json as _json
 
@@ -660,7 +657,7 @@ def report(
     v = run_verdict(mock, e2e, op=op, bench=bench, config=config, phase=phase, mock_range=mock_range,
                     e2e_range=e2e_range, skip=skip, ops_file=ops_file, store=_store(store),
                     e2e_select={"pid": pid, "device": device, "rank": rank},
-                    **_phase_maps(mock_phase, e2e_phase, phase_map))
+                    record_in_store=False, **_phase_maps(mock_phase, e2e_phase, phase_map))
     _say_pairing(v.comparison, False)
     write_text(output, render_html(v), "the report")
     err.print(f"[green]wrote[/] {output} ({'PASS' if v.passed else 'FAIL'})")
@@ -746,7 +743,6 @@ def collect(
     """Benchmark an aligned op over its test-case grid and write aiconfigurator's perf files."""
     from align.collect.cases import parse_subset
     from align.collect.runner import Settings, collect as run_collect, verify
-    from align.compare.verdict import newest_record
 
     settings = Settings(warmups=warmups, runs=runs, use_graph=not eager, measure_power=power, version=version,
                         backend=backend, system=system, framework=framework)
@@ -754,26 +750,10 @@ def collect(
         df = verify(out, op, verify_k, settings)
         print_frame(df, fmt, title=f"verification of {len(df)} cases (seed: |deviation| < 2 %)", max_width=70)
         return
-    from align.collect.cases import check_subset
-    from align.collect.runner import spec_of
-
-    spec = spec_of(op, settings)
-    subset = parse_subset(cases)
-    check_subset(spec, [phase] if phase else list(spec.phases), subset)  # bad input before the gate
-    if op != "standin":
-        rec = newest_record(_store(store), op)
-        if (rec is None or not rec.get("passed")) and not force:
-            why = "no verdict recorded" if rec is None else f"its newest verdict ({rec.get('file')}) failed"
-            raise AlignError(f"refusing to collect {op}: {why} in {_store(store).root}",
-                             f"run align verdict --op {op} until it passes, or pass --force (recorded in the metadata)")
-        if rec is not None:
-            pair = rec.get("pair") or {"mock": rec.get("mock"), "e2e": rec.get("e2e")}
-            err.print(f"gate: {'obeying' if rec.get('passed') else 'overriding (--force)'} the verdict {rec['file']} "
-                      f"({'PASS' if rec.get('passed') else 'FAIL'}, mock {pair.get('mock')} vs E2E {pair.get('e2e')})",
-                      markup=False)
     summary = run_collect(op, [phase] if phase else None, gpus=gpus, out=out, resume=resume,
-                          subset=subset, settings=settings, retry_failed=retry_failed,
-                          forced=force and op != "standin", progress=fmt == Format.table)
+                          subset=parse_subset(cases), settings=settings, retry_failed=retry_failed,
+                          forced=force, progress=fmt == Format.table, store=_store(store),
+                          say=lambda line: err.print(line, markup=False))
     for note in summary.repaired:
         err.print(f"repaired: {note}", markup=False)
     data = {"out": str(summary.out), "done": summary.done, "failed": summary.failed,

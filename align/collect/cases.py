@@ -41,6 +41,7 @@ class OpSpec:
     framework: str
     kernel_source: str
     implementation: str = ""
+    gated: bool = True
     frameworks: dict[str, str] = field(default_factory=dict)
     phases: dict[str, PhaseSpec] = field(default_factory=dict)
 
@@ -80,7 +81,7 @@ def load_ops() -> dict[str, OpSpec]:
     for name, entry in data["ops"].items():
         spec = OpSpec(name=name, builder=entry["builder"], family=entry["family"], framework=entry["framework"],
                       kernel_source=entry["kernel_source"], implementation=entry.get("implementation", name),
-                      frameworks=dict(entry.get("frameworks", {})))
+                      gated=bool(entry.get("gated", True)), frameworks=dict(entry.get("frameworks", {})))
         for phase, p in entry.items():  # every other sub-table is a phase (context, generation; moe: all)
             if isinstance(p, dict) and phase != "frameworks":
                 spec.phases[phase] = PhaseSpec(op=name, phase=phase, op_name=p["op_name"], perf_file=p["perf_file"],

@@ -71,6 +71,28 @@ class Summary:
     already_done: int = 0
     tables: dict = field(default_factory=dict)
     repaired: list = field(default_factory=list)
+    gate: str | None = None  # the verdict obeyed (or overridden), in one line
+
+
+def gate(op: str, store=None, forced: bool = False) -> str | None:
+    """The verdict-before-collect gate of seed 001: an op is collected only once its newest recorded
+    verdict passed (``forced`` overrides it, and the metadata says so). Returns the line saying which
+    verdict was obeyed, None for an op without a gate; raises when the gate is closed."""
+    from align.profile.store import Store
+
+    if not op_spec(op).gated:
+        return None
+    store = store or Store()
+    rec = store.newest_verdict(op)
+    if (rec is None or not rec.get("passed")) and not forced:
+        why = "no verdict recorded" if rec is None else f"its newest verdict ({rec.get('file')}) failed"
+        raise AlignError(f"refusing to collect {op}: {why} in {store.root}",
+                         f"run align verdict --op {op} until it passes, or pass --force (recorded in the metadata)")
+    if rec is None:
+        return f"gate: overriding (--force): no verdict of {op} recorded"
+    pair = rec.get("pair") or {"mock": rec.get("mock"), "e2e": rec.get("e2e")}
+    return (f"gate: {'obeying' if rec.get('passed') else 'overriding (--force)'} the verdict {rec['file']} "
+            f"({'PASS' if rec.get('passed') else 'FAIL'}, mock {pair.get('mock')} vs E2E {pair.get('e2e')})")
 
 
 def system_name(gpu: str | None) -> str:
@@ -294,15 +316,26 @@ def plan(op: str, phases: list[str], subset: dict | None, out: Path, settings: S
 
 def collect(op: str, phases: list[str] | None = None, gpus: int | None = None, out: Path = Path("collect"),
             resume: bool = False, subset: dict | None = None, settings: Settings | None = None,
-            retry_failed: bool = False, forced: bool = False, progress: bool = True) -> Summary:
-    """Collect ``op`` over its grid into ``out``; see the module docstring for the guarantees."""
+            retry_failed: bool = False, forced: bool = False, progress: bool = True, store=None,
+            gated: bool = True, say=None) -> Summary:
+    """Collect ``op`` over its grid into ``out``; see the module docstring for the guarantees.
+    ``gated`` applies :func:`gate` (the op's newest verdict in ``store`` must pass, unless
+    ``forced``); ``gated=False`` skips it (a test of the machinery, say) and records nothing forced.
+    ``say(line)`` hears the gate's line before the first case runs."""
     settings = settings or Settings()
     out = Path(out)
     spec0 = spec_of(op, settings)
     phases = phases or list(spec0.phases)
+    check_subset(spec0, phases, subset)  # bad input before the gate
+    obeyed = gate(op, store, forced) if gated else None
+    if obeyed and say is not None:
+        say(obeyed)
     devices = _devices(gpus)  # before anything is written: a bad --gpus leaves no folder behind
     with CollectorLock(out):
-        return _collect(op, phases, devices, out, resume, subset, settings, retry_failed, forced, progress)
+        summary = _collect(op, phases, devices, out, resume, subset, settings, retry_failed,
+                           forced and gated and spec0.gated, progress)
+    summary.gate = obeyed
+    return summary
 
 
 def _collect(op, phases, devices, out, resume, subset, settings, retry_failed, forced, progress) -> Summary:

@@ -35,6 +35,7 @@ class Verdict:
     e2e: str
     comparison: Comparison | None = None
     chosen: str | None = None  # how the pair was found, when the store chose it
+    recorded: Path | None = None  # the store's record of this verdict (verdict(record_in_store=True))
 
     @property
     def pairing(self) -> pd.DataFrame:
@@ -232,9 +233,11 @@ def _bench_check(bench: dict, limit: float) -> dict:
 def verdict(mock=None, e2e=None, op: str | None = None, bench: str | os.PathLike | dict | None = None,
             config=None, phase: str | None = None, mock_range: str | None = None, e2e_range: str | None = None,
             skip: int = 0, ops_file: str | None = None, store=None, e2e_select: dict | None = None,
-            mock_phase: list[tuple[str, str]] | None = None, e2e_phase: list[tuple[str, str]] | None = None
-            ) -> Verdict:
-    """The checklist for ``op``; without ``mock``/``e2e`` the newest comparable stored pair of that op."""
+            mock_phase: list[tuple[str, str]] | None = None, e2e_phase: list[tuple[str, str]] | None = None,
+            record_in_store: bool = True) -> Verdict:
+    """The checklist for ``op``; without ``mock``/``e2e`` the newest comparable stored pair of that op.
+    The verdict is recorded in the store (``v.recorded``), which ``align collect`` obeys;
+    ``record_in_store=False`` only looks."""
     from align.profile.store import Store
 
     store = store or Store()
@@ -248,6 +251,8 @@ def verdict(mock=None, e2e=None, op: str | None = None, bench: str | os.PathLike
                   e2e_phase=e2e_phase)
     v = judge(cmp, _read_bench(bench) if bench is not None else None)
     v.chosen = chosen
+    if record_in_store:
+        v.recorded = record(v, store)
     return v
 
 
@@ -259,40 +264,18 @@ def judge(cmp: Comparison, bench: dict | None = None) -> Verdict:
 
 
 def record(v: Verdict, store) -> Path:
-    """Keep the verdict in the store (``verdicts/<op>/<time>.json``): ``align collect`` refuses to
-    collect an op whose newest verdict did not pass."""
+    """Keep the verdict in the store: ``align collect`` refuses to collect an op whose newest
+    verdict did not pass."""
     import datetime as dt
 
-    from align.files import write_text
-    from align.ops.registry import valid_op_name
-
     when = dt.datetime.now(dt.timezone.utc)
-    # an op name is a safe folder name (the registry checks it); a verdict of ranges (no op) goes apart
-    name = str(v.op) if valid_op_name(v.op) else "_ranges"
-    folder = Path(store.root) / "verdicts" / name
-    path = folder / f"{when.strftime('%Y%m%dT%H%M%S.%fZ')}.json"
     pair = {"mock": v.mock, "e2e": v.e2e, "chosen": v.chosen or "given"}
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_text(path, json.dumps({**v.to_dict(), "pair": pair, "time": when.isoformat()}, indent=2) + "\n",
-                   "the verdict record")
-    except OSError as exc:
-        raise AlignError(f"cannot record the verdict in {folder}: {exc.strerror or exc}",
-                         "check --store (or $ALIGN_STORE): a folder you can write") from None
-    return path
+    return store.record_verdict(v.op, {**v.to_dict(), "pair": pair, "time": when.isoformat()}, when)
 
 
 def newest_record(store, op: str) -> dict | None:
     """The newest recorded verdict of ``op`` (with ``file``: where it lies), or None."""
-    folder = Path(store.root) / "verdicts" / op
-    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
-    if not files:
-        return None
-    try:
-        return {**json.loads(files[-1].read_text()), "file": str(files[-1])}
-    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
-        raise AlignError(f"cannot read the verdict record {files[-1]}: {exc}",
-                         f"run align verdict --op {op} again to write a new one") from None
+    return store.newest_verdict(op)
 
 
 def _read_bench(bench) -> dict:

@@ -25,7 +25,8 @@ LOG = "nsys.log"
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)?$")
 # folders the store itself owns: never an entry, never replaced by one
-RESERVED = ("examples", "verdicts")
+EXAMPLES, VERDICTS = "examples", "verdicts"
+RESERVED = (EXAMPLES, VERDICTS)
 
 
 def default_root() -> Path:
@@ -87,6 +88,36 @@ class Store:
             raise AlignError(f"cannot use {lock.parent} as a store folder: {exc.strerror or exc}",
                              "check --store (or $ALIGN_STORE): a folder you can write") from None
 
+    def record_verdict(self, op: str | None, record: dict, when) -> Path:
+        """Keep one verdict record as ``verdicts/<op>/<time>.json`` (a verdict of ranges, no op, under
+        ``_ranges``); the newest one of an op is what ``align collect`` obeys."""
+        from align.files import write_text
+        from align.ops.registry import valid_op_name
+
+        self._check_root()
+        # an op name is a safe folder name (the registry checks it); a verdict of ranges goes apart
+        folder = self.root / VERDICTS / (str(op) if valid_op_name(op) else "_ranges")
+        path = folder / f"{when.strftime('%Y%m%dT%H%M%S.%fZ')}.json"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text(path, json.dumps(record, indent=2) + "\n", "the verdict record")
+        except OSError as exc:
+            raise AlignError(f"cannot record the verdict in {folder}: {exc.strerror or exc}",
+                             "check --store (or $ALIGN_STORE): a folder you can write") from None
+        return path
+
+    def newest_verdict(self, op: str) -> dict | None:
+        """The newest recorded verdict of ``op`` (with ``file``: where it lies), or None."""
+        folder = self.root / VERDICTS / op
+        files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        if not files:
+            return None
+        try:
+            return {**json.loads(files[-1].read_text()), "file": str(files[-1])}
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+            raise AlignError(f"cannot read the verdict record {files[-1]}: {exc}",
+                             f"run align verdict --op {op} again to write a new one") from None
+
     def release(self, name: str) -> None:
         """Give up the entry taken by :meth:`create` (only our own lock is removed)."""
         pidlock.release(self._lock_path(name))
@@ -126,7 +157,7 @@ class Store:
         if not _NAME.match(name):
             return None
         self._check_root()
-        for candidate in (self.path(name), self.root / "examples" / name):
+        for candidate in (self.path(name), self.root / EXAMPLES / name):
             if (candidate / SQLITE).exists():
                 return candidate / SQLITE
             if (candidate / REPORT).exists():
