@@ -15,14 +15,14 @@ _EXPORTS = {
     "AlignError": "align.errors",
     "Profile": "align.profile.reader",
     "Store": "align.profile.store",
-    "export": "align.profile.load",
-    "load": "align.profile.load",
+    "export": "align.loader",
+    "load": "align.loader",
     "kernel_summary": "align.stats.kernels",
     "diff": "align.compare.diff",
     "verdict": "align.compare.verdict",
     # `align.profile` is the subpackage; the capture function is exported as `capture`.
-    "capture": ("align.nsys.launch", "profile"),
-    "find_nsys": ("align.nsys.discover", "discover"),
+    "capture": ("align.capture.launch", "profile"),
+    "find_nsys": ("align.capture.discover", "discover"),
 }
 
 __all__ = sorted(_EXPORTS)

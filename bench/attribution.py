@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--skip-nsys-projection-above", type=int, default=200_000,
                     help="nsys 2022.4's projection grows with kernels x ranges; skip it above this size")
     args = ap.parse_args()
-    from align.nsys.discover import discover
+    from align.capture.discover import discover
     from align.profile.reader import Profile
 
     nsys = discover()

@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--names", type=int, default=300)
     ap.add_argument("--keep", type=Path, help="keep the synthetic export here")
     args = ap.parse_args()
-    from align.nsys.discover import discover
+    from align.capture.discover import discover
 
     nsys = discover()
     report = "gpukernsum" if nsys.version.startswith("2022") else "cuda_gpu_kern_sum"

@@ -17,7 +17,7 @@ PROGRAMS = ROOT / "tests" / "programs"
 @pytest.fixture(scope="session")
 def nsys():
     from align.errors import NsysNotFound
-    from align.nsys.discover import discover
+    from align.capture.discover import discover
 
     try:
         return discover()

@@ -157,7 +157,7 @@ def test_nsys_fails(nsys, tmp_path):
 
 
 def test_presets_build_commands():
-    from align.serve.run import preset_command
+    from align.capture.serve import preset_command
 
     cmd, p = preset_command("trtllm", "/models/DeepSeek-V3.2", 8, None)
     assert cmd[:2] == ["trtllm-serve", "/models/DeepSeek-V3.2"] and cmd[cmd.index("--tp_size") + 1] == "8"

@@ -107,7 +107,7 @@ def _say_pairing(cmp, table: bool) -> None:
 @app.command()
 def doctor(fmt: Format = FormatOpt) -> None:
     """Which nsys align will use, its version, and whether it can turn captures into reports."""
-    from align.nsys.discover import discover
+    from align.capture.discover import discover
 
     info = discover()
     data = info.to_dict()
@@ -119,7 +119,7 @@ def doctor(fmt: Format = FormatOpt) -> None:
 # ---- profile -------------------------------------------------------------------------------
 def _profile(kind: str, ctx: typer.Context, name, op, store, trace, sample, cpuctxsw, cuda_graph_trace, capture_range,
              nvtx_capture, capture_range_end, delay, duration, overwrite, quiet, fmt, serve=None) -> None:
-    from align.nsys.launch import ProfileOptions, profile
+    from align.capture.launch import ProfileOptions, profile
 
     cmd = ctx.meta.get("align_cmd")
     extra = list(ctx.args)
@@ -167,8 +167,8 @@ def _next_command(meta: dict) -> str:
 
 
 def _serve(cmd, serve: dict, options, name, op, store, overwrite, quiet):
-    from align.serve.load import LoadSpec
-    from align.serve.run import ServeOptions, preset_command, profile_serve
+    from align.capture.load import LoadSpec
+    from align.capture.serve import ServeOptions, preset_command, profile_serve
 
     env, endpoint, port, ready_url = {}, "/v1/completions", serve["port"], serve["ready_url"]
     if serve["preset"]:
@@ -270,7 +270,7 @@ def export(
 ) -> None:
     """Export one report to SQLite."""
     from align.files import check_target
-    from align.profile.load import export as do_export
+    from align.loader import export as do_export
 
     if not report.exists():
         raise AlignError(f"{report}: no such file", "pass an existing .nsys-rep")
@@ -285,7 +285,7 @@ def export(
 def info(profile: str = typer.Argument(..., help="profile file or store name"), store: Optional[Path] = StoreOpt,
          fmt: Format = FormatOpt) -> None:
     """What a profile holds: nsys and schema versions, row counts, GPUs, processes."""
-    from align.profile.load import load
+    from align.loader import load
 
     with load(profile, _store(store)) as p:
         data = p.summary()
@@ -309,7 +309,7 @@ def events(
 ) -> None:
     """Dump one decoded table of a profile (what align.load(...).<kind>() returns)."""
     set_view(wide, columns)
-    from align.profile.load import load
+    from align.loader import load
 
     if kind not in TABLES:
         raise AlignError(f"unknown kind {kind!r}", f"use one of {', '.join(TABLES)}")
@@ -338,7 +338,7 @@ def kernels(
 ) -> None:
     """Per-kernel summary: the numbers of nsys stats --report cuda_gpu_kern_sum."""
     set_view(wide, columns)
-    from align.profile.load import load
+    from align.loader import load
     from align.profile.processes import gpu_filter
     from align.stats.kernels import kernel_summary, to_nsys_csv_frame
 
@@ -357,7 +357,7 @@ def processes(profile: str = typer.Argument(..., help="profile file or store nam
               ) -> None:
     """Processes of a profile with their GPU, kernel count, NVTX and CUDA API activity, and rank."""
     set_view(wide, columns)
-    from align.profile.load import load
+    from align.loader import load
     from align.profile.processes import process_table
 
     with load(profile, _store(store)) as p:
@@ -383,7 +383,7 @@ def nvtx(
     profile without CUDA activity, the CPU-side range times of nvtx_sum)."""
     set_view(wide, columns)
     from align.attribute.projection import KERN_SUM_HEADER, PROJ_SUM_HEADER, Projection
-    from align.profile.load import load
+    from align.loader import load
 
     if sum([kernels, trace, cpu]) > 1:
         raise AlignError("--kernels, --trace and --cpu are different views", "pick one")
@@ -447,7 +447,7 @@ def ops(
 
     from align.ops.attribute import OpView
     from align.ops.registry import load_registry
-    from align.profile.load import load
+    from align.loader import load
 
     registry = load_registry(ops_file)
     if list_ops:

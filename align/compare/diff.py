@@ -20,7 +20,7 @@ from align.compare.pairing import NAMED, Pairing, forward_summary, pair
 from align.errors import AlignError
 from align.ops.attribute import PHASES, Forwards, OpView
 from align.ops.registry import Registry, load_registry
-from align.profile.load import load
+from align.loader import load
 
 try:
     import tomllib

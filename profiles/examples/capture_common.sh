@@ -5,7 +5,7 @@
 PY=${PYTHON:-python3}
 . scripts/gpu-env.sh
 $PY -m align doctor
-NSYS_BIN=$($PY -c 'from align.nsys.discover import discover; print(discover().path)')
+NSYS_BIN=$($PY -c 'from align.capture.discover import discover; print(discover().path)')
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || true
 
 capture() {

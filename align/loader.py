@@ -15,8 +15,8 @@ STALE_AFTER_S = 2.0
 
 def export(report: str | os.PathLike, out: str | os.PathLike | None = None, quiet: bool = True) -> Path:
     """Export one ``.nsys-rep`` (or import and export a ``.qdstrm``) to SQLite next to it."""
-    from align.nsys.discover import discover
-    from align.nsys.export import export_sqlite, import_qdstrm
+    from align.capture.discover import discover
+    from align.capture.export import export_sqlite, import_qdstrm
 
     report = Path(report)
     nsys = discover()

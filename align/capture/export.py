@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 from align.errors import NsysFailed
-from align.nsys.discover import NsysInfo, discover
-from align.nsys.run import run_logged
+from align.capture.discover import NsysInfo, discover
+from align.capture.run import run_logged
 from align.profile.reader import is_sqlite
 
 

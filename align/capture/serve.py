@@ -25,13 +25,13 @@ from importlib import resources
 from pathlib import Path
 
 from align.errors import AlignError, NsysFailed, ServeFailed
-from align.nsys.discover import NsysInfo, discover
-from align.nsys.export import export_sqlite
-from align.nsys.launch import (ProfileOptions, ProfileResult, _contents, _find_report, _gpus_from_smi, _write_meta,
-                               git_revisions)
-from align.nsys.run import console
+from align.capture.discover import NsysInfo, discover
+from align.capture.export import export_sqlite
+from align.capture.launch import (ProfileOptions, ProfileResult, build_command, contents, find_report, gpus_from_smi,
+                                  start_meta, write_meta)
+from align.capture.run import console
 from align.profile import store as st
-from align.serve.load import LoadSpec, send_load, wait_ready
+from align.capture.load import LoadSpec, send_load, wait_ready
 
 try:
     import tomllib
@@ -205,17 +205,11 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
     try:
         log = entry / st.LOG
         base = entry / Path(st.REPORT).stem
-        nsys_cmd = [nsys.path, "profile", *options.nsys_args(), "--force-overwrite", "true", "--output", str(base),
-                    *cmd]
-        meta = {"name": name, "kind": "e2e", "op": op, "serve": True, "command": cmd, "command_line": shlex.join(cmd),
-                "cwd": os.getcwd(), "nsys": {"path": nsys.path, "version": nsys.version, "source": nsys.source},
-                "nsys_command": nsys_cmd, "options": asdict(options),
-                "window": {"delay_s": serve.delay, "duration_s": serve.duration}, "ready_url": ready_url,
-                "load_spec": asdict(serve.load) if serve.load else None, "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "start_time": started.isoformat(timespec="seconds"), "status": "running", "exit_code": None,
-                "git": git_revisions(cmd), "files": {"report": None, "sqlite": None, "log": st.LOG}}
-        _write_meta(entry, meta)
+        nsys_cmd = build_command(nsys, base, options, cmd)
+        meta = start_meta(name, "e2e", op, cmd, nsys, nsys_cmd, options, started, serve=True,
+                          window={"delay_s": serve.delay, "duration_s": serve.duration}, ready_url=ready_url,
+                          load_spec=asdict(serve.load) if serve.load else None)
+        write_meta(entry, meta)
         status, report, sqlite, rc = "ok", None, None, None
         logf = open(log, "w")
         logf.write(f"$ {shlex.join(nsys_cmd)}\n")
@@ -294,14 +288,14 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
             meta["killed_leftovers"] = leftover
             logf.close()
             try:
-                report = _find_report(entry, nsys, log)
+                report = find_report(entry, nsys, log)
                 if report is None:
                     _keep_partial_capture(log, entry, meta)
                 if report is not None:
                     meta["files"]["report"] = report.name
                     sqlite = export_sqlite(report, entry / st.SQLITE, nsys=nsys, log=log, quiet=True)
                     meta["files"]["sqlite"] = sqlite.name
-                    meta.update(_contents(sqlite, nsys))  # what it holds; GPUs of the host are set below
+                    meta.update(contents(sqlite, nsys))  # what it holds; GPUs of the host are set below
                 elif status == "ok":
                     status = "no-report"
             except NsysFailed as exc:
@@ -310,8 +304,8 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
             meta["status"] = status
             meta["end_time"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             meta["duration_s"] = round(time.monotonic() - t0, 3)
-            meta["gpus"] = _gpus_from_smi()
-            _write_meta(entry, meta)
+            meta["gpus"] = gpus_from_smi()
+            write_meta(entry, meta)
         if status == "no-report":
             raise NsysFailed(f"nsys wrote no report (exit {rc})", f"see {log}")
         return ProfileResult(name=name, path=entry, sqlite=sqlite, report=report, exit_code=rc, status=status,

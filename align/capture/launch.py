@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from align.errors import AlignError, NsysFailed
-from align.nsys.discover import NsysInfo, discover
-from align.nsys.export import export_sqlite, import_qdstrm
+from align.capture.discover import NsysInfo, discover
+from align.capture.export import export_sqlite, import_qdstrm
 from align.files import write_text
-from align.nsys.run import console, run_logged
+from align.capture.run import console, run_logged
 from align.profile import store as st
 
 CAPTURE_RANGES = ("none", "cudaProfilerApi", "nvtx")
@@ -143,26 +143,8 @@ def _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, 
     base = entry / Path(st.REPORT).stem
     log = entry / st.LOG
     nsys_cmd = build_command(nsys, base, options, cmd)
-    meta = {
-        "name": name,
-        "kind": kind,
-        "op": op,
-        "command": cmd,
-        "command_line": shlex.join(cmd),
-        "cwd": os.getcwd(),
-        "nsys": {"path": nsys.path, "version": nsys.version, "source": nsys.source},
-        "nsys_command": nsys_cmd,
-        "options": asdict(options),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "start_time": started.isoformat(timespec="seconds"),
-        "status": "running",
-        "exit_code": None,
-        "git": git_revisions(cmd),
-        "align_version": _align_version(),
-        "files": {"report": None, "sqlite": None, "log": st.LOG},
-    }
-    _write_meta(entry, meta)
+    meta = start_meta(name, kind, op, cmd, nsys, nsys_cmd, options, started)
+    write_meta(entry, meta)
     t0 = time.monotonic()
     status = "ok"
     rc: int | None = None
@@ -176,7 +158,7 @@ def _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, 
         except OSError as exc:
             raise NsysFailed(f"could not start nsys at {nsys.path}: {exc}", "check NSYS or your install")
         meta["exit_code"] = rc
-        report = _find_report(entry, nsys, log)
+        report = find_report(entry, nsys, log)
         if report is None:
             status = "no-report"
             raise NsysFailed(f"nsys wrote no report (exit {rc})",
@@ -189,7 +171,7 @@ def _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, 
                 status = "export-failed"
                 raise
             meta["files"]["sqlite"] = sqlite.name
-            meta.update(_contents(sqlite, nsys))
+            meta.update(contents(sqlite, nsys))
         if rc not in (0, None):
             status = "app-failed"
     except KeyboardInterrupt:
@@ -206,12 +188,24 @@ def _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, 
         meta["status"] = status
         meta["end_time"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         meta["duration_s"] = round(time.monotonic() - t0, 3)
-        meta.setdefault("gpus", _gpus_from_smi())
-        _write_meta(entry, meta)
+        meta.setdefault("gpus", gpus_from_smi())
+        write_meta(entry, meta)
     return ProfileResult(name=name, path=entry, sqlite=sqlite, report=report, exit_code=rc, status=status, meta=meta)
 
 
-def _find_report(entry: Path, nsys: NsysInfo, log: Path) -> Path | None:
+def start_meta(name: str, kind: str, op: str | None, cmd: list[str], nsys: NsysInfo, nsys_cmd: list[str],
+               options: ProfileOptions, started: dt.datetime, **extra) -> dict:
+    """meta.json of a capture that starts now (status ``running``); every way of capturing writes
+    these keys, ``extra`` adds its own (a server's window, say)."""
+    return {"name": name, "kind": kind, "op": op, "command": cmd, "command_line": shlex.join(cmd), "cwd": os.getcwd(),
+            "nsys": {"path": nsys.path, "version": nsys.version, "source": nsys.source}, "nsys_command": nsys_cmd,
+            "options": asdict(options), **extra, "host": socket.gethostname(), "pid": os.getpid(),
+            "start_time": started.isoformat(timespec="seconds"), "status": "running", "exit_code": None,
+            "git": git_revisions(cmd), "align_version": _align_version(),
+            "files": {"report": None, "sqlite": None, "log": st.LOG}}
+
+
+def find_report(entry: Path, nsys: NsysInfo, log: Path) -> Path | None:
     rep = entry / st.REPORT
     if rep.exists():
         return rep
@@ -221,7 +215,7 @@ def _find_report(entry: Path, nsys: NsysInfo, log: Path) -> Path | None:
     return None
 
 
-def _write_meta(entry: Path, meta: dict) -> None:
+def write_meta(entry: Path, meta: dict) -> None:
     write_text(entry / st.META, json.dumps(meta, indent=2, default=str) + "\n", "the profile's")
 
 
@@ -258,7 +252,7 @@ def _git_info(where: Path) -> dict | None:
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
-def _contents(sqlite: Path, nsys: NsysInfo) -> dict:
+def contents(sqlite: Path, nsys: NsysInfo) -> dict:
     """What meta.json says of the export, read in one opening: GPUs, what it holds (for the next
     command to suggest), and a warning when NVTX ranges were silently dropped."""
     from align.profile.reader import Profile
@@ -294,7 +288,7 @@ def nvtx_not_recorded(p, nsys: NsysInfo) -> str | None:
     return None
 
 
-def _gpus_from_smi() -> list[str]:
+def gpus_from_smi() -> list[str]:
     try:
         r = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                            capture_output=True, text=True, timeout=20)
