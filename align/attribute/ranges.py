@@ -63,10 +63,6 @@ class Ranges:
                 out[idx] = np.where(out[idx] >= 0, out[idx], from_parent)
         return out
 
-    def any_on_chain(self, mark: np.ndarray) -> np.ndarray:
-        """True where the range or one of its push/pop ancestors is marked."""
-        return self.nearest_on_chain(mark) >= 0
-
 
 def load_ranges(profile: Profile) -> Ranges:
     """Ranges as nsys's projection reports see them: push/pop and start/end ranges that end on the

@@ -48,10 +48,6 @@ class NsysInfo:
     can_import: bool
     import_problem: str | None = None
 
-    @property
-    def version_tuple(self) -> tuple[int, ...]:
-        return tuple(int(p) for p in re.findall(r"\d+", self.version)[:4])
-
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -28,7 +28,6 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 CONFIG_FILE = "align-verdict.toml"
-STATUSES = ("match", "missing", "extra", "count", "slower", "faster")
 
 
 def load_config(path: str | os.PathLike | None = None) -> dict:

@@ -22,7 +22,6 @@ from align.compare.diff import Comparison, compare
 from align.compare.pairing import plain_rows
 from align.errors import AlignError
 
-CHECKS = ("names", "counts", "latency", "missing", "extra", "bench")
 MAX_LISTED = 6
 
 

@@ -135,12 +135,6 @@ class Profile:
             return 0
         return int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
-    def session_start_utc_ns(self) -> int | None:
-        if self.schema.has("TARGET_INFO_SESSION_START_TIME"):
-            row = self.conn.execute("SELECT utcEpochNs FROM TARGET_INFO_SESSION_START_TIME").fetchone()
-            return int(row[0]) if row and row[0] is not None else None
-        return None
-
     def summary(self) -> dict:
         """What the profile holds: versions, row counts, GPUs, time span."""
         span = None
@@ -364,8 +358,8 @@ class Profile:
     def threads(self, all: bool = False) -> pd.DataFrame:
         """Threads with traced activity (NVTX, CUDA API, OS runtime) and their names where nsys has one;
         ``all`` lists every named thread on the machine instead."""
-        named = (self.sql(f"SELECT t.globalTid AS global_tid, s.value AS name, t.priority AS priority "
-                          f"FROM ThreadNames AS t LEFT JOIN StringIds AS s ON s.id = t.nameId")
+        named = (self.sql("SELECT t.globalTid AS global_tid, s.value AS name, t.priority AS priority "
+                          "FROM ThreadNames AS t LEFT JOIN StringIds AS s ON s.id = t.nameId")
                  if self.schema.has("ThreadNames") else pd.DataFrame(columns=["global_tid", "name", "priority"]))
         named = named.drop_duplicates("global_tid", keep="last")
         if all:
