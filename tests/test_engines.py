@@ -7,7 +7,7 @@ import pytest
 
 import align
 from align.attribute.projection import Projection
-from align.ops.attribute import OpView
+from align.attribute.ops import OpView
 from align.stats.kernels import kernel_summary
 
 from .conftest import ROOT

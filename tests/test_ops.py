@@ -9,7 +9,7 @@ import pytest
 
 import align
 from align.errors import AlignError
-from align.ops.attribute import OpView
+from align.attribute.ops import OpView
 from align.ops.registry import function_name, load_registry
 
 from .conftest import ROOT, run_align

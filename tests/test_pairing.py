@@ -305,7 +305,7 @@ def test_launch_variants_are_one_family_and_shown_as_information():
     counts check compares the folded family (16 = 16) and the table shows the variant mix."""
     from align.compare.diff import Comparison, Side, family_table, load_config
     from align.compare.verdict import judge
-    from align.ops.attribute import per_forward
+    from align.attribute.ops import per_forward
 
     vec = ("void at::native::vectorized_elementwise_kernel<(int)4, at::native::BinaryFunctor<c10::BFloat16, c10::BFloat16,"
            " c10::BFloat16, at::native::binary_internal::MulFunctor<float>>, std::array<char *, (unsigned long)3>>(int, T2, T3)")

@@ -89,6 +89,15 @@ class Projection:
         # the calls' intervals are only needed to place them; keep memory for the rest
         self.gpu.launches = L.drop(columns=["api_start", "api_end"])
 
+    def without_spans(self) -> None:
+        """Drop the launched work's spans (only nsys's projection sums read them): less memory for
+        a caller that needs which range holds each launch, not how long it ran."""
+        self.gpu.launches = self.gpu.launches.drop(columns=["op_start", "op_end"])
+
+    def release_gpu_ops(self) -> None:
+        """Free the GPU-op tables once a caller has taken what it needs; ranges and calls stay."""
+        self.gpu = None
+
     # ---- nsys's launch-time view ------------------------------------------------------------
     @cached_property
     def range_projection(self) -> pd.DataFrame:

@@ -445,7 +445,7 @@ def ops(
     set_view(wide, columns)
     import json as _json
 
-    from align.ops.attribute import OpView
+    from align.attribute.ops import OpView
     from align.ops.registry import load_registry
     from align.loader import load
 
@@ -460,7 +460,7 @@ def ops(
         return
     if profile is None:
         raise AlignError("missing argument PROFILE", "align ops PROFILE [--op OP], or align ops --list")
-    from align.ops.attribute import PHASES
+    from align.attribute.ops import PHASES
 
     if phase and phase not in PHASES:
         raise AlignError(f"unknown phase {phase!r}", f"use {', '.join(PHASES[1:])} or all")

@@ -18,7 +18,7 @@ import pandas as pd
 
 from align.compare.pairing import NAMED, Pairing, forward_summary, pair
 from align.errors import AlignError
-from align.ops.attribute import PHASES, Forwards, OpView
+from align.attribute.ops import PHASES, Forwards, OpView
 from align.ops.registry import Registry, load_registry
 from align.loader import load
 

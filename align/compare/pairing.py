@@ -1,6 +1,6 @@
 """Which E2E forwards each mock phase is compared with, and on what evidence.
 
-Phases come from evidence, strongest first (decided per kernel in :class:`align.ops.attribute.OpView`):
+Phases come from evidence, strongest first (decided per kernel in :class:`align.attribute.ops.OpView`):
 the user's mapping, phase words in enclosing NVTX ranges, engine step ranges that count their
 requests. Where E2E forwards carry none (``generate()`` with per-module ranges, vLLM without step
 ranges), their own kernels decide: the forwards of each process are grouped by signature (the

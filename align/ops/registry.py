@@ -121,6 +121,11 @@ class Registry:
                 return "mixed" if ctx and gen else "context" if ctx else "generation" if gen else None
         return None
 
+    @property
+    def phase_patterns(self) -> dict:
+        """Phase name -> compiled regex of the phase words (``[phases]`` of the ops file)."""
+        return dict(self._phase_re)
+
     def is_step(self, text: str) -> bool:
         return any(rx.search(text) for rx in self._steps)
 

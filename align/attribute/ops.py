@@ -60,8 +60,7 @@ class OpView:
         self.where = where
         self.phase_map = [(_regex(rx, "phase map"), _phase_name(ph)) for rx, ph in (phase_map or [])]
         self._proj = Projection(profile, where)
-        # spans of launched work only serve nsys's projection sums: not needed here
-        self._proj.gpu.launches = self._proj.gpu.launches.drop(columns=["op_start", "op_end"])
+        self._proj.without_spans()
         self.name_kind = name
         self._texts = self._proj.ranges.df["text"].astype(object).to_numpy()
         origins, self._cap = self._proj.captures
@@ -71,7 +70,7 @@ class OpView:
         self._phase = None
         self._evidence = None
         # what remains needed is each launch's innermost range (calls.inner) and the items
-        self._proj.gpu = None
+        self._proj.release_gpu_ops()
 
     def _items(self) -> pd.DataFrame:
         """One row per GPU op with integer columns; ``code`` indexes :attr:`names`."""
@@ -189,7 +188,7 @@ class OpView:
         user: dict[str, list] = {}
         for rx, ph in self.phase_map:
             user.setdefault(ph, []).append(rx)
-        words = {ph: (lambda t, rx=rx: bool(rx.search(t)) and not reg.is_step(t)) for ph, rx in reg._phase_re.items()}
+        words = {ph: (lambda t, rx=rx: bool(rx.search(t)) and not reg.is_step(t)) for ph, rx in reg.phase_patterns.items()}
         steps = {ph: (lambda t, ph=ph: reg.step_phase(t) == ph) for ph in ("context", "generation", "mixed")}
         return [{ph: (lambda t, rxs=rxs: any(rx.search(t) for rx in rxs)) for ph, rxs in user.items()}, words, steps]
 
