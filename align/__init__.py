@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "AlignError": "align.errors",
     "Profile": "align.profile.reader",
-    "Store": "align.profile.store",
+    "Store": "align.store",
     "export": "align.loader",
     "load": "align.loader",
     "kernel_summary": "align.stats.kernels",

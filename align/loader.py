@@ -8,7 +8,7 @@ from pathlib import Path
 
 from align.errors import AlignError
 from align.profile.reader import Profile, is_sqlite
-from align.profile.store import Store, resolve_profile
+from align.store import Store, resolve_profile
 
 STALE_AFTER_S = 2.0
 

@@ -400,13 +400,11 @@ def test_choices_that_follow_transformers_compute_the_same_function(cfg):
     fused, unfused = RMSNorm(64), RMSNorm(64, unfused=True)
     assert torch.allclose(fused(x), unfused(x), atol=1e-6)
     outs = []
+    weights = MLAAttention(cfg, use_indexer=True).state_dict()
     for follow in (False, True):
         c = dataclasses.replace(cfg, index_score_dtype="fp32", rms_norm="unfused") if follow else cfg
         attn = MLAAttention(c, use_indexer=True).eval()
-        if outs:
-            attn.load_state_dict(first)
-        else:
-            first = attn.state_dict()
+        attn.load_state_dict(weights)
         cache = KVCache(c, 2, 21, indexer=True).fill_random_(20, torch.Generator().manual_seed(3))
         h = torch.randn(2, 1, c.dim, generator=torch.Generator().manual_seed(4))
         outs.append(attn(h, torch.full((1,), 20), cache, precompute_freqs_cis(c, 21)[20:21]))

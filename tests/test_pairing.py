@@ -277,7 +277,7 @@ def test_forward_summary_of_nothing_is_empty():
     assert forward_summary(cmp.e2e.items.iloc[0:0]).empty
     with pytest.raises(AlignError, match="no mock profile of op 'dsa'"):
         from align.compare.verdict import newest_pair
-        from align.profile.store import Store
+        from align.store import Store
 
         newest_pair(Store(ROOT / "tests"), "dsa")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from align.errors import AlignError
-from align.profile.store import Store
+from align.store import Store
 
 from .conftest import ROOT, run_align
 

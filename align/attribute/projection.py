@@ -21,7 +21,7 @@ import pandas as pd
 from align.attribute.launches import KEY_SHIFT, GpuOps, load_gpu_ops
 from align.attribute.ranges import NO_RANGE, Ranges, innermost_pushpop, load_ranges, startend_pairs
 from align.profile.reader import Profile
-from align.stats.numbers import group_stats, round_tenth
+from align.numbers import group_stats, round_tenth
 
 PROJ_SUM_HEADER = {
     "range": "Range", "style": "Style", "total_proj_ns": "Total Proj Time (ns)",

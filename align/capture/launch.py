@@ -26,7 +26,7 @@ from align.capture.discover import NsysInfo, discover
 from align.capture.export import export_sqlite, import_qdstrm
 from align.files import write_text
 from align.capture.run import console, run_logged
-from align.profile import store as st
+from align import store as st
 
 CAPTURE_RANGES = ("none", "cudaProfilerApi", "nvtx")
 

@@ -30,7 +30,7 @@ from align.capture.export import export_sqlite
 from align.capture.launch import (ProfileOptions, ProfileResult, build_command, contents, find_report, gpus_from_smi,
                                   start_meta, write_meta)
 from align.capture.run import console
-from align.profile import store as st
+from align import store as st
 from align.capture.load import LoadSpec, send_load, wait_ready
 
 try:

@@ -69,7 +69,7 @@ class CommandAfterDashes(typer.core.TyperCommand):
 
 
 def _store(store: Optional[Path]):
-    from align.profile.store import Store
+    from align.store import Store
 
     return Store(store)
 

@@ -78,7 +78,7 @@ def gate(op: str, store=None, forced: bool = False) -> str | None:
     """The verdict-before-collect gate of seed 001: an op is collected only once its newest recorded
     verdict passed (``forced`` overrides it, and the metadata says so). Returns the line saying which
     verdict was obeyed, None for an op without a gate; raises when the gate is closed."""
-    from align.profile.store import Store
+    from align.store import Store
 
     if not op_spec(op).gated:
         return None

@@ -134,7 +134,7 @@ def op_side(view: OpView, label: str, op: str | None, range_pattern: str | None,
 
 def _meta(path) -> dict | None:
     """The store's meta.json beside an export, if any (its readable, well-typed values)."""
-    from align.profile.store import META, read_meta
+    from align.store import META, read_meta
 
     folder = Path(path).parent
     return read_meta(folder)[0] if (folder / META).exists() else None

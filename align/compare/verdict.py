@@ -237,7 +237,7 @@ def verdict(mock=None, e2e=None, op: str | None = None, bench: str | os.PathLike
     """The checklist for ``op``; without ``mock``/``e2e`` the newest comparable stored pair of that op.
     The verdict is recorded in the store (``v.recorded``), which ``align collect`` obeys;
     ``record_in_store=False`` only looks."""
-    from align.profile.store import Store
+    from align.store import Store
 
     store = store or Store()
     chosen = None
@@ -267,9 +267,13 @@ def record(v: Verdict, store) -> Path:
     verdict did not pass."""
     import datetime as dt
 
+    from align.ops.registry import valid_op_name
+
     when = dt.datetime.now(dt.timezone.utc)
     pair = {"mock": v.mock, "e2e": v.e2e, "chosen": v.chosen or "given"}
-    return store.record_verdict(v.op, {**v.to_dict(), "pair": pair, "time": when.isoformat()}, when)
+    # an op name is a safe folder name (the registry checks it); a verdict of ranges goes apart
+    folder = str(v.op) if valid_op_name(v.op) else "_ranges"
+    return store.record_verdict(folder, {**v.to_dict(), "pair": pair, "time": when.isoformat()}, when)
 
 
 def newest_record(store, op: str) -> dict | None:

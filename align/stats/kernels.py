@@ -14,7 +14,7 @@ import pandas as pd
 from align.errors import AlignError, ProfileError
 from align.profile.reader import Profile
 from align.profile.schema import KERNEL_TABLE
-from align.stats.numbers import round_tenth
+from align.numbers import round_tenth
 
 NAME_COLUMNS = {"demangled": "demangledName", "short": "shortName", "mangled": "mangledName"}
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from align.attribute.ranges import load_ranges
 from align.profile.reader import Profile
-from align.stats.numbers import group_stats, round_tenth
+from align.numbers import group_stats, round_tenth
 
 NVTX_SUM_HEADER = {"time_pct": "Time (%)", "total_ns": "Total Time (ns)", "instances": "Instances",
                    "avg_ns": "Avg (ns)", "med_ns": "Med (ns)", "min_ns": "Min (ns)", "max_ns": "Max (ns)",

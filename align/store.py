@@ -88,15 +88,15 @@ class Store:
             raise AlignError(f"cannot use {lock.parent} as a store folder: {exc.strerror or exc}",
                              "check --store (or $ALIGN_STORE): a folder you can write") from None
 
-    def record_verdict(self, op: str | None, record: dict, when) -> Path:
-        """Keep one verdict record as ``verdicts/<op>/<time>.json`` (a verdict of ranges, no op, under
-        ``_ranges``); the newest one of an op is what ``align collect`` obeys."""
+    def record_verdict(self, folder_name: str, record: dict, when) -> Path:
+        """Keep one verdict record as ``verdicts/<folder_name>/<time>.json`` (the op's name); the
+        newest one of an op is what ``align collect`` obeys."""
         from align.files import write_text
-        from align.ops.registry import valid_op_name
 
         self._check_root()
-        # an op name is a safe folder name (the registry checks it); a verdict of ranges goes apart
-        folder = self.root / VERDICTS / (str(op) if valid_op_name(op) else "_ranges")
+        if not _NAME.match(folder_name) or "/" in folder_name or folder_name in (".", ".."):
+            raise AlignError(f"{folder_name!r} is not a verdict folder name", "name the op with letters and digits")
+        folder = self.root / VERDICTS / folder_name
         path = folder / f"{when.strftime('%Y%m%dT%H%M%S.%fZ')}.json"
         try:
             folder.mkdir(parents=True, exist_ok=True)
