@@ -18,6 +18,8 @@ _EXPORTS = {
     "export": "align.loader",
     "load": "align.loader",
     "kernel_summary": "align.stats.kernels",
+    "Projection": "align.attribute.projection",
+    "OpView": "align.attribute.ops",
     "diff": "align.compare.diff",
     "verdict": "align.compare.verdict",
     # `align.profile` is the subpackage; the capture function is exported as `capture`.

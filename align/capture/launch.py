@@ -107,15 +107,22 @@ def profile(cmd: list[str], kind: str = "mock", name: str | None = None, store: 
     options = options or ProfileOptions()
     options.validate()
     nsys = nsys or discover()
-    store = store or st.Store()
-    started = dt.datetime.now(dt.timezone.utc)
-    name = name if name is not None else f"{kind}-{started.astimezone().strftime('%Y%m%d-%H%M%S')}"
-    entry = store.create(name, overwrite=overwrite)
+    store, name, entry, started = new_entry(store, name, kind, overwrite)
     try:
         with terminate_as_interrupt() as stop:
             return _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, stop)
     finally:
         store.release(name)
+
+
+def new_entry(store: st.Store | None, name: str | None, prefix: str, overwrite: bool
+              ) -> tuple[st.Store, str, Path, dt.datetime]:
+    """(store, name, entry folder held by this process, start time) of a capture starting now; the
+    name defaults to ``<prefix>-<local time>``. Release the entry with ``store.release(name)``."""
+    store = store or st.Store()
+    started = dt.datetime.now(dt.timezone.utc)
+    name = name if name is not None else f"{prefix}-{started.astimezone().strftime('%Y%m%d-%H%M%S')}"
+    return store, name, store.create(name, overwrite=overwrite), started
 
 
 @contextlib.contextmanager

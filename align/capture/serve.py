@@ -28,7 +28,7 @@ from align.errors import AlignError, NsysFailed, ServeFailed
 from align.capture.discover import NsysInfo, discover
 from align.capture.export import export_sqlite
 from align.capture.launch import (ProfileOptions, ProfileResult, build_command, contents, find_report, gpus_from_smi,
-                                  start_meta, write_meta)
+                                  new_entry, start_meta, write_meta)
 from align.capture.run import console
 from align import store as st
 from align.capture.load import LoadSpec, send_load, wait_ready
@@ -198,10 +198,7 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
     ready_url = serve.ready_url or f"http://127.0.0.1:{port}/health"
     base_url = re.match(r"(https?://[^/]+)", ready_url).group(1)
     nsys = nsys or discover()
-    store = store or st.Store()
-    started = dt.datetime.now(dt.timezone.utc)
-    name = name if name is not None else f"serve-{started.astimezone().strftime('%Y%m%d-%H%M%S')}"
-    entry = store.create(name, overwrite=overwrite)
+    store, name, entry, started = new_entry(store, name, "serve", overwrite)
     try:
         log = entry / st.LOG
         base = entry / Path(st.REPORT).stem
