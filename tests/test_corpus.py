@@ -158,3 +158,17 @@ def test_bad_input(world, tmp_path, cmd, i):
     assert "Traceback" not in r.stderr and fill(says) in r.stderr, r.stderr
     assert len(lines) <= 4, r.stderr  # one line, or click's usage, hint and error
     assert _state(world["top"], tmp_path, EX) == before
+
+
+def test_the_mock_vs_e2e_commands_share_their_options():
+    """diff, verdict and report take the same pairing options, declared once (cli.main.PAIR_OPTIONS)."""
+    from align.cli.main import PAIR_OPTIONS
+
+    group = typer.main.get_command(app)
+    shared = {name for name, _, _ in PAIR_OPTIONS}
+    options = {cmd: {p.name: (p.opts, p.default) for p in group.commands[cmd].params}
+               for cmd in ("diff", "verdict", "report")}
+    for cmd, params in options.items():
+        assert shared <= set(params), (cmd, shared - set(params))
+    for name in shared:
+        assert options["diff"][name] == options["verdict"][name] == options["report"][name], name

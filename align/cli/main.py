@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
 import sqlite3
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -53,6 +56,60 @@ PhaseMapOpt = typer.Option(None, "--phase-map", help="TOML with [mock] and [e2e]
 E2EPidOpt = typer.Option(None, "--pid", help="E2E side: only this process")
 E2EDeviceOpt = typer.Option(None, "--device", help="E2E side: only this GPU")
 E2ERankOpt = typer.Option(None, "--rank", help="E2E side: only this rank")
+# every mock-vs-E2E command (diff, verdict, report) takes these, declared once: (name, annotation, option)
+PAIR_OPTIONS = [
+    ("phase", "Optional[str]", PairPhaseOpt), ("mock_range", "Optional[str]", MockRangeOpt),
+    ("e2e_range", "Optional[str]", E2ERangeOpt), ("skip", "int", PairSkipOpt),
+    ("mock_phase", "list[str]", MockPhaseOpt), ("e2e_phase", "list[str]", E2EPhaseOpt),
+    ("phase_map", "Optional[Path]", PhaseMapOpt), ("config", "Optional[Path]", ThresholdsOpt),
+    ("ops_file", "Optional[Path]", OpsFileOpt), ("pid", "Optional[int]", E2EPidOpt),
+    ("device", "Optional[int]", E2EDeviceOpt), ("rank", "Optional[int]", E2ERankOpt),
+    ("store", "Optional[Path]", StoreOpt),
+]
+
+
+@dataclass
+class PairArgs:
+    """What the shared options asked for, as the library's keyword arguments (:meth:`compare_kwargs`)."""
+
+    phase: Optional[str]
+    mock_range: Optional[str]
+    e2e_range: Optional[str]
+    skip: int
+    mock_phase: list
+    e2e_phase: list
+    phase_map: Optional[Path]
+    config: Optional[Path]
+    ops_file: Optional[Path]
+    pid: Optional[int]
+    device: Optional[int]
+    rank: Optional[int]
+    store: Optional[Path]
+
+    def compare_kwargs(self) -> dict:
+        return {"phase": self.phase, "mock_range": self.mock_range, "e2e_range": self.e2e_range, "skip": self.skip,
+                "config": self.config, "ops_file": self.ops_file, "store": _store(self.store),
+                "e2e_select": {"pid": self.pid, "device": self.device, "rank": self.rank},
+                **_phase_maps(self.mock_phase, self.e2e_phase, self.phase_map)}
+
+
+def with_pair_options(fn):
+    """Give a command the shared mock-vs-E2E options (PAIR_OPTIONS), gathered into its ``pair``
+    argument, so diff, verdict and report cannot drift apart."""
+    sig = inspect.signature(fn)
+    own = [q for q in sig.parameters.values() if q.name != "pair"]
+    shared = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=opt, annotation=ann)
+              for name, ann, opt in PAIR_OPTIONS]
+
+    @functools.wraps(fn)
+    def command(*args, **kwargs):
+        pair = PairArgs(**{name: kwargs.pop(name) for name, _, _ in PAIR_OPTIONS})
+        return fn(*args, pair=pair, **kwargs)
+
+    command.__signature__ = sig.replace(parameters=own + shared)
+    command.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k != "pair"},
+                               **{name: ann for name, ann, _ in PAIR_OPTIONS}}
+    return command
 
 
 class CommandAfterDashes(typer.core.TyperCommand):
@@ -522,24 +579,13 @@ class VerdictFormat(str, enum.Enum):
 
 
 @app.command()
+@with_pair_options
 def diff(
     mock: str = typer.Argument(..., help="mock profile: file or store name"),
     e2e: str = typer.Argument(..., help="E2E profile: file or store name"),
     op: Optional[str] = typer.Option(None, "--op", help="op of the registry"),
-    phase: Optional[str] = PairPhaseOpt,
-    mock_range: Optional[str] = MockRangeOpt,
-    e2e_range: Optional[str] = E2ERangeOpt,
-    skip: int = PairSkipOpt,
     sequence: bool = typer.Option(False, "--sequence", help="also align one forward's kernel sequences"),
-    mock_phase: list[str] = MockPhaseOpt,
-    e2e_phase: list[str] = E2EPhaseOpt,
-    phase_map: Optional[Path] = PhaseMapOpt,
-    pid: Optional[int] = E2EPidOpt,
-    device: Optional[int] = E2EDeviceOpt,
-    rank: Optional[int] = E2ERankOpt,
-    config: Optional[Path] = ThresholdsOpt,
-    ops_file: Optional[Path] = OpsFileOpt,
-    store: Optional[Path] = StoreOpt,
+    pair: PairArgs = None,
     fmt: DiffFormat = typer.Option(DiffFormat.table, "--format", "-f", help="table, csv, json, md or html"),
     wide: bool = WideOpt,
     columns: Optional[str] = ColumnsOpt,
@@ -550,10 +596,7 @@ def diff(
     from align.compare.diff import compare
     from align.compare.sequence import aligned_sequences, representative_forward
 
-    cmp = compare(mock, e2e, op=op, phase=phase, mock_range=mock_range, e2e_range=e2e_range, skip=skip,
-                  config=config, ops_file=ops_file, store=_store(store),
-                  e2e_select={"pid": pid, "device": device, "rank": rank},
-                  **_phase_maps(mock_phase, e2e_phase, phase_map))
+    cmp = compare(mock, e2e, op=op, **pair.compare_kwargs())
     _say_pairing(cmp, fmt == DiffFormat.table)
     table = cmp.table
     if fmt in (DiffFormat.md, DiffFormat.html):
@@ -576,34 +619,20 @@ def diff(
 
 
 @app.command()
+@with_pair_options
 def verdict(
     op: Optional[str] = typer.Option(None, "--op", help="op of the registry (finds the newest stored profiles)"),
     mock: Optional[str] = typer.Option(None, "--mock", help="mock profile: file or store name"),
     e2e: Optional[str] = typer.Option(None, "--e2e", help="E2E profile: file or store name"),
     bench: Optional[Path] = typer.Option(None, "--bench", help="align bench --format json result"),
-    phase: Optional[str] = PairPhaseOpt,
-    mock_range: Optional[str] = MockRangeOpt,
-    e2e_range: Optional[str] = E2ERangeOpt,
-    skip: int = PairSkipOpt,
-    mock_phase: list[str] = MockPhaseOpt,
-    e2e_phase: list[str] = E2EPhaseOpt,
-    phase_map: Optional[Path] = PhaseMapOpt,
-    config: Optional[Path] = ThresholdsOpt,
-    ops_file: Optional[Path] = OpsFileOpt,
-    pid: Optional[int] = E2EPidOpt,
-    device: Optional[int] = E2EDeviceOpt,
-    rank: Optional[int] = E2ERankOpt,
-    store: Optional[Path] = StoreOpt,
+    pair: PairArgs = None,
     fmt: VerdictFormat = typer.Option(VerdictFormat.table, "--format", "-f", help="table, json or md"),
 ) -> None:
     """Is the mock faithful to the E2E run? The checklist, PASS/FAIL; exit 0 pass, 1 fail, 2 bad input.
     Without --mock/--e2e: the newest comparable stored pair of --op."""
     from align.compare.verdict import verdict as run_verdict
 
-    v = run_verdict(mock, e2e, op=op, bench=bench, config=config, phase=phase, mock_range=mock_range,
-                    e2e_range=e2e_range, skip=skip, ops_file=ops_file, store=_store(store),
-                    e2e_select={"pid": pid, "device": device, "rank": rank},
-                    **_phase_maps(mock_phase, e2e_phase, phase_map))
+    v = run_verdict(mock, e2e, op=op, bench=bench, **pair.compare_kwargs())
     if v.chosen:
         err.print(f"pair: {v.chosen}", markup=False)
     err.print(f"recorded {v.recorded}", markup=False)
@@ -624,6 +653,7 @@ def verdict(
 
 
 @app.command()
+@with_pair_options
 def report(
     mock: str = typer.Argument(..., help="mock profile: file or store name"),
     e2e: str = typer.Argument(..., help="E2E profile: file or store name"),
@@ -631,19 +661,7 @@ def report(
     output: Path = typer.Option(Path("align-report.html"), "--output", "-o", help="HTML file to write"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="also write a Markdown summary here"),
     bench: Optional[Path] = typer.Option(None, "--bench", help="align bench --format json result"),
-    phase: Optional[str] = PairPhaseOpt,
-    mock_range: Optional[str] = MockRangeOpt,
-    e2e_range: Optional[str] = E2ERangeOpt,
-    skip: int = PairSkipOpt,
-    mock_phase: list[str] = MockPhaseOpt,
-    e2e_phase: list[str] = E2EPhaseOpt,
-    phase_map: Optional[Path] = PhaseMapOpt,
-    config: Optional[Path] = ThresholdsOpt,
-    ops_file: Optional[Path] = OpsFileOpt,
-    pid: Optional[int] = E2EPidOpt,
-    device: Optional[int] = E2EDeviceOpt,
-    rank: Optional[int] = E2ERankOpt,
-    store: Optional[Path] = StoreOpt,
+    pair: PairArgs = None,
 ) -> None:
     """Write a self-contained HTML report (checklist, pairing, plots, tables) and optionally a Markdown summary.
     Exit 0 once written, whether the verdict passes or fails (the page and the last line say which); 2 on bad input."""
@@ -654,10 +672,7 @@ def report(
     check_target(output, "--output")
     if markdown:
         check_target(markdown, "--markdown")
-    v = run_verdict(mock, e2e, op=op, bench=bench, config=config, phase=phase, mock_range=mock_range,
-                    e2e_range=e2e_range, skip=skip, ops_file=ops_file, store=_store(store),
-                    e2e_select={"pid": pid, "device": device, "rank": rank},
-                    record_in_store=False, **_phase_maps(mock_phase, e2e_phase, phase_map))
+    v = run_verdict(mock, e2e, op=op, bench=bench, record_in_store=False, **pair.compare_kwargs())
     _say_pairing(v.comparison, False)
     write_text(output, render_html(v), "the report")
     err.print(f"[green]wrote[/] {output} ({'PASS' if v.passed else 'FAIL'})")
