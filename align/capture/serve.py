@@ -21,9 +21,9 @@ import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 
+from align import datafiles
 from align.errors import AlignError, NsysFailed, ServeFailed
 from align.capture.discover import NsysInfo, discover
 from align.capture.export import export_sqlite
@@ -32,11 +32,6 @@ from align.capture.launch import (ProfileOptions, ProfileResult, build_command, 
 from align.capture.run import console
 from align import store as st
 from align.capture.load import LoadSpec, send_load, wait_ready
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 
 @dataclass
@@ -61,7 +56,7 @@ class ServeOptions:
 
 
 def presets() -> dict:
-    return tomllib.loads(resources.files("align").joinpath("data/serve.toml").read_text())["presets"]
+    return datafiles.builtin("serve")["presets"]
 
 
 def preset_command(name: str, model: str | None, tp: int, port: int | None) -> tuple[list[str], dict]:

@@ -10,15 +10,10 @@ import importlib
 import itertools
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
+from align import datafiles
 from align.errors import AlignError
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 
 
@@ -76,7 +71,7 @@ class Case:
 
 
 def load_ops() -> dict[str, OpSpec]:
-    data = tomllib.loads(resources.files("align").joinpath("data/collect.toml").read_text())
+    data = datafiles.builtin("collect")
     ops = {}
     for name, entry in data["ops"].items():
         spec = OpSpec(name=name, builder=entry["builder"], family=entry["family"], framework=entry["framework"],

@@ -10,35 +10,26 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from align.compare.pairing import NAMED, Pairing, forward_summary, pair
+from align import datafiles
 from align.errors import AlignError
 from align.attribute.ops import PHASES, Forwards, OpView
 from align.ops.registry import Registry, load_registry
 from align.loader import load
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
-CONFIG_FILE = "align-verdict.toml"
-
 
 def load_config(path: str | os.PathLike | None = None) -> dict:
-    """Built-in thresholds (align/data/verdict.toml) overridden by ``path`` or ./align-verdict.toml."""
-    cfg = tomllib.loads(resources.files("align").joinpath("data/verdict.toml").read_text())
-    chosen = path or (CONFIG_FILE if Path(CONFIG_FILE).exists() else None)
+    """Built-in thresholds (align/data/verdict.toml) overridden by ``path`` or ./align-verdict.toml
+    (align.datafiles), value by value inside the built-in sections."""
+    cfg = datafiles.builtin("verdict")
+    chosen = datafiles.user_file("verdict", path)
     if chosen:
-        try:
-            user = tomllib.loads(Path(chosen).read_text())
-        except (OSError, ValueError) as exc:  # ValueError: TOML syntax, or not UTF-8
-            raise AlignError(f"cannot read config {chosen}: {exc}", "pass a TOML file shaped like align/data/verdict.toml")
+        user = datafiles.read_user(chosen, "config", "pass a TOML file shaped like align/data/verdict.toml")
         for section, values in user.items():
             if section not in cfg or not isinstance(values, dict):
                 raise AlignError(f"unknown section [{section}] in {chosen}", f"use {', '.join(cfg)}")
@@ -142,11 +133,7 @@ def _meta(path) -> dict | None:
 
 def read_phase_map(path: str | os.PathLike) -> dict[str, list[tuple[str, str]]]:
     """A --phase-map file: ``[mock]`` and ``[e2e]`` tables of ``"REGEX" = "PHASE"``."""
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:  # ValueError: TOML syntax, or not UTF-8
-        raise AlignError(f"cannot read phase map {path}: {exc}",
-                         'write [e2e] tables of "REGEX" = "context|generation|mixed" in TOML') from None
+    data = datafiles.read_user(path, "phase map", 'write [e2e] tables of "REGEX" = "context|generation|mixed" in TOML')
     unknown = set(data) - {"mock", "e2e"}
     if unknown:
         raise AlignError(f"unknown section(s) {', '.join(sorted(unknown))} in {path}", "use [mock] and [e2e]")

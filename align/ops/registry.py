@@ -11,17 +11,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 
+from align import datafiles
 from align.errors import AlignError
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
-USER_FILE = "align-ops.toml"
 # names are matched on their first MAX_NAME characters: real demangled names stay far below it, and a
 # pathological one (megabytes) must not make a search pattern backtrack for minutes
 MAX_NAME = 2048
@@ -183,13 +176,6 @@ def _alternation(patterns: list[str], what: str) -> re.Pattern | None:
     return _compile("|".join(f"(?:{p})" for p in patterns), what)
 
 
-def _read(path: Path | None, text: str | None = None) -> dict:
-    try:
-        return tomllib.loads(text) if text is not None else tomllib.loads(path.read_text())
-    except (OSError, ValueError) as exc:  # ValueError: TOML syntax, or not UTF-8
-        raise AlignError(f"cannot read ops file {path}: {exc}", "check the TOML syntax") from None
-
-
 OP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -248,21 +234,21 @@ def _table(data: dict, key: str, where: str) -> dict[str, str]:
 
 
 def load_registry(user_file: str | os.PathLike | None = None) -> Registry:
-    """Built-in registry, overridden by ``user_file`` (or ``$ALIGN_OPS_FILE``, or ./align-ops.toml)."""
-    builtin_text = resources.files("align").joinpath("data/ops.toml").read_text()
-    base = _read(None, builtin_text)
+    """Built-in registry, overridden by ``user_file`` (or ``$ALIGN_OPS_FILE``, or ./align-ops.toml;
+    align.datafiles): a user op replaces the built-in one of its name, new ops come first, user
+    rules go in front of the built-in ones, tables merge key by key."""
+    base = datafiles.builtin("ops")
     ops = _ops(base, "the built-in registry")
     families = _rules(base, "families", "the built-in registry")
     variants = _rules(base, "variants", "the built-in registry")
     phases = _table(base, "phases", "the built-in registry")
     iterations = _table(base, "iterations", "the built-in registry")
     sources = ["built-in"]
-    chosen = user_file or os.environ.get("ALIGN_OPS_FILE") or (USER_FILE if Path(USER_FILE).exists() else None)
-    if chosen:
-        path = Path(chosen)
+    path = datafiles.user_file("ops", user_file, "ALIGN_OPS_FILE")
+    if path is not None:
         if not path.exists():
             raise AlignError(f"ops file {path} not found", "pass an existing TOML file to --ops-file")
-        user = _read(path)
+        user = datafiles.read_user(path, "ops file", "check the TOML syntax")
         user_ops = _ops(user, str(path))
         replaced = {o.name for o in user_ops}
         new = [o for o in user_ops if o.name not in {b.name for b in ops}]
