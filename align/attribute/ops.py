@@ -85,7 +85,7 @@ class OpView:
         codes, uniq = pd.factorize((shown + (1 << ID_BITS)) << (ID_BITS + 1) | (full + (1 << ID_BITS)))
         u_shown = (uniq >> (ID_BITS + 1)) - (1 << ID_BITS)
         u_full = (uniq & ((1 << (ID_BITS + 1)) - 1)) - (1 << ID_BITS)
-        strings = self.profile.sql("SELECT id, value FROM StringIds").set_index("id")["value"]
+        strings = self.profile.strings()
 
         def label(ids: np.ndarray) -> np.ndarray:
             text = strings.reindex(ids).to_numpy(dtype=object)

@@ -235,7 +235,7 @@ class Projection:
 
 def kernel_names(profile: Profile, kern: pd.DataFrame, name: str = "demangled") -> np.ndarray:
     """Names of kernel rows by id (short names fall back to demangled ones)."""
-    strings = profile.sql("SELECT id, value FROM StringIds").set_index("id")["value"]
+    strings = profile.strings()
     ids = kern["short_id"].where(kern["short_id"] >= 0, kern["name_id"]) if name == "short" else kern["name_id"]
     return strings.reindex(ids.to_numpy()).to_numpy(dtype=object)
 

@@ -16,7 +16,7 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from align.profile.reader import Profile
-from align.profile.schema import NVTX_TABLE, pid_of
+from align.profile.schema import NVTX_TABLE, pid_of, string_join
 
 NO_RANGE = -1
 
@@ -96,10 +96,10 @@ def _range_rows(profile: Profile) -> pd.DataFrame:
     codes = ",".join(str(c) for c in pp + se if c >= 0)
     ncols = s.columns(NVTX_TABLE)
     text = "coalesce(sid.value, e.text, '')" if "textId" in ncols else "coalesce(e.text, '')"
-    text_join = "LEFT JOIN StringIds AS sid ON sid.id = e.textId" if "textId" in ncols else ""
+    text_join = string_join("sid", "e.textId") if "textId" in ncols else ""
     end_tid = "AND e.endGlobalTid IS NULL" if "endGlobalTid" in ncols else ""
     domain_text = "coalesce(dsid.value, d.text)" if "textId" in ncols else "d.text"
-    domain_join = "LEFT JOIN StringIds AS dsid ON dsid.id = d.textId" if "textId" in ncols else ""
+    domain_join = string_join("dsid", "d.textId") if "textId" in ncols else ""
     has_domain = "domainId" in ncols
     domains = (f"""domains AS (
         SELECT {pid_of('d.globalTid')} AS pid, d.domainId AS id, min({domain_text}) AS name

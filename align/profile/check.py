@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from urllib.parse import quote
 
-from align.profile.schema import KERNEL_TABLE, NVTX_TABLE, RUNTIME_TABLE
+from align.profile.schema import KERNEL_TABLE, NVTX_TABLE, RUNTIME_TABLE, STRINGS_TABLE, string_join
 
 # per table: the columns align reads that must hold integers, and the string-id columns
 EXPECTED = {
@@ -44,7 +44,7 @@ def diagnose(path: Path) -> str | None:
         if ok != "ok":
             return f"the database is damaged ({' '.join(ok.replace('***', '').split())[:200]}){AGAIN}"
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "StringIds" not in tables:
+        if STRINGS_TABLE not in tables:
             return f"it has no StringIds table{AGAIN}"
         for table, (ints, ids) in EXPECTED.items():
             if table not in tables:
@@ -58,7 +58,8 @@ def diagnose(path: Path) -> str | None:
             for c, wrong, what in probes:
                 if c not in cols:
                     continue
-                bad = conn.execute(f'SELECT count(*) FROM {table} AS t LEFT JOIN StringIds AS s ON s.id = t."{c}" '
+                join = string_join("s", f't."{c}"')
+                bad = conn.execute(f'SELECT count(*) FROM {table} AS t {join} '
                                    f'WHERE t."{c}" IS NOT NULL AND {wrong}').fetchone()[0]
                 if bad:
                     return f"{bad} row(s) of {table}.{c} {what}{AGAIN}"

@@ -20,15 +20,8 @@ import pandas as pd
 from align.errors import ProfileError
 from align.profile import check
 from align.profile.engine import Engine
-from align.profile.schema import (
-    KERNEL_TABLE,
-    NVTX_TABLE,
-    PID_MASK,
-    RUNTIME_TABLE,
-    Schema,
-    pid_of,
-    tid_of,
-)
+from align.profile.schema import (KERNEL_TABLE, NVTX_TABLE, PID_MASK, RUNTIME_TABLE, STRINGS_TABLE, Schema, pid_of,
+                                  string_join, tid_of)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -76,7 +69,8 @@ class Profile:
         self.conn = _open_readonly(self.path)
         self.schema = Schema(self.conn)
         self.engine = Engine(self.path, self.conn)
-        if not self.schema.export_meta and not self.schema.has("StringIds"):
+        self._strings: pd.Series | None = None
+        if not self.schema.export_meta and not self.schema.has(STRINGS_TABLE):
             raise ProfileError(f"{self.path} is an SQLite file but not an nsys export",
                                "export a report with: align export REPORT.nsys-rep")
 
@@ -129,6 +123,12 @@ class Profile:
     def frame(self, query: str) -> pd.DataFrame:
         """A large read-only query on the columnar engine (DuckDB when installed); portable SQL only."""
         return self.engine.frame(query)
+
+    def strings(self) -> pd.Series:
+        """The export's strings by id (kernel names, range texts): one read, shared by every user."""
+        if self._strings is None:
+            self._strings = self.sql(f"SELECT id, value FROM {STRINGS_TABLE}").set_index("id")["value"]
+        return self._strings
 
     def count(self, table: str) -> int:
         if not self.schema.has(table):
@@ -196,8 +196,7 @@ class Profile:
             cols += [f"{tid_of('r.globalTid')} AS tid", "rn.value AS launch_api"]
             joins.append(
                 f"LEFT JOIN {RUNTIME_TABLE} AS r ON r.correlationId = k.correlationId "
-                f"AND (r.globalTid & {PID_MASK}) = k.globalPid "
-                f"LEFT JOIN StringIds AS rn ON rn.id = r.nameId"
+                f"AND (r.globalTid & {PID_MASK}) = k.globalPid " + string_join("rn", "r.nameId")
             )
         else:
             cols += ["NULL AS tid", "NULL AS launch_api"]
@@ -213,7 +212,7 @@ class Profile:
 
     def _string_join(self, table: str, column: str, alias: str) -> str:
         if column in self.schema.columns(table):
-            return f"LEFT JOIN StringIds AS {alias} ON {alias}.id = k.{column}"
+            return string_join(alias, f"k.{column}")
         return f"LEFT JOIN (SELECT NULL AS id, NULL AS value) AS {alias} ON 0"
 
     # ---- NVTX ------------------------------------------------------------------------------
@@ -270,7 +269,7 @@ class Profile:
         return "coalesce(e.text, sid.value)" if "textId" in self.schema.columns(NVTX_TABLE) else "e.text"
 
     def _nvtx_text_join(self) -> str:
-        return "LEFT JOIN StringIds AS sid ON sid.id = e.textId" if "textId" in self.schema.columns(NVTX_TABLE) else ""
+        return string_join("sid", "e.textId") if "textId" in self.schema.columns(NVTX_TABLE) else ""
 
     # ---- CUDA API, graphs, devices, processes ----------------------------------------------
     def cuda_api(self, where: str | None = None) -> pd.DataFrame:
@@ -288,7 +287,7 @@ class Profile:
              f"n.value AS name, {s.col(r, 'correlationId', 'correlation_id', 'r')}, "
              f"{s.col(r, 'returnValue', 'return_value', 'r')}, "
              f"{pid_of('r.globalTid')} AS pid, {tid_of('r.globalTid')} AS tid "
-             f"FROM {r} AS r LEFT JOIN StringIds AS n ON n.id = r.nameId")
+             f"FROM {r} AS r {string_join('n', 'r.nameId')}")
         if where:
             q += f" WHERE {where}"
         df = self.sql(q + " ORDER BY r.start")
@@ -304,7 +303,7 @@ class Profile:
         return self.sql(
             f"SELECT g.start AS start, g.end AS end, {pid_of('g.globalTid')} AS pid, {tid_of('g.globalTid')} AS tid, "
             f"g.graphNodeId AS graph_node_id, {s.col(t, 'originalGraphNodeId', 'original_graph_node_id', 'g')}, "
-            f"n.value AS name FROM {t} AS g LEFT JOIN StringIds AS n ON n.id = g.nameId ORDER BY g.start"
+            f"n.value AS name FROM {t} AS g {string_join('n', 'g.nameId')} ORDER BY g.start"
         )
 
     def graph_node_origins(self) -> pd.DataFrame:
@@ -359,7 +358,7 @@ class Profile:
         """Threads with traced activity (NVTX, CUDA API, OS runtime) and their names where nsys has one;
         ``all`` lists every named thread on the machine instead."""
         named = (self.sql("SELECT t.globalTid AS global_tid, s.value AS name, t.priority AS priority "
-                          "FROM ThreadNames AS t LEFT JOIN StringIds AS s ON s.id = t.nameId")
+                          f"FROM ThreadNames AS t {string_join('s', 't.nameId')}")
                  if self.schema.has("ThreadNames") else pd.DataFrame(columns=["global_tid", "name", "priority"]))
         named = named.drop_duplicates("global_tid", keep="last")
         if all:

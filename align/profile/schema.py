@@ -29,10 +29,16 @@ DEFAULT_EVENT_CLASSES = {"TRACE_PROCESS_EVENT_CUDA_RUNTIME": 0, "TRACE_PROCESS_E
 KERNEL_TABLE = "CUPTI_ACTIVITY_KIND_KERNEL"
 RUNTIME_TABLE = "CUPTI_ACTIVITY_KIND_RUNTIME"
 NVTX_TABLE = "NVTX_EVENTS"
+STRINGS_TABLE = "StringIds"
 EXPORT_META_TABLES = ("META_DATA_EXPORT", "EXPORT_META_DATA")
 GRAPH_NODE_TABLES = ("CUDA_GRAPH_NODE_EVENTS", "CUDA_GRAPH_EVENTS")
 
 # globalTid = [vm/host bits][24-bit pid][24-bit tid]; globalPid has the tid bits cleared.
+def string_join(alias: str, id_expr: str) -> str:
+    """SQL joining the string of id ``id_expr`` as ``alias.value`` (the export's string table)."""
+    return f"LEFT JOIN {STRINGS_TABLE} AS {alias} ON {alias}.id = {id_expr}"
+
+
 PID_SQL = "(({col} >> 24) & 16777215)"
 TID_SQL = "({col} & 16777215)"
 PID_MASK = "~16777215"  # clears the tid bits; a literal 0xFFFFFFFFFF000000 would overflow int64 in SQL

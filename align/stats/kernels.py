@@ -13,7 +13,7 @@ import pandas as pd
 
 from align.errors import AlignError, ProfileError
 from align.profile.reader import Profile
-from align.profile.schema import KERNEL_TABLE
+from align.profile.schema import KERNEL_TABLE, string_join
 from align.numbers import round_tenth
 
 NAME_COLUMNS = {"demangled": "demangledName", "short": "shortName", "mangled": "mangledName"}
@@ -80,7 +80,7 @@ FROM ranked GROUP BY {key}"""
     query = f"""
 SELECT a.total AS total_ns, a.n AS instances, a.mean AS avg_ns, a.med AS med_ns, a.lo AS min_ns, a.hi AS max_ns,
        a.sd AS stddev_ns{", a.grid AS grid, a.block AS block" if by_launch else ""}, s.value AS name
-FROM ({agg}) AS a LEFT JOIN StringIds AS s ON s.id = a.name_id
+FROM ({agg}) AS a {string_join("s", "a.name_id")}
 """
     df = profile.frame(query)
     if df["name"].isna().any():
