@@ -111,6 +111,13 @@ def table_dir(out: Path, spec: OpSpec, settings: Settings) -> Path:
     return Path(out) / settings.system / spec.family / (settings.backend or spec.implementation) / settings.version
 
 
+def framework_label(spec: OpSpec, module) -> str:
+    """What the rows and collection_meta.yaml name as timed: the builder's own label (a framework
+    and its version) where it has one, else the op's ``framework`` from collect.toml."""
+    label = getattr(module, "framework_label", None)
+    return label() if label is not None else spec.framework
+
+
 def spec_of(op: str, settings: "Settings") -> OpSpec:
     """The op as collected with these settings: its own builder, or the framework's (``--framework``)."""
     return op_spec(op).for_framework(settings.framework)
@@ -173,7 +180,7 @@ def _worker(index: int, device: str, op: str, settings: dict, tasks, results, ou
                             min_duration_s=1.0 if s.measure_power else 0.0)
             items = dict(module.describe(case.phase, *case.args))
             items["latency"] = res.latency
-            base = {"framework": getattr(module, "framework_label", lambda: spec.framework)(), "version": s.version, "device": gpu, "op_name": phase.op_name,
+            base = {"framework": framework_label(spec, module), "version": s.version, "device": gpu, "op_name": phase.op_name,
                     "kernel_source": spec.kernel_source}
             power = (res.power, res.power_limit) if s.measure_power and res.power is not None else None
             path = table_dir(Path(out), spec, s) / phase.perf_file
@@ -429,7 +436,8 @@ def finalize(out: Path, spec: OpSpec, settings: Settings, cases: list[Case], for
     folder = table_dir(out, spec, settings)
     folder.mkdir(parents=True, exist_ok=True)
     plan_hash = hashlib.sha256("\n".join(sorted(c.id for c in cases)).encode()).hexdigest()[:16]
-    module_file = Path(spec.module().__file__)
+    module = spec.module()
+    module_file = Path(module.__file__)
     collector_hash = hashlib.sha256(module_file.read_bytes()).hexdigest()[:16]
     tables = {}
     failed = Checkpoint(out).data["failed"]
@@ -450,9 +458,8 @@ def finalize(out: Path, spec: OpSpec, settings: Settings, cases: list[Case], for
         torch_version = torch.__version__
     except ImportError:
         torch_version = None
-    module = spec.module()
     meta = {"schema_version": 1,
-            "runtime": {"framework": getattr(module, "framework_label", lambda: spec.framework)(),
+            "runtime": {"framework": framework_label(spec, module),
                         "version": settings.version, "image": f"torch {torch_version}"},
             "backend_folder": {"name": settings.backend or spec.implementation,
                                "chosen_by": "--backend" if settings.backend else "default: the implementation timed",
