@@ -20,6 +20,7 @@ _EXPORTS = {
     "kernel_summary": "align.stats.kernels",
     "Projection": "align.attribute.projection",
     "OpView": "align.attribute.ops",
+    "ProfileSide": "align.compare.side",
     "diff": "align.compare.diff",
     "verdict": "align.compare.verdict",
     # `align.profile` is the subpackage; the capture function is exported as `capture`.

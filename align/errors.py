@@ -2,6 +2,29 @@
 
 from __future__ import annotations
 
+import re
+from typing import Callable
+
+# parameters named in an error's text are marked, so each face words them its own way
+_MARK = "\x1f"
+_MARKED = re.compile(f"{_MARK}([A-Za-z_][A-Za-z0-9_]*){_MARK}([^{_MARK}]*){_MARK}")
+
+
+def arg(name: str, value: str = "") -> str:
+    """A parameter named in an error: ``name=VALUE`` to a Python caller, ``--name VALUE`` once the CLI
+    renders it (:meth:`AlignError.render`), so library code never spells CLI flags."""
+    return f"{_MARK}{name}{_MARK}{value}{_MARK}"
+
+
+def render(text: str, flag: Callable[[str, str], str | None] | None = None) -> str:
+    """``text`` with its marked parameters as ``flag(name, value)`` words them (a CLI flag), else as
+    Python keywords."""
+    def one(m: re.Match) -> str:
+        name, value = m.group(1), m.group(2)
+        return (flag(name, value) if flag else None) or (f"{name}={value}" if value else name)
+
+    return _MARKED.sub(one, text)
+
 
 class AlignError(Exception):
     """A problem the user can fix (bad input, missing tool). The CLI prints it and exits with ``exit_code``."""
@@ -14,7 +37,12 @@ class AlignError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return f"{self.message}: {self.hint}" if self.hint else self.message
+        return self.render()
+
+    def render(self, flag: Callable[[str, str], str | None] | None = None) -> str:
+        """The one line; ``flag`` words a marked parameter (name, value) as the CLI flag that sets it."""
+        text = f"{self.message}: {self.hint}" if self.hint else self.message
+        return render(text, flag)
 
 
 class NsysNotFound(AlignError):

@@ -27,9 +27,11 @@ def export(report: str | os.PathLike, out: str | os.PathLike | None = None, quie
     return export_sqlite(report, out, nsys=nsys, log=log, quiet=quiet)
 
 
-def load(ref: str | os.PathLike, store: Store | None = None) -> Profile:
+def load(ref: str | os.PathLike | Profile, store: Store | None = None) -> Profile:
     """A :class:`Profile` from an SQLite export, a ``.nsys-rep`` (exported when it has no fresh
-    ``.sqlite`` beside it), a store folder, or a store entry name."""
+    ``.sqlite`` beside it), a store folder, or a store entry name; an opened Profile is itself."""
+    if isinstance(ref, Profile):
+        return ref
     path = resolve_profile(ref, store)
     if path.suffix not in (".nsys-rep", ".qdstrm"):
         return Profile(path)

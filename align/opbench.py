@@ -12,7 +12,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass, field
 
-from align.errors import AlignError
+from align.errors import AlignError, arg
 
 # bf16 keeps 8 bits of mantissa: outputs of two evaluation orders differ by a few ulps
 TOLERANCES = {"bfloat16": (2e-2, 2e-2), "float16": (2e-3, 2e-3), "float32": (1e-4, 1e-5)}
@@ -55,7 +55,7 @@ def _pair(op: str, phase: str, **kw):
     try:
         return build_pair(op, phase, **kw)
     except ValueError as exc:
-        raise AlignError(str(exc), "check --op/--phase/--tp/--batch/--seq/--kv-len") from None
+        raise AlignError(str(exc), "check " + "/".join(map(arg, ("op", "phase", "tp", "batch", "seq", "kv_len")))) from None
 
 
 def _framework_pair(framework: str, op: str, phase: str, tp: int, batch: int, seq: int, kv_len: int, config: str,
@@ -73,7 +73,7 @@ def _framework_pair(framework: str, op: str, phase: str, tp: int, batch: int, se
                     dtype=dtype, device=device, cache=cache, seed=seed)
         inner, alone = adapter.build_pair(case)
     except (ValueError, ImportError) as exc:
-        raise AlignError(str(exc), "check --framework/--op/--phase/--tp/--batch/--seq/--kv-len/--config") from None
+        raise AlignError(str(exc), "check " + "/".join(map(arg, ("framework", "op", "phase", "tp", "batch", "seq", "kv_len", "config")))) from None
     shape = {**alone.shape, "submodule": f"{inner.where}: {type(inner.module).__name__}",
              "mock": f"{alone.where}: {type(alone.module).__name__}", "inputs_equal": inner.inputs == alone.inputs}
     return Side(inner.call, inner.reset), Side(alone.call, alone.reset), shape, {framework: adapter.version()}
@@ -114,7 +114,7 @@ def bench(op: str, phase: str, tp: int = 1, batch: int = 1, seq: int = 1, kv_len
         if framework not in FRAMEWORKS:
             raise AlignError(f"unknown framework {framework!r}", f"use align or one of {', '.join(FRAMEWORKS)}")
     if timing and not torch.cuda.is_available():
-        raise AlignError("timing needs a CUDA GPU", "run on a GPU machine, or pass --check-only to compare outputs")
+        raise AlignError("timing needs a CUDA GPU", f"run on a GPU machine, or pass {arg('timing', 'False')} to compare outputs")
     if device == "cuda" and not torch.cuda.is_available():
         device = "cpu"
     if framework == "align":

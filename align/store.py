@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from align import pidlock
-from align.errors import AlignError
+from align.errors import AlignError, arg
 
 REPORT = "report.nsys-rep"
 SQLITE = "report.sqlite"
@@ -44,7 +44,7 @@ class Store:
         """A store that exists must be a folder: a file passed as --store is a mistake, not an empty store."""
         if self.root.exists() and not self.root.is_dir():
             raise AlignError(f"store {self.root} is not a folder",
-                             "pass --store (or set $ALIGN_STORE to) a folder, new or holding profiles")
+                             f"pass {arg('store')} (or set $ALIGN_STORE to) a folder, new or holding profiles")
 
     def create(self, name: str, overwrite: bool = False) -> Path:
         """A fresh entry folder, held by this process until :meth:`release`; refuses to replace an
@@ -57,16 +57,16 @@ class Store:
             if d.exists() or d.is_symlink():
                 if not overwrite:
                     raise AlignError(f"profile {name!r} already exists in {self.root}",
-                                     "pass --overwrite or pick another --name")
+                                     f"pass {arg('overwrite', 'True')} or pick another {arg('name')}")
                 if d.is_symlink() or not d.is_dir() or not (d / META).is_file():
                     raise AlignError(f"{d} is not a profile entry (no {META}): refusing to replace it",
-                                     "pick another --name")
+                                     f"pick another {arg('name')}")
                 shutil.rmtree(d)
             d.mkdir(parents=True)
         except OSError as exc:
             self.release(name)
             raise AlignError(f"cannot create the store entry {d}: {exc.strerror or exc}",
-                             "check --store (or $ALIGN_STORE): a folder you can write") from None
+                             f"check {arg('store')} (or $ALIGN_STORE): a folder you can write") from None
         except BaseException:
             self.release(name)
             raise
@@ -83,10 +83,10 @@ class Store:
             pidlock.acquire(lock)
         except pidlock.LockBusy as busy:
             raise AlignError(f"profile {name!r} in {self.root} is being captured by {busy.who()}",
-                             f"wait for it, or pick another --name (lock: {lock})") from None
+                             f"wait for it, or pick another {arg('name')} (lock: {lock})") from None
         except OSError as exc:
             raise AlignError(f"cannot use {lock.parent} as a store folder: {exc.strerror or exc}",
-                             "check --store (or $ALIGN_STORE): a folder you can write") from None
+                             f"check {arg('store')} (or $ALIGN_STORE): a folder you can write") from None
 
     def record_verdict(self, folder_name: str, record: dict, when) -> Path:
         """Keep one verdict record as ``verdicts/<folder_name>/<time>.json`` (the op's name); the
@@ -103,7 +103,7 @@ class Store:
             write_text(path, json.dumps(record, indent=2) + "\n", "the verdict record")
         except OSError as exc:
             raise AlignError(f"cannot record the verdict in {folder}: {exc.strerror or exc}",
-                             "check --store (or $ALIGN_STORE): a folder you can write") from None
+                             f"check {arg('store')} (or $ALIGN_STORE): a folder you can write") from None
         return path
 
     def newest_verdict(self, op: str) -> dict | None:
@@ -172,7 +172,7 @@ def check_name(name: str) -> None:
     if not _NAME.match(name) or any(p in (".", "..") for p in parts):
         raise AlignError(f"bad profile name {name!r}", "use letters, digits, '.', '_' and '-' (one '/' at most)")
     if len(parts) == 1 and name in RESERVED:
-        raise AlignError(f"profile name {name!r} is a folder the store owns", "pick another --name")
+        raise AlignError(f"profile name {name!r} is a folder the store owns", f"pick another {arg('name')}")
 
 
 # what align reads from meta.json, and the type each value must have (ints are exact ints, not bools)

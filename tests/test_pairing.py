@@ -326,10 +326,11 @@ def test_launch_variants_are_one_family_and_shown_as_information():
 
 def test_module_ranges_are_candidates_after_the_registry():
     from align.compare.diff import infer_op, load_config, module_patterns, side_view
+    from align.compare.side import as_side
     from align.ops.registry import load_registry
 
     reg = load_registry()
-    mock, e2e = (side_view(EX / n / "report.sqlite", side, reg) for n, side in
+    mock, e2e = (side_view(as_side(EX / n / "report.sqlite", side), reg) for n, side in
                  (("hf_llama_mock", "mock"), ("hf_llama_e2e", "e2e")))
     assert module_patterns(e2e) == [r"^layers\.\d+\.mlp$", r"^layers\.\d+\.self_attn$"]
     op, e2e_range, why = infer_op(mock, e2e, reg, load_config(), None)

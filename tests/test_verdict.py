@@ -187,7 +187,7 @@ def test_the_library_records_verdicts_and_applies_the_collect_gate(tmp_path):
     store = align.Store(tmp_path / "store")
     with pytest.raises(AlignError, match="refusing to collect dsa: no verdict recorded"):
         gate("dsa", store)
-    assert gate("dsa", store, forced=True).startswith("gate: overriding (--force)")
+    assert gate("dsa", store, forced=True).startswith("gate: overriding (forced)")
     assert gate("standin", store) is None  # gated = false in collect.toml
     looked = align.verdict(ROOT / "profiles/examples/hf_dsa_mock", ROOT / "profiles/examples/hf_dsa_e2e", op="dsa",
                            store=store, record_in_store=False)

@@ -26,7 +26,7 @@ import pandas as pd
 from align.attribute.launches import KEY as LAUNCH_KEY, KEY_SHIFT, KIND_NAMES
 from align.attribute.projection import Projection
 from align.attribute.ranges import NO_RANGE
-from align.errors import AlignError
+from align.errors import AlignError, arg
 from align.ops.registry import Registry, load_registry
 from align.profile.reader import Profile
 from align.profile.schema import KERNEL_TABLE
@@ -251,9 +251,9 @@ class OpView:
         (times 2^32, plus the graph launch + 1 for a replay of a captured range).
         """
         if op is None and range_pattern is None:
-            raise AlignError("no op given", "pass --op NAME or --range REGEX")
+            raise AlignError("no op given", f"pass {arg('op', 'NAME')} or {arg('range_pattern', 'REGEX')}")
         spec = self.registry.op(op) if op else None
-        matcher = _regex(range_pattern, "--range").search if range_pattern else spec.matches_range
+        matcher = _regex(range_pattern, arg("range_pattern")).search if range_pattern else spec.matches_range
         mark = self._range_mark(matcher)
         outer = self._proj.ranges.nearest_on_chain(mark, outermost=True) if len(mark) else np.zeros(0, np.int64)
         at_launch, at_capture = self._lookup(outer, mark)
@@ -277,7 +277,7 @@ class OpView:
             rng, forward, method = sel, sel, np.empty(0, np.int8)
         if iter_pattern or (len(sel) and (forward < 0).all()):
             pattern = self.registry.iteration_pattern(iter_pattern or "align")
-            it_mark = self._range_mark(_regex(pattern, "--iter-range").search)
+            it_mark = self._range_mark(_regex(pattern, arg("iter_pattern")).search)
             it_outer = self._proj.ranges.nearest_on_chain(it_mark, outermost=True) if len(it_mark) else \
                 np.zeros(0, np.int64)
             it_launch, _ = self._lookup(it_outer, it_mark)
@@ -361,7 +361,7 @@ class OpView:
 def per_forward(items: pd.DataFrame, skip: int = 0, auto_skip: bool = True, phase: str | None = None) -> Forwards:
     """Counts and latency per forward, by phase and kernel family, as medians over kept forwards."""
     if skip < 0:
-        raise AlignError(f"--skip {skip} is negative", "pass the number of leading forwards to drop (0 or more)")
+        raise AlignError(f"{arg('skip', str(skip))} is negative", "pass the number of leading forwards to drop (0 or more)")
     df = items[items["forward"] >= 0]
     if phase:
         df = df[df["phase"] == phase]

@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from align.errors import AlignError, NsysFailed
+from align.errors import AlignError, NsysFailed, arg
 from align.capture.discover import NsysInfo, discover
 from align.capture.export import export_sqlite, import_qdstrm
 from align.files import write_text
@@ -50,13 +50,13 @@ class ProfileOptions:
         if self.capture_range and self.capture_range not in CAPTURE_RANGES:
             raise AlignError(f"unknown capture range {self.capture_range!r}", f"use one of {', '.join(CAPTURE_RANGES)}")
         if self.capture_range == "nvtx" and not self.nvtx_capture:
-            raise AlignError("--capture-range nvtx needs the range name", "add --nvtx-capture NAME (or NAME@DOMAIN)")
+            raise AlignError(f"{arg('capture_range', 'nvtx')} needs the range name", f"add {arg('nvtx_capture', 'NAME')} (or NAME@DOMAIN)")
         if self.nvtx_capture and self.capture_range not in (None, "nvtx"):
-            raise AlignError("--nvtx-capture only applies to --capture-range nvtx", "drop one of them")
+            raise AlignError(f"{arg('nvtx_capture')} only applies to {arg('capture_range', 'nvtx')}", "drop one of them")
         if self.delay is not None and self.delay < 0:
-            raise AlignError(f"--delay {self.delay:g} is negative", "pass the seconds to wait before collecting (0 or more)")
+            raise AlignError(f"{arg('delay', format(self.delay, 'g'))} is negative", "pass the seconds to wait before collecting (0 or more)")
         if self.duration is not None and self.duration <= 0:
-            raise AlignError(f"--duration {self.duration:g} collects nothing", "pass a positive number of seconds")
+            raise AlignError(f"{arg('duration', format(self.duration, 'g'))} collects nothing", "pass a positive number of seconds")
 
     def nsys_args(self) -> list[str]:
         args = ["--trace", self.trace, "--sample", self.sample, "--cpuctxsw", self.cpuctxsw]
@@ -230,8 +230,8 @@ def git_revisions(cmd: list[str]) -> dict:
     """Git revision (and whether the tree was dirty) of the working folder and of the profiled script."""
     out = {}
     places = {"cwd": Path.cwd()}
-    for arg in cmd[:3]:
-        p = Path(arg)
+    for word in cmd[:3]:
+        p = Path(word)
         if p.suffix == ".py" and p.exists():
             places["script"] = p.resolve().parent
             break

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from align.errors import AlignError, ServeFailed
+from align.errors import AlignError, ServeFailed, arg
 
 
 @dataclass
@@ -38,10 +38,10 @@ class LoadSpec:
             if not part.strip():
                 continue
             if "=" not in part:
-                raise AlignError(f"bad --load item {part!r}", "write KEY=VALUE, e.g. requests=32,concurrency=8")
+                raise AlignError(f"bad {arg('load')} item {part!r}", "write KEY=VALUE, e.g. requests=32,concurrency=8")
             k, v = (x.strip() for x in part.split("=", 1))
             if k not in names:
-                raise AlignError(f"unknown --load key {k!r}", f"keys: {', '.join(names)}")
+                raise AlignError(f"unknown {arg('load')} key {k!r}", f"keys: {', '.join(names)}")
             if k == "endpoint":
                 v = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}.get(v, v)
                 setattr(spec, names[k], v)
@@ -51,9 +51,9 @@ class LoadSpec:
                 try:
                     setattr(spec, names[k], float(v) if k == "timeout" else int(v))
                 except ValueError:
-                    raise AlignError(f"--load {k} must be a number, not {v!r}", "e.g. requests=32") from None
+                    raise AlignError(f"{arg('load')} {k} must be a number, not {v!r}", "e.g. requests=32") from None
         if spec.requests < 1 or spec.concurrency < 1:
-            raise AlignError("--load requests and concurrency must be >= 1", "e.g. requests=32,concurrency=8")
+            raise AlignError(f"{arg('load')} requests and concurrency must be >= 1", "e.g. requests=32,concurrency=8")
         return spec
 
 
@@ -138,5 +138,5 @@ def wait_ready(url: str, timeout_s: float, alive: Callable[[], bool], interval: 
             raise ServeFailed(f"the server (or nsys) exited before {url} answered", "see its log for why")
         if time.monotonic() - t0 > timeout_s:
             raise ServeFailed(f"{url} did not answer 200 within {timeout_s:.0f} s",
-                             "raise --ready-timeout, or check --ready-url and the server log")
+                             f"raise {arg('ready_timeout')}, or check {arg('ready_url')} and the server log")
         time.sleep(interval)

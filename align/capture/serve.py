@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from align import datafiles
-from align.errors import AlignError, NsysFailed, ServeFailed
+from align.errors import AlignError, NsysFailed, ServeFailed, arg
 from align.capture.discover import NsysInfo, discover
 from align.capture.export import export_sqlite
 from align.capture.launch import (ProfileOptions, ProfileResult, build_command, contents, find_report, gpus_from_smi,
@@ -46,13 +46,13 @@ class ServeOptions:
     report_timeout: float = 300.0  # after the window closes, for nsys to stop the server and write
 
     def __post_init__(self) -> None:
-        for flag, value in (("--delay", self.delay), ("--duration", self.duration),
-                            ("--ready-timeout", self.ready_timeout), ("--report-timeout", self.report_timeout)):
-            if value is None or value < 0 or (value == 0 and flag != "--delay"):
-                raise AlignError(f"{flag} {value}: out of range",
-                                 "pass seconds: --delay 0 or more, the others more than 0")
+        for name, value in (("delay", self.delay), ("duration", self.duration),
+                            ("ready_timeout", self.ready_timeout), ("report_timeout", self.report_timeout)):
+            if value is None or value < 0 or (value == 0 and name != "delay"):
+                raise AlignError(f"{arg(name, str(value))}: out of range",
+                                 f"pass seconds: {arg('delay')} 0 or more, the others more than 0")
         if self.port is not None and not 0 < self.port < 65536:
-            raise AlignError(f"--port {self.port} is not a TCP port", "pass 1 to 65535")
+            raise AlignError(f"{arg('port', str(self.port))} is not a TCP port", "pass 1 to 65535")
 
 
 def presets() -> dict:
@@ -65,7 +65,7 @@ def preset_command(name: str, model: str | None, tp: int, port: int | None) -> t
     if name not in all_presets:
         raise AlignError(f"unknown preset {name!r}", f"presets: {', '.join(all_presets)}")
     if not model:
-        raise AlignError(f"--preset {name} needs --model", "e.g. --model /path/to/DeepSeek-V3.2")
+        raise AlignError(f"{arg('preset', name)} needs {arg('model')}", f"e.g. {arg('model', '/path/to/DeepSeek-V3.2')}")
     p = all_presets[name]
     port = port or p["port"]
     cmd = shlex.split(p["command"].format(model=model, tp=tp, port=port))
@@ -82,7 +82,7 @@ def check_port_free(port: int) -> None:
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
-            raise AlignError(f"port {port} is taken", "stop what listens there or pass another --port") from None
+            raise AlignError(f"port {port} is taken", f"stop what listens there or pass another {arg('port')}") from None
 
 
 def _proc_table() -> dict[int, tuple[int, int, int]]:
@@ -180,15 +180,15 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
                   options: ProfileOptions | None = None, nsys: NsysInfo | None = None, overwrite: bool = False,
                   quiet: bool = False, op: str | None = None) -> ProfileResult:
     if not cmd:
-        raise AlignError("no server command", "put it after --, or use --preset NAME --model M")
+        raise AlignError("no server command", f"put it after --, or use {arg('preset', 'NAME')} {arg('model', 'M')}")
     if serve.duration <= 0:
-        raise AlignError("--duration must be > 0 with --serve", "the capture window is --delay S to S + --duration")
+        raise AlignError(f"{arg('duration')} must be > 0 when serving", f"the capture window is {arg('delay', 'S')} to S + {arg('duration')}")
     options = options or ProfileOptions(trace="cuda,nvtx,osrt", sample="system-wide", cpuctxsw="system-wide")
     options.delay, options.duration = serve.delay, serve.duration
     options.validate()
     port = serve.port or port_from(serve.ready_url)
     if port is None:
-        raise AlignError("which port does the server listen on?", "pass --port or --ready-url http://127.0.0.1:PORT/health")
+        raise AlignError("which port does the server listen on?", f"pass {arg('port')} or {arg('ready_url', 'http://127.0.0.1:PORT/health')}")
     check_port_free(port)
     ready_url = serve.ready_url or f"http://127.0.0.1:{port}/health"
     base_url = re.match(r"(https?://[^/]+)", ready_url).group(1)
@@ -224,7 +224,7 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
             window_start = t0 + serve.delay
             window_end = window_start + serve.duration
             if time.monotonic() > window_start:
-                meta["warning"] = "the server became ready after the capture window opened; raise --delay"
+                meta["warning"] = "the server became ready after the capture window opened; raise the delay"
                 say(f"[yellow]warning:[/] {meta['warning']}")
             while time.monotonic() < window_start + 0.5:
                 time.sleep(0.1)
@@ -240,7 +240,7 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
                 meta["load"] = result.summary()
                 say(f"load: {result.ok} answered, {result.errors} errors of {result.sent} sent")
                 if time.monotonic() > window_end:
-                    meta["load_warning"] = "the load outlasted the capture window; lengthen --duration or send less"
+                    meta["load_warning"] = "the load outlasted the capture window; lengthen the duration or send less"
                 if result.errors:
                     status = "load-errors"
             with console.status("capturing until the window closes, then nsys writes the report"):

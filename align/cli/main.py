@@ -961,13 +961,27 @@ def _stops() -> tuple[tuple[type, ...], tuple[type, ...]]:
             (click.exceptions.Exit, getattr(typer, "Exit", click.exceptions.Exit)))
 
 
+# library parameters whose flag is not --name-with-dashes; (name, value) pairs word a switch
+FLAGS = {"version": "--version-label", "range_pattern": "--range", "iter_pattern": "--iter-range",
+         "subset": "--cases", "e2e_select": "--pid/--device/--rank", "forced": "--force",
+         ("timing", "False"): "--check-only"}
+
+
+def cli_flag(name: str, value: str) -> str:
+    """A library parameter named in an error, as the flag that sets it here (align.errors.arg)."""
+    if (name, value) in FLAGS:
+        return FLAGS[name, value]
+    flag = FLAGS.get(name, "--" + name.replace("_", "-"))
+    return flag if value in ("", "True") else f"{flag} {value}"
+
+
 def main() -> None:
     """Entry point: user mistakes print one line and exit 2, never a traceback."""
     aborts, exits = _stops()
     try:
         rc = app(standalone_mode=False)
     except AlignError as exc:
-        err.print(f"align: error: {exc}", markup=False)
+        err.print(f"align: error: {exc.render(cli_flag)}", markup=False)
         sys.exit(exc.exit_code)
     except aborts:
         err.print("align: aborted")

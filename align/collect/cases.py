@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from align import datafiles
-from align.errors import AlignError
+from align.errors import AlignError, arg
 
 
 
@@ -123,14 +123,14 @@ def check_subset(op: OpSpec, phases: list[str], subset: dict | None) -> None:
     known = {f for p in phases if p in op.phases for f in op.phases[p].fields}
     unknown = set(subset or {}) - known
     if unknown:
-        raise AlignError(f"--cases names unknown field(s) {', '.join(sorted(unknown))}",
+        raise AlignError(f"{arg('subset')} names unknown field(s) {', '.join(sorted(unknown))}",
                          f"fields of {op.name} {'/'.join(phases)}: {', '.join(sorted(known))}")
     for p in phases:
         for f, grid_values in (op.phases[p].values.items() if p in op.phases else ()):
             names = [v for v in grid_values if isinstance(v, str)]
             wrong = [v for v in (subset or {}).get(f, []) if names and v not in names]
             if wrong:  # a named value (a distribution) off the grid is a typo, not a new point
-                raise AlignError(f"--cases {f}={','.join(map(str, wrong))}: not a value of {op.name}'s grid",
+                raise AlignError(f"{arg('subset', f + '=' + ','.join(map(str, wrong)))}: not a value of {op.name}'s grid",
                                  f"choose from {', '.join(names)}")
 
 
@@ -140,10 +140,10 @@ def parse_subset(items: list[str]) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for item in items:
         if "=" not in item:
-            raise AlignError(f"bad --cases item {item!r}", "write FIELD=V1,V2 (e.g. tp=1,8)")
+            raise AlignError(f"bad {arg('subset')} item {item!r}", "write FIELD=V1,V2 (e.g. tp=1,8)")
         k, v = item.split("=", 1)
         values = [x.strip() for x in v.split(",") if x.strip()]
         if not values:
-            raise AlignError(f"bad --cases item {item!r}: no values", "write FIELD=V1,V2 (e.g. tp=1,8)")
+            raise AlignError(f"bad {arg('subset')} item {item!r}: no values", "write FIELD=V1,V2 (e.g. tp=1,8)")
         out[k.strip()] = [int(x) if x.lstrip("-").isdigit() else x for x in values]
     return out

@@ -29,7 +29,7 @@ from align import pidlock
 from align.collect import writers
 from align.collect.benchmark import benchmark
 from align.collect.cases import Case, OpSpec, check_subset, grid, op_spec
-from align.errors import AlignError
+from align.errors import AlignError, arg
 from align.files import WriteFailed, write_text
 
 STATE = ".align"
@@ -53,13 +53,12 @@ class Settings:
     def __post_init__(self) -> None:
         """Refuse settings that time nothing or write outside the output folder."""
         if self.runs < 1 or self.warmups < 0:
-            raise AlignError(f"--runs {self.runs} / --warmups {self.warmups}: nothing would be timed",
-                             "pass --runs 1 or more and --warmups 0 or more")
-        for flag, value in (("--backend", self.backend), ("--version-label", self.version),
-                            ("--system", self.system)):
+            raise AlignError(f"{arg('runs', str(self.runs))} / {arg('warmups', str(self.warmups))}: nothing would be timed",
+                             f"pass {arg('runs')} 1 or more and {arg('warmups')} 0 or more")
+        for name, value in (("backend", self.backend), ("version", self.version), ("system", self.system)):
             if value is not None and (not _FOLDER.match(value) or value in (".", "..")):
-                raise AlignError(f"{flag} {value!r} is not a folder name",
-                                 "use letters, digits, '.', '_' and '-': it names one folder inside --out")
+                raise AlignError(f"{arg(name, repr(value))} is not a folder name",
+                                 f"use letters, digits, '.', '_' and '-': it names one folder inside {arg('out')}")
 
 
 @dataclass
@@ -87,11 +86,11 @@ def gate(op: str, store=None, forced: bool = False) -> str | None:
     if (rec is None or not rec.get("passed")) and not forced:
         why = "no verdict recorded" if rec is None else f"its newest verdict ({rec.get('file')}) failed"
         raise AlignError(f"refusing to collect {op}: {why} in {store.root}",
-                         f"run align verdict --op {op} until it passes, or pass --force (recorded in the metadata)")
+                         f"run align verdict --op {op} until it passes, or pass {arg('forced', 'True')} (recorded in the metadata)")
     if rec is None:
-        return f"gate: overriding (--force): no verdict of {op} recorded"
+        return f"gate: overriding (forced): no verdict of {op} recorded"
     pair = rec.get("pair") or {"mock": rec.get("mock"), "e2e": rec.get("e2e")}
-    return (f"gate: {'obeying' if rec.get('passed') else 'overriding (--force)'} the verdict {rec['file']} "
+    return (f"gate: {'obeying' if rec.get('passed') else 'overriding (forced)'} the verdict {rec['file']} "
             f"({'PASS' if rec.get('passed') else 'FAIL'}, mock {pair.get('mock')} vs E2E {pair.get('e2e')})")
 
 
@@ -216,10 +215,10 @@ class CollectorLock:
             pidlock.acquire(self.path)
         except pidlock.LockBusy as busy:
             raise AlignError(f"{self.path.parent.parent} is being collected by {busy.who()}",
-                             "wait for it to finish (it writes every case once), or use another --out") from None
+                             f"wait for it to finish (it writes every case once), or use another {arg('out')}") from None
         except OSError as exc:
             raise AlignError(f"cannot write in {self.path.parent}: {exc.strerror or exc}",
-                             "pass an --out folder you can write") from None
+                             f"pass as {arg('out')} a folder you can write") from None
         return self
 
     def __exit__(self, *exc) -> None:
@@ -251,7 +250,7 @@ class Checkpoint:
 
 def _devices(gpus: int | None) -> list[str]:
     if gpus is not None and gpus < 1:
-        raise AlignError(f"--gpus {gpus}: no worker would run", "pass --gpus 1 or more, or leave it out")
+        raise AlignError(f"{arg('gpus', str(gpus))}: no worker would run", f"pass {arg('gpus')} 1 or more, or leave it out")
     try:
         import torch
 
@@ -261,7 +260,7 @@ def _devices(gpus: int | None) -> list[str]:
     if n == 0:
         return ["cpu"]
     if gpus is not None and gpus > n:
-        raise AlignError(f"--gpus {gpus} but only {n} GPU(s) visible", "lower --gpus or set CUDA_VISIBLE_DEVICES")
+        raise AlignError(f"{arg('gpus', str(gpus))} but only {n} GPU(s) visible", f"lower {arg('gpus')} or set CUDA_VISIBLE_DEVICES")
     return [f"cuda:{i}" for i in range(gpus or n)]
 
 
@@ -298,7 +297,7 @@ def plan(op: str, phases: list[str], subset: dict | None, out: Path, settings: S
                 module.describe(phase, *case.args)
             run, skip = grid(ps, free, estimate, subset)
         except ValueError as exc:
-            raise AlignError(f"{op} {phase}: {exc}", "choose --cases values the op accepts (see align/data/collect.toml)") \
+            raise AlignError(f"{op} {phase}: {exc}", f"choose {arg('subset')} values the op accepts (see align/data/collect.toml)") \
                 from None
         path = table_dir(out, spec, settings) / ps.perf_file
         writers.repair(path)
@@ -352,7 +351,7 @@ def _collect(op, phases, devices, out, resume, subset, settings, retry_failed, f
     existing = sum(len(v) for v in done_keys.values())
     if existing and not resume:
         raise AlignError(f"{out} already holds {existing} collected rows of {op}",
-                         "pass --resume to continue it, or another --out")
+                         f"pass {arg('resume', 'True')} to continue it, or another {arg('out')}")
     ck = Checkpoint(out)
     todo = []
     already = 0
@@ -478,7 +477,7 @@ def verify(out: Path, op: str, k: int, settings: Settings | None = None, seed: i
     the power run's minimum duration, dtype): a different timing would measure the timing, not the
     op. ``settings`` fill in what no collection recorded (and name the table folder)."""
     if k < 1:
-        raise AlignError(f"--verify {k}: no case would be re-run", "pass --verify 1 or more")
+        raise AlignError(f"{arg('verify', str(k))}: no case would be re-run", f"pass {arg('verify')} 1 or more")
     with CollectorLock(out):
         return _verify(out, op, k, settings, seed)
 

@@ -24,7 +24,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from align.errors import AlignError
+from align.errors import AlignError, arg
 from align.files import write_text, write_with
 
 BASE_COLUMNS = ["framework", "version", "device", "op_name", "kernel_source"]
@@ -85,7 +85,7 @@ def append_row(path: Path, base: dict, items: dict, power: tuple[float, float] |
                 first = f.readline().rstrip("\n")
             if first.split(",") != header:
                 raise AlignError(f"{path} has columns {first!r}, this row has {','.join(header)!r}",
-                                 "resume with the same settings (power measurement on or off), or use another --out")
+                                 f"resume with the same settings (power measurement on or off), or use another {arg('out')}")
         else:
             w.writeheader()
         w.writerow(row)

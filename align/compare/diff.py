@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from align.compare.pairing import NAMED, Pairing, forward_summary, pair
+from align.compare.side import ProfileSide, as_side
 from align import datafiles
-from align.errors import AlignError
+from align.errors import AlignError, arg
 from align.attribute.ops import PHASES, Forwards, OpView
 from align.ops.registry import Registry, load_registry
 from align.loader import load
@@ -86,22 +87,22 @@ class Side:
     forwards: Forwards | None = None
 
 
-def side_view(ref, label: str, registry: Registry, store=None, name: str = "short", select: dict | None = None,
-              phase_map: list[tuple[str, str]] | None = None) -> OpView:
-    """A profile's GPU work ready to cut by op; ``select``: {pid, device, rank} keeping one process of a
-    multi-process profile; ``phase_map``: the user's (range regex, phase) pairs for this side."""
+def side_view(side: ProfileSide, registry: Registry, store=None, name: str = "short") -> OpView:
+    """A side's GPU work ready to cut by op: its process selection and phase map applied."""
     from align.profile.processes import gpu_filter
 
-    profile = load(ref, store)
+    label = side.label
+    profile = load(side.profile, store)
     if not profile.has_kernels:
         raise AlignError(f"the {label} profile {profile.path} has no CUDA kernel data",
-                         f"pass an export of a run profiled with --trace cuda on a GPU as the {label} side")
-    return OpView(profile, registry, name=name, where=gpu_filter(profile, **(select or {})), phase_map=phase_map)
+                         f"pass an export of a run profiled with CUDA tracing on a GPU as the {label} side")
+    return OpView(profile, registry, name=name, where=gpu_filter(profile, **(side.select or {})),
+                  phase_map=list(side.phase_map or ()))
 
 
 def op_side(view: OpView, label: str, op: str | None, range_pattern: str | None, config: dict) -> Side:
-    """The op's GPU work in one profile: the registry's NVTX patterns, ``range_pattern``, or the
-    conventional ranges of verdict.toml ([mock] range, [e2e] <op>)."""
+    """The op's GPU work in one profile: the registry's NVTX patterns, ``range_pattern`` (the side's
+    range), or the conventional ranges of verdict.toml ([mock] range, [e2e] <op>)."""
     path = view.profile.path
     used = range_pattern or (f"op {op}" if op else None)
     items = view.op_items(op, range_pattern=range_pattern) if (op or range_pattern) else None
@@ -115,11 +116,11 @@ def op_side(view: OpView, label: str, op: str | None, range_pattern: str | None,
             items, used = conv_items, conv
     if items is None or items.empty:
         raise AlignError(f"no GPU work for {op or range_pattern} in the {label} profile {path}",
-                         f"pass --{label}-range REGEX naming its NVTX ranges (see align nvtx {path})")
+                         f"pass {arg(label + '_range', 'REGEX')} naming its NVTX ranges (see align nvtx {path})")
     if not (items["forward"] >= 0).any():
         raise AlignError(f"the {label} profile {path} has kernels of {op or range_pattern} but no forwards "
                          "(no NVTX range instance holds them)",
-                         f"pass --{label}-range REGEX naming the ranges around one forward (see align nvtx {path})")
+                         f"pass {arg(label + '_range', 'REGEX')} naming the ranges around one forward (see align nvtx {path})")
     return Side(label=label, path=str(path), view=view, items=items, range_used=used)
 
 
@@ -214,15 +215,9 @@ def _variant_note(mock: object, e2e: object) -> str:
     return f"mock: {a or 'one variant'}; E2E: {b or 'one variant'}"
 
 
-def diff(mock, e2e, op: str | None = None, phase: str | None = None, mock_range: str | None = None,
-         e2e_range: str | None = None, skip: int = 0, config: dict | str | None = None,
-         ops_file: str | None = None, store=None, e2e_select: dict | None = None,
-         mock_phase: list[tuple[str, str]] | None = None, e2e_phase: list[tuple[str, str]] | None = None) -> pd.DataFrame:
-    """Side-by-side per kernel family of a mock and an E2E profile (paths or store names);
-    ``e2e_select`` ({pid, device, rank}) compares one rank of a multi-process E2E profile."""
-    return compare(mock, e2e, op=op, phase=phase, mock_range=mock_range, e2e_range=e2e_range, skip=skip,
-                   config=config, ops_file=ops_file, store=store, e2e_select=e2e_select, mock_phase=mock_phase,
-                   e2e_phase=e2e_phase).table
+def diff(mock, e2e, op: str | None = None, **options) -> pd.DataFrame:
+    """Side-by-side per kernel family of a mock and an E2E profile; ``options`` as :func:`compare`."""
+    return compare(mock, e2e, op=op, **options).table
 
 
 @dataclass
@@ -236,24 +231,30 @@ class Comparison:
     op_reason: str | None = None
 
 
-def compare(mock, e2e, op: str | None = None, phase: str | None = None, mock_range: str | None = None,
-            e2e_range: str | None = None, skip: int = 0, config: dict | str | None = None,
-            ops_file: str | None = None, store=None, e2e_select: dict | None = None,
+def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: int = 0,
+            config: dict | str | None = None, ops_file: str | None = None, store=None, *,
+            mock_range: str | None = None, e2e_range: str | None = None, e2e_select: dict | None = None,
             mock_phase: list[tuple[str, str]] | None = None, e2e_phase: list[tuple[str, str]] | None = None
             ) -> Comparison:
     """Cut both profiles to the op, pair the mock's phases with E2E forwards (evidence, then kernels),
     and compare each pair per kernel family. Nothing empty is ever compared: a side, phase or pair
-    with no forward left is an error that says what to pass."""
+    with no forward left is an error that says what to pass.
+
+    ``mock``/``e2e``: a path, store name, :class:`align.Profile` or :class:`align.ProfileSide`; the
+    ``mock_*``/``e2e_*`` keywords are shorthands for the sides' own settings (range, phase map,
+    ``e2e_select`` = {pid, device, rank} of a multi-process E2E profile)."""
     if phase is not None and phase not in PHASES:
         raise AlignError(f"unknown phase {phase!r}", f"use {' or '.join(PHASES[1:])} (or all)")
+    msd = as_side(mock, "mock", mock_range, mock_phase)
+    esd = as_side(e2e, "e2e", e2e_range, e2e_phase, e2e_select)
     cfg = config if isinstance(config, dict) else load_config(config)
     registry = load_registry(ops_file)
-    mview = side_view(mock, "mock", registry, store, phase_map=mock_phase)
-    eview = side_view(e2e, "e2e", registry, store, select=e2e_select, phase_map=e2e_phase)
-    reason = None
+    mview = side_view(msd, registry, store)
+    eview = side_view(esd, registry, store)
+    reason, e2e_range = None, esd.range
     if op is None and not e2e_range:
-        op, e2e_range, reason = infer_op(mview, eview, registry, cfg, mock_range)
-    m = op_side(mview, "mock", op, mock_range, cfg)
+        op, e2e_range, reason = infer_op(mview, eview, registry, cfg, msd.range)
+    m = op_side(mview, "mock", op, msd.range, cfg)
     e = op_side(eview, "e2e", op, e2e_range, cfg)
     pairing = _pair(m, e, cfg["pairing"])
     keys = pairing.keys
@@ -262,13 +263,13 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, mock_ran
         keys = [k for k in keys if _base(k) == phase]
         if not keys:
             raise AlignError(f"no {phase} forwards to compare in {m.path} and {e.path}",
-                             f"phases paired here: {', '.join(present) or 'none'}; pass one of them to --phase "
-                             "or map ranges to phases with --mock-phase/--e2e-phase")
+                             f"phases paired here: {', '.join(present) or 'none'}; pass one of them as {arg('phase')} "
+                             f"or map ranges to phases with {arg('mock_phase')}/{arg('e2e_phase')}")
     if not keys:
         raise AlignError(f"no mock phase of {m.path} has a plausible partner among the E2E forwards of {e.path} "
                          f"({_unpaired(pairing)})",
-                         "check --op (or --mock-range/--e2e-range), or pair them by hand with "
-                         "--mock-phase/--e2e-phase REGEX=PHASE")
+                         f"check {arg('op')} (or {arg('mock_range')}/{arg('e2e_range')}), or pair them by hand with "
+                         f"{arg('mock_phase')}/{arg('e2e_phase')} REGEX=PHASE")
     _relabel(m, e, pairing, keys)
     for side in (m, e):
         side.forwards = side.view.per_forward(side.items, skip=skip)
@@ -323,9 +324,9 @@ def _check_not_empty(side: Side, keys: list[str], skip: int) -> None:
     for key in keys:
         g = fw[fw["phase"] == key]
         if not g["kept"].any():
-            what = f"--skip {skip} drops all {len(g)}" if skip >= len(g) > 0 else "none is left"
+            what = f"{arg('skip', str(skip))} drops all {len(g)}" if skip >= len(g) > 0 else "none is left"
             raise AlignError(f"no {side.label} forward of {key} to compare in {side.path} ({what})",
-                             "lower --skip, or check --phase and the process filters (--pid/--device/--rank)")
+                             f"lower {arg('skip')}, or check {arg('phase')} and the process filters ({arg('e2e_select')})")
 
 
 def _unpaired(p: Pairing) -> str:
@@ -348,7 +349,7 @@ def infer_op(mview: OpView, eview: OpView, registry: Registry, cfg: dict, mock_r
     mitems = mview.op_items(range_pattern=conv)
     if mitems.empty:
         raise AlignError(f"which op? the mock {mview.profile.path} has no ranges matching {conv!r} and records no op",
-                         "pass --op NAME (see align ops --list), or --mock-range/--e2e-range REGEX")
+                         f"pass {arg('op', 'NAME')} (see align ops --list), or {arg('mock_range')}/{arg('e2e_range', 'REGEX')}")
     mock_fams = set(mitems["family"].astype(str))
     scores = []
     for rank, spec in enumerate(registry.ops):
@@ -369,7 +370,7 @@ def infer_op(mview: OpView, eview: OpView, registry: Registry, cfg: dict, mock_r
             scores.append((_jaccard(items, mock_fams), False, -len(registry.ops), pattern, f"ranges {pattern!r}"))
     if not scores or max(s[0] for s in scores) == 0:
         raise AlignError(f"which op? no op of the registry or module range has E2E kernels like the mock's in "
-                         f"{eview.profile.path}", "pass --op NAME (see align ops --list), or --e2e-range REGEX")
+                         f"{eview.profile.path}", f"pass {arg('op', 'NAME')} (see align ops --list), or {arg('e2e_range', 'REGEX')}")
     scores.sort(reverse=True)
     best = scores[0]
     runner = f"; next: {scores[1][3]} {scores[1][0]:.0%}" if len(scores) > 1 else ""

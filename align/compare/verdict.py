@@ -20,7 +20,7 @@ import pandas as pd
 
 from align.compare.diff import Comparison, compare
 from align.compare.pairing import plain_rows
-from align.errors import AlignError
+from align.errors import AlignError, arg
 
 MAX_LISTED = 6
 
@@ -219,7 +219,7 @@ def _bench_check(bench: dict, limit: float) -> dict:
         diff = float(bench["diff_pct"])
         mg, sg = bench["mock"]["cuda_graph"], bench["submodule"]["cuda_graph"]
     except (KeyError, TypeError, ValueError):
-        raise AlignError("the --bench file lacks diff_pct / mock.cuda_graph / submodule.cuda_graph",
+        raise AlignError(f"the {arg('bench')} file lacks diff_pct / mock.cuda_graph / submodule.cuda_graph",
                          "pass the JSON written by align bench --format json") from None
     ok = abs(diff) < limit and mg == sg
     reason = (f"mock layer {bench['mock'].get('median_ms', float('nan')):.4g} ms vs decoder submodule "
@@ -230,24 +230,19 @@ def _bench_check(bench: dict, limit: float) -> dict:
 
 
 def verdict(mock=None, e2e=None, op: str | None = None, bench: str | os.PathLike | dict | None = None,
-            config=None, phase: str | None = None, mock_range: str | None = None, e2e_range: str | None = None,
-            skip: int = 0, ops_file: str | None = None, store=None, e2e_select: dict | None = None,
-            mock_phase: list[tuple[str, str]] | None = None, e2e_phase: list[tuple[str, str]] | None = None,
-            record_in_store: bool = True) -> Verdict:
+            store=None, record_in_store: bool = True, **options) -> Verdict:
     """The checklist for ``op``; without ``mock``/``e2e`` the newest comparable stored pair of that op.
     The verdict is recorded in the store (``v.recorded``), which ``align collect`` obeys;
-    ``record_in_store=False`` only looks."""
+    ``record_in_store=False`` only looks. ``options`` as :func:`align.compare.diff.compare`."""
     from align.store import Store
 
     store = store or Store()
     chosen = None
     if mock is None or e2e is None:
         if op is None:
-            raise AlignError("no profiles given", "pass --mock and --e2e, or --op to use the newest stored ones")
+            raise AlignError("no profiles given", f"pass {arg('mock')} and {arg('e2e')}, or {arg('op')} to use the newest stored ones")
         mock, e2e, chosen = newest_pair(store, op, mock, e2e)
-    cmp = compare(mock, e2e, op=op, phase=phase, mock_range=mock_range, e2e_range=e2e_range, skip=skip,
-                  config=config, ops_file=ops_file, store=store, e2e_select=e2e_select, mock_phase=mock_phase,
-                  e2e_phase=e2e_phase)
+    cmp = compare(mock, e2e, op=op, store=store, **options)
     v = judge(cmp, _read_bench(bench) if bench is not None else None)
     v.chosen = chosen
     if record_in_store:
@@ -307,10 +302,10 @@ def newest_pair(store, op: str, mock=None, e2e=None) -> tuple[str, str, str]:
     mocks = _candidates(store, "mock", op)
     if mock is None and mocks.empty:
         raise AlignError(f"no mock profile of op {op!r} in {store.root}",
-                         f"capture one with align profile mock --op {op} -- ..., or pass --mock PATH")
+                         f"capture one with align profile mock --op {op} -- ..., or pass {arg('mock', 'PATH')}")
     if e2e is None and e2es.empty:
         raise AlignError(f"no E2E profile of op {op!r} in {store.root}",
-                         f"capture one with align profile e2e --op {op} -- ..., or pass --e2e PATH")
+                         f"capture one with align profile e2e --op {op} -- ..., or pass {arg('e2e', 'PATH')}")
     how = []
     if e2e is None:
         row = e2es.iloc[-1]

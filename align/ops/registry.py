@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from align import datafiles
-from align.errors import AlignError
+from align.errors import AlignError, arg
 
 # names are matched on their first MAX_NAME characters: real demangled names stay far below it, and a
 # pathological one (megabytes) must not make a search pattern backtrack for minutes
@@ -72,7 +72,7 @@ class Registry:
         for o in self.ops:
             if o.name == name:
                 return o
-        raise AlignError(f"unknown op {name!r}", f"known ops: {', '.join(self.names())} (or add it with --ops-file)")
+        raise AlignError(f"unknown op {name!r}", f"known ops: {', '.join(self.names())} (or add it with {arg('ops_file', 'FILE')})")
 
     def kernel_op(self, kernel_name: str) -> str | None:
         """The first op (registry order) whose kernel patterns match the name."""
@@ -247,7 +247,7 @@ def load_registry(user_file: str | os.PathLike | None = None) -> Registry:
     path = datafiles.user_file("ops", user_file, "ALIGN_OPS_FILE")
     if path is not None:
         if not path.exists():
-            raise AlignError(f"ops file {path} not found", "pass an existing TOML file to --ops-file")
+            raise AlignError(f"ops file {path} not found", f"pass an existing TOML file as {arg('ops_file')}")
         user = datafiles.read_user(path, "ops file", "check the TOML syntax")
         user_ops = _ops(user, str(path))
         replaced = {o.name for o in user_ops}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from align.errors import AlignError
+from align.errors import AlignError, arg
 from align.profile.reader import Profile
 from align.profile.schema import KERNEL_TABLE, NVTX_TABLE, RUNTIME_TABLE, pid_of
 
@@ -54,14 +54,14 @@ def gpu_filter(profile: Profile, pid: int | None = None, device: int | None = No
     """An SQL condition on GPU-work tables (globalPid, deviceId) for one process, device or rank."""
     if rank is not None:
         if pid is not None:
-            raise AlignError("--rank and --pid both pick a process", "pass one of them")
+            raise AlignError(f"{arg('rank')} and {arg('pid')} both pick a process", "pass one of them")
         table = process_table(profile)
         hit = table[table["rank"] == rank]
         if hit.empty:
             ranks = table["rank"].dropna().tolist()
             raise AlignError(f"no rank {rank} in {profile.path}",
                              f"ranks found: {ranks}" if ranks else "ranks are known only when every GPU process "
-                             "uses one GPU of its own; pass --pid (see align processes)")
+                             f"uses one GPU of its own; pass {arg('pid', 'PID')} (see align processes)")
         pid = int(hit.iloc[0]["pid"])
     if pid is not None or device is not None:
         table = process_table(profile)
