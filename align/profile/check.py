@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from urllib.parse import quote
 
-from align.profile.schema import KERNEL_TABLE, NVTX_TABLE, RUNTIME_TABLE, STRINGS_TABLE, string_join
+from align.profile.schema import KERNEL_TABLE, NVTX_TABLE, RUNTIME_TABLE, STRINGS_TABLE, adapt_sqlite, string_join
 
 # per table: the columns align reads that must hold integers, and the string-id columns
 EXPECTED = {
@@ -43,6 +43,7 @@ def diagnose(path: Path) -> str | None:
         ok = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
         if ok != "ok":
             return f"the database is damaged ({' '.join(ok.replace('***', '').split())[:200]}){AGAIN}"
+        adapt_sqlite(conn)  # a column another nsys release spells otherwise is not damage
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if STRINGS_TABLE not in tables:
             return f"it has no StringIds table{AGAIN}"

@@ -26,8 +26,9 @@ def _sqlite_extension() -> str | None:
     return found[0] if found else None
 
 
-def open_duckdb(path: Path):
-    """A DuckDB connection with the export attached read-only as the default schema, or None."""
+def open_duckdb(path: Path, renames: dict[str, dict[str, str]] | None = None):
+    """A DuckDB connection with the export attached read-only as the default schema, or None;
+    ``renames`` (schema.renamed_columns) become views found before the export's own tables."""
     if os.environ.get("ALIGN_ENGINE", "auto") == "sqlite":
         return None
     try:
@@ -41,6 +42,12 @@ def open_duckdb(path: Path):
         quoted = str(path.resolve()).replace("'", "''")
         con.execute(f"ATTACH '{quoted}' AS profile (TYPE sqlite, READ_ONLY)")
         con.execute("USE profile")
+        if renames:
+            from align.profile.schema import view_select
+
+            for table, cols in renames.items():
+                con.execute(f'CREATE VIEW memory.main."{table}" AS {view_select(cols, f"profile.{table}")}')
+            con.execute("SET search_path = 'memory.main,profile.main'")
         return con
     except Exception:  # no usable extension (offline, version mismatch): fall back to SQLite
         return None
@@ -49,9 +56,10 @@ def open_duckdb(path: Path):
 class Engine:
     """Runs a query on DuckDB when available, else on the profile's SQLite connection."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection):
+    def __init__(self, path: Path, conn: sqlite3.Connection, renames: dict | None = None):
         self.path = path
         self.conn = conn
+        self.renames = renames
         self._duck = None
         self._tried = False
 
@@ -59,7 +67,7 @@ class Engine:
     def duck(self):
         if not self._tried:
             self._tried = True
-            self._duck = open_duckdb(self.path)
+            self._duck = open_duckdb(self.path, self.renames)
         return self._duck
 
     @property

@@ -68,7 +68,7 @@ class Profile:
         check.opened(self.path)
         self.conn = _open_readonly(self.path)
         self.schema = Schema(self.conn)
-        self.engine = Engine(self.path, self.conn)
+        self.engine = Engine(self.path, self.conn, self.schema.renames)
         self._strings: pd.Series | None = None
         if not self.schema.export_meta and not self.schema.has(STRINGS_TABLE):
             raise ProfileError(f"{self.path} is an SQLite file but not an nsys export",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlite3
 from functools import cached_property
 
-import sqlite_utils
 
 # Fallbacks for exports without ENUM tables; ids 0-133 are identical in 2022.4 and 2025.3.
 DEFAULT_EVENT_TYPES = {
@@ -32,6 +31,43 @@ NVTX_TABLE = "NVTX_EVENTS"
 STRINGS_TABLE = "StringIds"
 EXPORT_META_TABLES = ("META_DATA_EXPORT", "EXPORT_META_DATA")
 GRAPH_NODE_TABLES = ("CUDA_GRAPH_NODE_EVENTS", "CUDA_GRAPH_EVENTS")
+
+# Other spellings of the columns align reads: (table, the name align's SQL uses) -> the names other
+# nsys releases give it. An export spelling one otherwise is read through a view that restores
+# align's name (:func:`adapt_sqlite`, and the DuckDB engine's twin), so a column renamed by a new
+# nsys release is one entry here, and a renamed table one more name in the tuples above.
+COLUMN_SPELLINGS: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def renamed_columns(tables: frozenset[str], columns_of) -> dict[str, dict[str, str]]:
+    """{table: {align's name: this export's spelling}} for the columns this export spells otherwise;
+    ``columns_of(table)`` gives a table's column names."""
+    out: dict[str, dict[str, str]] = {}
+    for (table, name), others in COLUMN_SPELLINGS.items():
+        if table not in tables:
+            continue
+        cols = columns_of(table)
+        found = next((o for o in others if o in cols), None)
+        if name not in cols and found is not None:
+            out.setdefault(table, {})[name] = found
+    return out
+
+
+def view_select(renames: dict[str, str], source: str) -> str:
+    """The SELECT of a view over ``source`` that adds each column under align's name (rowid kept)."""
+    extra = ", ".join(f'"{theirs}" AS "{ours}"' for ours, theirs in renames.items())
+    return f"SELECT rowid AS rowid, *, {extra} FROM {source}"
+
+
+def adapt_sqlite(conn: sqlite3.Connection) -> dict[str, dict[str, str]]:
+    """Shadow each table of ``conn`` that spells a column otherwise with a TEMP view of the same name
+    (SQLite looks in temp before main); returns the renames made."""
+    tables = frozenset(r[0] for r in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'"))
+    renames = renamed_columns(tables, lambda t: {r[1] for r in conn.execute(f'PRAGMA main.table_info("{t}")')})
+    for table, cols in renames.items():
+        conn.execute(f'CREATE TEMP VIEW IF NOT EXISTS "{table}" AS {view_select(cols, f"main.{table}")}')
+    return renames
+
 
 # globalTid = [vm/host bits][24-bit pid][24-bit tid]; globalPid has the tid bits cleared.
 def string_join(alias: str, id_expr: str) -> str:
@@ -57,12 +93,12 @@ class Schema:
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
+        self.renames = adapt_sqlite(conn)
         self._columns: dict[str, frozenset[str]] = {}
 
     @cached_property
     def tables(self) -> frozenset[str]:
-        return frozenset(self.db.table_names())
+        return frozenset(r[0] for r in self.conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'"))
 
     def has(self, table: str) -> bool:
         return table in self.tables
@@ -70,7 +106,9 @@ class Schema:
     def columns(self, table: str) -> frozenset[str]:
         if not self.has(table):
             return frozenset()
-        return self._columns.setdefault(table, frozenset(self.db[table].columns_dict))
+        if table not in self._columns:  # PRAGMA finds a TEMP view of adapt_sqlite before the table
+            self._columns[table] = frozenset(r[1] for r in self.conn.execute(f'PRAGMA table_info("{table}")'))
+        return self._columns[table]
 
     def col(self, table: str, column: str, alias: str | None = None, prefix: str | None = None,
             default: str = "NULL") -> str:
