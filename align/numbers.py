@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
-import pandas as pd
+from align.lazy import pd
 
 
 def round_tenth(value: float | None) -> float | None:

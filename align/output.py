@@ -9,12 +9,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from align.lazy import loaded, pd
 
 from align.errors import AlignError
+from align.rows import Rows
 
 
 class Format(str, enum.Enum):
@@ -23,7 +21,22 @@ class Format(str, enum.Enum):
     json = "json"
 
 
-stdout = Console(highlight=False, soft_wrap=False)
+class LazyConsole:
+    """A rich Console made at first use: an answer in CSV or JSON never imports rich (~30 ms)."""
+
+    def __init__(self, **options) -> None:
+        self._options = options
+        self._console = None
+
+    def __getattr__(self, name: str):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+stdout = LazyConsole(highlight=False, soft_wrap=False)
 
 
 @dataclass
@@ -52,19 +65,22 @@ def pick(df: pd.DataFrame) -> pd.DataFrame:
     return _select(df, None)[0] if VIEW.columns else df
 
 
-def _select(df: pd.DataFrame, csv_frame: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The --columns of ``df`` (and the same positions of its CSV twin), or one line naming the choices."""
-    unknown = [c for c in VIEW.columns if c not in df.columns]
+def _select(df, csv_frame):
+    """The --columns of ``df`` (and the same positions of its CSV twin), or one line naming the choices;
+    each a DataFrame or :class:`Rows`."""
+    unknown = [c for c in VIEW.columns if c not in list(df.columns)]
     if unknown:
         raise AlignError(f"--columns: no column {', '.join(map(repr, unknown))} in this table",
                          f"choose from {', '.join(map(str, df.columns))}")
     positions = [list(df.columns).index(c) for c in VIEW.columns]
+    if isinstance(df, Rows):
+        return df.take(positions), csv_frame.take(positions) if csv_frame is not None else None
     twin = csv_frame.iloc[:, positions] if csv_frame is not None else None
     return df[VIEW.columns], twin
 
 
 def _jsonable(value: Any) -> Any:
-    if value is None or value is pd.NA:
+    if value is None or (loaded("pandas") and value is pd.NA):
         return None
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -73,8 +89,37 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def records(df: pd.DataFrame) -> list[dict]:
-    return [{k: _jsonable(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+def records(df) -> list[dict]:
+    """JSON-ready rows of a DataFrame or :class:`Rows`."""
+    rows = df.records() if isinstance(df, Rows) else df.to_dict(orient="records")
+    return [{k: _jsonable(v) for k, v in row.items()} for row in rows]
+
+
+def _values(df) -> dict[str, list]:
+    if isinstance(df, Rows):
+        return {c: df.column(c) for c in df.columns}
+    return {c: list(df[c]) for c in df.columns}
+
+
+def _numeric(df, values: dict[str, list]) -> dict[str, bool]:
+    """Right-aligned, never-wrapped columns: numbers (not booleans)."""
+    if not isinstance(df, Rows):
+        return {c: pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns}
+    return {c: any(v is not None for v in vs) and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                                                      for v in vs) for c, vs in values.items()}
+
+
+def _write_csv(df) -> None:
+    """CSV as pandas' ``to_csv(index=False)`` writes it: a missing value is an empty field."""
+    if not isinstance(df, Rows):
+        df.to_csv(sys.stdout, index=False)
+        return
+    import csv
+
+    w = csv.writer(sys.stdout, lineterminator="\n")
+    w.writerow(df.columns)
+    for r in df.rows:
+        w.writerow(["" if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in r])
 
 
 def _cell(value: Any) -> str:
@@ -88,25 +133,30 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def print_frame(df: pd.DataFrame, fmt: Format, title: str | None = None, csv_frame: pd.DataFrame | None = None,
+def print_frame(df, fmt: Format, title: str | None = None, csv_frame=None,
                 max_width: int | None = None, optional: list[str] | None = None, main: bool = True) -> None:
-    """``csv_frame`` lets a command write a differently-headed frame for CSV (nsys-compatible headers);
+    """A DataFrame or :class:`Rows` as the format asks.
+    ``csv_frame`` lets a command write a differently-headed frame for CSV (nsys-compatible headers);
     ``optional``: columns a narrow terminal's table leaves out first; ``main``: the command's main
     table, the one ``--columns`` picks from."""
     if VIEW.columns and main:
         df, csv_frame = _select(df, csv_frame)
     if fmt == Format.csv:
-        (csv_frame if csv_frame is not None else df).to_csv(sys.stdout, index=False)
+        _write_csv(csv_frame if csv_frame is not None else df)
     elif fmt == Format.json:
         sys.stdout.write(json.dumps(records(df), indent=2) + "\n")
     else:
-        cells = {c: [shorten(_cell(v)) for v in df[c]] for c in df.columns}
-        numeric = {c: pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
-                   for c in df.columns}
+        values = _values(df)
+        cells = {c: [shorten(_cell(v)) for v in vs] for c, vs in values.items()}
+        numeric = _numeric(df, values)
         wide = VIEW.wide
         picked = bool(VIEW.columns and main)  # the columns asked for are all shown, names folded to fit
         shown = list(df.columns) if wide or picked else fit_columns(list(df.columns), cells, numeric, stdout.width,
                                                                     optional or [])
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
         for col in shown:
             # a number is never split across lines; long names fold (unless --wide)
@@ -162,10 +212,12 @@ def print_dict(data: dict, fmt: Format, title: str | None = None) -> None:
     if fmt == Format.json:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     elif fmt == Format.csv:
-        flat = pd.DataFrame([{"key": k, "value": json.dumps(v, default=str) if isinstance(v, (dict, list)) else v}
-                             for k, v in data.items()])
-        flat.to_csv(sys.stdout, index=False)
+        _write_csv(Rows(["key", "value"], [(k, json.dumps(v, default=str) if isinstance(v, (dict, list)) else v)
+                                           for k, v in data.items()]))
     else:
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(title=title, title_justify="left", show_header=False)
         table.add_column(style="bold")
         table.add_column(overflow="fold")

@@ -13,9 +13,10 @@ import re
 import shutil
 from pathlib import Path
 
-import pandas as pd
+from align.lazy import pd
 
 from align import pidlock
+from align.rows import Rows
 from align.errors import AlignError, arg
 
 REPORT = "report.nsys-rep"
@@ -131,6 +132,10 @@ class Store:
 
     def list(self) -> pd.DataFrame:
         """One row per entry: name, kind, when, status, exit code, GPU, command."""
+        return self.rows().to_frame()
+
+    def rows(self) -> Rows:
+        """:meth:`list` as plain rows, oldest first (undated entries before them)."""
         rows = []
         for d in self.entries():
             meta, problem = read_meta(d)
@@ -149,8 +154,7 @@ class Store:
                 "command": meta.get("command_line"),
             })
         cols = ["name", "kind", "op", "start_time", "status", "exit_code", "gpu", "nsys_version", "sqlite", "command"]
-        df = pd.DataFrame(rows, columns=cols)
-        return df.sort_values("start_time", na_position="first", kind="stable").reset_index(drop=True)
+        return Rows(cols, [tuple(r[c] for c in cols) for r in rows]).sort([("start_time", True)], none_first=True)
 
     def resolve(self, name: str) -> Path | None:
         """The SQLite export of entry ``name``, or None when there is no such entry."""

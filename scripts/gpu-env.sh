@@ -1,13 +1,14 @@
 # Source this on a GPU machine of ours (H100/H200 image) before running align there:
 #   . scripts/gpu-env.sh
-# - installs the wheels in .whl/ (align's dependencies missing there, or align itself) into
-#   /tmp/align-site and puts it and the checkout on PYTHONPATH;
+# - installs the wheels in $ALIGN_WHEELS (default .whl/: align's dependencies missing there, or align
+#   itself) into /tmp/align-site and puts it and the checkout on PYTHONPATH;
 # - where the only nsys is the one bundled with Nsight Compute, makes its importer loadable
 #   (Debian's libdw1/libelf1 .debs in .debs/) and links the host-linux-x64 folder it looks for,
 #   then exports NSYS.
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+WHEELS=${ALIGN_WHEELS:-.whl}
+if [ -d "$WHEELS" ] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
   ${PYTHON:-python3} -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/align-site .whl/*.whl
+    --target /tmp/align-site "$WHEELS"/*.whl
   export PYTHONPATH=/tmp/align-site:${PYTHONPATH:-}
 fi
 # mock/ is the package align_mock (pyproject's package-dir); without an install, link it

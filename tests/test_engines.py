@@ -29,7 +29,7 @@ def _results(path, monkeypatch, engine):
 
 @pytest.mark.parametrize("example", EXAMPLES + [ROOT / "tests/data/rounding.sqlite"], ids=lambda p: p.name)
 def test_same_results(example, monkeypatch):
-    a = _results(example, monkeypatch, "auto")
+    a = _results(example, monkeypatch, "duckdb")
     b = _results(example, monkeypatch, "sqlite")
     for x, y in zip(a, b):
         pd.testing.assert_frame_equal(x.reset_index(drop=True), y.reset_index(drop=True), check_dtype=False)

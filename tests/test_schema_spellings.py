@@ -29,7 +29,7 @@ def _answers(path) -> dict:
 
 @pytest.mark.parametrize("engine", ["duckdb", "sqlite"])
 def test_renamed_columns_read_through_one_entry(tmp_path, monkeypatch, engine):
-    monkeypatch.setenv("ALIGN_ENGINE", "auto" if engine == "duckdb" else "sqlite")
+    monkeypatch.setenv("ALIGN_ENGINE", engine)
     copy = tmp_path / "report.sqlite"
     shutil.copy(SRC, copy)
     with sqlite3.connect(copy) as c:

@@ -13,10 +13,9 @@ from typing import Optional
 
 import click
 import typer
-from rich.console import Console
 
 from align.errors import AlignError
-from align.output import Format, pick, print_dict, print_frame, records, set_view, stdout
+from align.output import Format, LazyConsole, pick, print_dict, print_frame, records, set_view, stdout
 
 app = typer.Typer(
     add_completion=False,
@@ -29,7 +28,7 @@ profile_app = typer.Typer(help="Run a command under nsys into the profile store 
                           no_args_is_help=True)
 app.add_typer(profile_app, name="profile")
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
 FormatOpt = typer.Option(Format.table, "--format", "-f", help="table, csv or json")
 WideOpt = typer.Option(False, "--wide", help="table: every column and whole names, past the terminal's width")
@@ -312,8 +311,8 @@ def profiles(store: Optional[Path] = StoreOpt, fmt: Format = FormatOpt, wide: bo
     """List the profiles in the store."""
     set_view(wide, columns)
     s = _store(store)
-    df = s.list()
-    if df.empty and fmt == Format.table:
+    df = s.rows()
+    if not len(df) and fmt == Format.table:
         err.print(f"no profiles in {s.root}; capture one with: align profile mock -- python my_mock.py")
         return
     print_frame(df, fmt, title=f"profiles in {s.root}", max_width=60,
@@ -371,8 +370,11 @@ def events(
     if kind not in TABLES:
         raise AlignError(f"unknown kind {kind!r}", f"use one of {', '.join(TABLES)}")
     with load(profile, _store(store)) as p:
-        df = {"kernels": p.kernels, "nvtx": p.nvtx, "api": p.cuda_api, "graph-nodes": p.graph_nodes,
-              "gpus": p.gpus, "processes": p.processes, "threads": p.threads}[kind]()
+        if kind in ("kernels", "api"):  # the first rows straight from SQLite, without pandas
+            df = (p.kernel_rows if kind == "kernels" else p.cuda_api_rows)(limit=limit or None)
+        else:
+            df = {"nvtx": p.nvtx, "graph-nodes": p.graph_nodes, "gpus": p.gpus, "processes": p.processes,
+                  "threads": p.threads}[kind]()
     if limit:
         df = df.head(limit)
     print_frame(df, fmt, title=f"{kind} ({len(df)} rows shown)", max_width=60)
@@ -397,14 +399,14 @@ def kernels(
     set_view(wide, columns)
     from align.loader import load
     from align.profile.processes import gpu_filter
-    from align.stats.kernels import kernel_summary, to_nsys_csv_frame
+    from align.stats.kernels import kernel_rows, to_nsys_csv_frame
 
     with load(profile, _store(store)) as p:
         if not p.has_kernels:
             raise AlignError(f"{p.path} has no CUDA kernel data",
                              "profile with --trace cuda (the default of align profile) on a GPU machine")
-        df = kernel_summary(p, name=name, by_launch=by_launch, sort=sort, limit=limit,
-                            where=gpu_filter(p, pid=pid, device=device, rank=rank))
+        df = kernel_rows(p, name=name, by_launch=by_launch, sort=sort, limit=limit,
+                         where=gpu_filter(p, pid=pid, device=device, rank=rank))
     print_frame(df, fmt, title=f"CUDA GPU kernel summary: {profile}", csv_frame=to_nsys_csv_frame(df), max_width=90)
 
 

@@ -4,7 +4,8 @@ Moving millions of rows from SQLite into Python through the ``sqlite3`` module c
 microsecond per value; DuckDB's SQLite scanner reads them into columns natively and runs joins
 and aggregations on all cores (bench/attribution.py measures both). Queries passed here are
 written in the SQL both engines accept (``"end"`` quoted, no two-argument ``max``).
-``ALIGN_ENGINE=sqlite`` forces the fallback.
+DuckDB is chosen by size: below ``DUCKDB_FROM_BYTES`` SQLite answers before DuckDB would have
+loaded (bench/speed.py measures where they cross). ``ALIGN_ENGINE=sqlite`` or ``duckdb`` forces one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-import pandas as pd
+from align.lazy import pd
 
 
 def _sqlite_extension() -> str | None:
@@ -26,10 +27,24 @@ def _sqlite_extension() -> str | None:
     return found[0] if found else None
 
 
+DUCKDB_FROM_BYTES = 8 << 20
+
+
+def wants_duckdb(path: Path) -> bool:
+    """``ALIGN_ENGINE`` (auto, sqlite or duckdb), else the export's size."""
+    choice = os.environ.get("ALIGN_ENGINE", "auto")
+    if choice in ("sqlite", "duckdb"):
+        return choice == "duckdb"
+    try:
+        return path.stat().st_size >= DUCKDB_FROM_BYTES
+    except OSError:
+        return False
+
+
 def open_duckdb(path: Path, renames: dict[str, dict[str, str]] | None = None):
     """A DuckDB connection with the export attached read-only as the default schema, or None;
     ``renames`` (schema.renamed_columns) become views found before the export's own tables."""
-    if os.environ.get("ALIGN_ENGINE", "auto") == "sqlite":
+    if not wants_duckdb(path):
         return None
     try:
         import duckdb
@@ -37,7 +52,9 @@ def open_duckdb(path: Path, renames: dict[str, dict[str, str]] | None = None):
         return None
     ext = _sqlite_extension()
     try:
-        con = duckdb.connect(config={"threads": os.cpu_count() or 1})
+        # the extension is the file of our pinned duckdb-extension-sqlite-scanner package; checking its
+        # signature hashes 35 MB on every command (~0.08 s of a 0.2 s answer)
+        con = duckdb.connect(config={"threads": os.cpu_count() or 1, "allow_unsigned_extensions": bool(ext)})
         con.execute(f"LOAD '{ext}'" if ext else "LOAD sqlite_scanner")
         quoted = str(path.resolve()).replace("'", "''")
         con.execute(f"ATTACH '{quoted}' AS profile (TYPE sqlite, READ_ONLY)")
@@ -80,6 +97,14 @@ class Engine:
         cur = self.conn.execute(query)
         cols = [d[0] for d in cur.description]
         return pd.DataFrame.from_records(cur.fetchall(), columns=cols)
+
+    def rows(self, query: str) -> tuple[list[str], list[tuple]]:
+        """(column names, rows) of a small result, without pandas."""
+        if self.duck is not None:
+            res = self.duck.execute(query)
+            return [d[0] for d in res.description], res.fetchall()
+        cur = self.conn.execute(query)
+        return [d[0] for d in cur.description], cur.fetchall()
 
     def chunks(self, query: str, rows: int = 1 << 18):
         """The result in pieces of about ``rows`` rows, so a caller can fold millions of rows into

@@ -7,7 +7,7 @@ GPU of its own: rank r is the process on device r, as TP/PP engines place ranks.
 
 from __future__ import annotations
 
-import pandas as pd
+from align.lazy import pd
 
 from align.errors import AlignError, arg
 from align.profile.reader import Profile

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
-import numpy as np
-import pandas as pd
+from align.lazy import np, pd
 
 from align.errors import ProfileError
 from align.profile import check
 from align.profile.engine import Engine
+from align.rows import Rows
 from align.profile.schema import (KERNEL_TABLE, NVTX_TABLE, PID_MASK, RUNTIME_TABLE, STRINGS_TABLE, Schema, pid_of,
                                   string_join, tid_of)
 
@@ -142,7 +143,6 @@ class Profile:
             row = self.conn.execute("SELECT startTime, stopTime, duration FROM ANALYSIS_DETAILS").fetchone()
             if row:
                 span = {"start_ns": row[0], "stop_ns": row[1], "duration_ns": row[2]}
-        gpus = self.gpus()
         return {
             "path": str(self.path),
             "nsys_version": self.product_version,
@@ -153,8 +153,8 @@ class Profile:
             "memcpy": self.count("CUPTI_ACTIVITY_KIND_MEMCPY"),
             "memset": self.count("CUPTI_ACTIVITY_KIND_MEMSET"),
             "graph_node_events": self.count(self.schema.graph_node_table) if self.schema.graph_node_table else 0,
-            "gpus": gpus["name"].tolist() if "name" in gpus else [],
-            "processes": int(len(self.processes())),
+            "gpus": self._gpu_names(),
+            "processes": self._process_count(),
             "session": span,
             "has_kernels": self.has_kernels,
             "cuda_graph_trace": next((v for k, v in self.schema.capture_meta.items()
@@ -168,9 +168,23 @@ class Profile:
         ``launch`` joins the CUDA API call that launched it (by correlationId within the process,
         as nsys does) to add the launching thread and API name.
         """
-        s = self.schema
         if not self.has_kernels:
             return pd.DataFrame(columns=KERNEL_COLUMNS)
+        df = self.sql(self._kernel_query(where, limit, launch))
+        df["name"] = df["demangled_name"].fillna(df["short_name"])
+        return df
+
+    def kernel_rows(self, where: str | None = None, limit: int | None = None, launch: bool = True) -> Rows:
+        """:meth:`kernels` as plain rows, for a caller that needs no DataFrame."""
+        if not self.has_kernels:
+            return Rows(list(KERNEL_COLUMNS))
+        cur = self.conn.execute(self._kernel_query(where, limit, launch))
+        cols = [d[0] for d in cur.description]
+        dn, sn = cols.index("demangled_name"), cols.index("short_name")
+        return Rows(cols + ["name"], [r + (r[dn] if r[dn] is not None else r[sn],) for r in cur])
+
+    def _kernel_query(self, where: str | None, limit: int | None, launch: bool) -> str:
+        s = self.schema
         k = KERNEL_TABLE
         cols = [
             "k.start AS start", "k.end AS end", "k.end - k.start AS duration",
@@ -206,9 +220,7 @@ class Profile:
         q += " ORDER BY k.start, k.correlationId" if "correlationId" in s.columns(k) else " ORDER BY k.start"
         if limit is not None:
             q += f" LIMIT {int(limit)}"
-        df = self.sql(q)
-        df["name"] = df["demangled_name"].fillna(df["short_name"])
-        return df
+        return q
 
     def _string_join(self, table: str, column: str, alias: str) -> str:
         if column in self.schema.columns(table):
@@ -274,9 +286,24 @@ class Profile:
     # ---- CUDA API, graphs, devices, processes ----------------------------------------------
     def cuda_api(self, where: str | None = None) -> pd.DataFrame:
         """CUDA runtime and driver API calls (both live in one table; ``api`` says which)."""
-        s = self.schema
         if not self.has_cuda_api:
             return pd.DataFrame(columns=API_COLUMNS)
+        df = self.sql(self._api_query(where))
+        df["base_name"] = df["name"].str.replace(API_VERSION, "", regex=True)
+        return df
+
+    def cuda_api_rows(self, where: str | None = None, limit: int | None = None) -> Rows:
+        """:meth:`cuda_api` as plain rows (the first ``limit``), for a caller that needs no DataFrame."""
+        if not self.has_cuda_api:
+            return Rows(list(API_COLUMNS))
+        cur = self.conn.execute(self._api_query(where) + (f" LIMIT {int(limit)}" if limit is not None else ""))
+        cols = [d[0] for d in cur.description]
+        at = cols.index("name")
+        version = re.compile(API_VERSION)
+        return Rows(cols + ["base_name"], [r + (version.sub("", r[at]) if r[at] is not None else None,) for r in cur])
+
+    def _api_query(self, where: str | None) -> str:
+        s = self.schema
         r = RUNTIME_TABLE
         classes = s.event_classes
         runtime = classes.get("TRACE_PROCESS_EVENT_CUDA_RUNTIME", 0)
@@ -290,9 +317,7 @@ class Profile:
              f"FROM {r} AS r {string_join('n', 'r.nameId')}")
         if where:
             q += f" WHERE {where}"
-        df = self.sql(q + " ORDER BY r.start")
-        df["base_name"] = df["name"].str.replace(r"_v\d+$", "", regex=True)
-        return df
+        return q + " ORDER BY r.start"
 
     def graph_nodes(self) -> pd.DataFrame:
         """CUDA graph node creation events: captured nodes and their instantiated clones."""
@@ -327,6 +352,18 @@ class Profile:
         out["capture_pid"] = created["pid"].to_numpy()
         out["capture_tid"] = created["tid"].to_numpy()
         return out[cols]
+
+    def _gpu_names(self) -> list[str]:
+        if "name" not in self.schema.columns("TARGET_INFO_GPU"):
+            return []
+        return [r[0] for r in self.conn.execute("SELECT name FROM TARGET_INFO_GPU")]
+
+    def _process_count(self) -> int:
+        """len(self.processes()), counted in SQLite."""
+        if not self.schema.has("PROCESSES"):
+            return 0
+        active = self._active_pids()
+        return sum(1 for (pid,) in self.conn.execute(f"SELECT {pid_of('globalPid')} FROM PROCESSES") if pid in active)
 
     def gpus(self) -> pd.DataFrame:
         if not self.schema.has("TARGET_INFO_GPU"):
@@ -384,6 +421,7 @@ NVTX_COLUMNS = [
     "start", "end", "duration", "event_type", "text", "domain_id", "category_id", "color", "range_id",
     "global_tid", "end_global_tid", "pid", "tid", "style", "domain", "category", "depth",
 ]
+API_VERSION = r"_v\d+$"  # cudaLaunchKernel_v7000 -> cudaLaunchKernel
 API_COLUMNS = ["start", "end", "duration", "api", "name", "correlation_id", "return_value", "pid", "tid", "base_name"]
 
 

@@ -9,10 +9,11 @@ standard deviation is the sample one (n-1), two-pass, as nsys computes them. Val
 
 from __future__ import annotations
 
-import pandas as pd
+from align.lazy import pd
 
 from align.errors import AlignError, ProfileError
 from align.profile.reader import Profile
+from align.rows import Rows
 from align.profile.schema import KERNEL_TABLE, string_join
 from align.numbers import round_tenth
 
@@ -42,13 +43,27 @@ def kernel_summary(profile: Profile, name: str = "demangled", by_launch: bool = 
     missing name falls back to the demangled one, as nsys does. ``where`` filters kernel rows
     with an SQL condition on ``CUPTI_ACTIVITY_KIND_KERNEL`` columns.
     """
+    rows = kernel_rows(profile, name=name, by_launch=by_launch, sort=sort, limit=limit, where=where)
+    if not profile.has_kernels:
+        return pd.DataFrame(columns=rows.columns)
+    return rows.to_frame({c: t for c, t in DTYPES.items() if c in rows.columns})
+
+
+DTYPES = {"time_pct": "float64", "total_ns": "int64", "instances": "int64", "avg_ns": "float64",
+          "med_ns": "float64", "min_ns": "int64", "max_ns": "int64", "stddev_ns": "float64"}
+
+
+def kernel_rows(profile: Profile, name: str = "demangled", by_launch: bool = False,
+                sort: str = "total", limit: int | None = None, where: str | None = None) -> Rows:
+    """:func:`kernel_summary` as plain rows: the aggregation runs in the database and the few
+    rows left are finished here, so the CLI answers without pandas."""
     if name not in NAME_COLUMNS:
         raise AlignError(f"unknown name kind {name!r}", f"use one of {', '.join(NAME_COLUMNS)}")
     if sort not in SORT_KEYS:
         raise AlignError(f"unknown sort key {sort!r}", f"use one of {', '.join(SORT_KEYS)}")
     columns = SUMMARY_COLUMNS if by_launch else [c for c in SUMMARY_COLUMNS if c not in ("grid", "block")]
     if not profile.has_kernels:
-        return pd.DataFrame(columns=columns)
+        return Rows(columns)
 
     kcols = profile.schema.columns(KERNEL_TABLE)
     name_col = NAME_COLUMNS[name]
@@ -65,6 +80,10 @@ SELECT {key}, CAST(sum(dur) AS BIGINT) AS total, count(*) AS n, avg(dur) AS mean
        median(dur) AS med, coalesce(stddev_samp(dur), 0.0) AS sd
 FROM ({d}) AS d GROUP BY {key}"""
     else:
+        # SQLite reads text in an integer column as 0 where DuckDB refuses it: such a row gets no
+        # duration here, and the damage is named below
+        d = (f'SELECT {key_cols}, CASE WHEN typeof(start) = \'integer\' AND typeof("end") = \'integer\' '
+             f'THEN "end" - start END AS dur FROM {KERNEL_TABLE} {filt}')
         # One sort per name: the window gives each row its rank, the group's size and mean; one
         # grouping pass then takes the middle value(s) and the squared deviations from the mean.
         agg = f"""
@@ -73,34 +92,48 @@ WITH ranked AS (
     FROM ({d}) AS d
     WINDOW w AS (PARTITION BY {key} ORDER BY dur ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 )
-SELECT {key}, sum(dur) AS total, count(*) AS n, avg(dur) AS mean, min(dur) AS lo, max(dur) AS hi,
-       avg(CASE WHEN rn IN ((cnt + 1) / 2, (cnt + 2) / 2) THEN dur END) AS med,
+SELECT {key}, sum(dur) AS total, count(dur) AS n, avg(dur) AS mean, min(dur) AS lo, max(dur) AS hi,
+       avg(CASE WHEN rn IN ((cnt + 1) / 2, (cnt + 2) / 2) THEN dur END) AS med, count(*) - count(dur) AS bad,
        CASE WHEN count(*) > 1 THEN sqrt(sum((dur - mean) * (dur - mean)) / (count(*) - 1)) ELSE 0.0 END AS sd
 FROM ranked GROUP BY {key}"""
     query = f"""
 SELECT a.total AS total_ns, a.n AS instances, a.mean AS avg_ns, a.med AS med_ns, a.lo AS min_ns, a.hi AS max_ns,
        a.sd AS stddev_ns{", a.grid AS grid, a.block AS block" if by_launch else ""}, s.value AS name
+       {", a.bad AS bad" if profile.engine.duck is None else ""}
 FROM ({agg}) AS a {string_join("s", "a.name_id")}
 """
-    df = profile.frame(query)
-    if df["name"].isna().any():
-        n = int(df.loc[df["name"].isna(), "instances"].sum())
+    names, found = profile.engine.rows(query)
+    at = {c: i for i, c in enumerate(names)}
+    if "bad" in at and any(r[at["bad"]] for r in found):
+        from align.profile.check import diagnose
+
+        raise ProfileError(f"{profile.path}: {diagnose(profile.path) or 'kernel times that are not integers'}")
+    missing = [r for r in found if r[at["name"]] is None]
+    if missing:
+        n = sum(int(r[at["instances"]]) for r in missing)
         raise ProfileError(f"{profile.path}: {n} kernel(s) name a string id that StringIds lacks",
                            "the export is damaged: export the report again (align export REPORT.nsys-rep)")
-    df = df.astype({"total_ns": "int64", "instances": "int64", "min_ns": "int64", "max_ns": "int64"})
-    df.insert(0, "time_pct", df["total_ns"] * 100.0 / df["total_ns"].sum())
-    for c in ("time_pct", "avg_ns", "med_ns", "stddev_ns"):
-        df[c] = df[c].map(round_tenth).astype("float64")
+    whole = sum(int(r[at["total_ns"]]) for r in found)
+    out = []
+    for r in found:
+        total = int(r[at["total_ns"]])
+        row = {"time_pct": round_tenth(total * 100.0 / whole) if whole else None, "total_ns": total,
+               "instances": int(r[at["instances"]]), "avg_ns": round_tenth(r[at["avg_ns"]]),
+               "med_ns": round_tenth(r[at["med_ns"]]), "min_ns": int(r[at["min_ns"]]),
+               "max_ns": int(r[at["max_ns"]]), "stddev_ns": round_tenth(r[at["stddev_ns"]]),
+               "grid": r[at["grid"]] if by_launch else None, "block": r[at["block"]] if by_launch else None,
+               "name": r[at["name"]]}
+        out.append(tuple(row[c] for c in columns))
     col, ascending = SORT_KEYS[sort]
     # nsys's order: total time descending, then instances, then name.
     keys = list(dict.fromkeys([col, "total_ns", "instances", "name"] + (["grid", "block"] if by_launch else [])))
-    order = [ascending if k == col else k in ("instances", "name", "grid", "block") for k in keys]
-    df = df.sort_values(keys, ascending=order, kind="stable").reset_index(drop=True)
-    if limit:  # 0: all, as on the command line
-        df = df.head(limit)
-    return df[columns]
+    table = Rows(columns, out).sort([(k, ascending if k == col else k in ("instances", "name", "grid", "block"))
+                                     for k in keys])
+    return table.head(limit) if limit else table  # 0: all, as on the command line
 
 
-def to_nsys_csv_frame(summary: pd.DataFrame) -> pd.DataFrame:
+def to_nsys_csv_frame(summary: pd.DataFrame | Rows) -> pd.DataFrame | Rows:
     """The summary with nsys's CSV column headers, for scripts written against ``nsys stats``."""
+    if isinstance(summary, Rows):
+        return summary.rename(NSYS_CSV_HEADER)
     return summary.rename(columns=NSYS_CSV_HEADER)
