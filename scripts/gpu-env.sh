@@ -1,14 +1,16 @@
 # Source this on a GPU machine of ours (H100/H200 image) before running align there:
 #   . scripts/gpu-env.sh
-# - installs the wheels in $ALIGN_WHEELS (default .whl/: align's dependencies missing there, or align
-#   itself) into /tmp/align-site and puts it and the checkout on PYTHONPATH;
+# - installs the wheels in $ALIGN_WHEELS (folders, space-separated; default .whl/: align's
+#   dependencies missing there, or align itself) into /tmp/align-site and puts it and the checkout
+#   on PYTHONPATH (a carry is limited in size: a large wheel can come in an earlier call of its own);
 # - where the only nsys is the one bundled with Nsight Compute, makes its importer loadable
 #   (Debian's libdw1/libelf1 .debs in .debs/) and links the host-linux-x64 folder it looks for,
 #   then exports NSYS.
-WHEELS=${ALIGN_WHEELS:-.whl}
-if [ -d "$WHEELS" ] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+WHEELS=$(for d in ${ALIGN_WHEELS:-.whl}; do ls "$d"/*.whl 2>/dev/null; done)
+if [ -n "$WHEELS" ]; then
+  # shellcheck disable=SC2086
   ${PYTHON:-python3} -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/align-site "$WHEELS"/*.whl
+    --target /tmp/align-site $WHEELS
   export PYTHONPATH=/tmp/align-site:${PYTHONPATH:-}
 fi
 # mock/ is the package align_mock (pyproject's package-dir); without an install, link it

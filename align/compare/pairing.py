@@ -77,8 +77,7 @@ def forward_summary(items: pd.DataFrame, shapes: pd.Series | None = None) -> pd.
     sh = shapes.reindex(df.index).fillna("") if shapes is not None else pd.Series("", index=df.index)
     g = pd.DataFrame({"forward": df["forward"].to_numpy(), "family": fam.to_numpy(),
                       "fs": (fam + " | " + sh.astype(str)).to_numpy()})
-    fams = g.groupby("forward", sort=False)["family"].agg(lambda s: Counter(s))
-    shp = g.groupby("forward", sort=False)["fs"].agg(lambda s: Counter(s))
+    fams, shp = _multisets(g, "family"), _multisets(g, "fs")
     out = (df.groupby("forward", sort=False, observed=True)
              .agg(phase=("phase", "first"), evidence=("evidence", "first"), pid=("pid", "first"),
                   start=("start", "min"), kernels=("code", "size"), latency_ns=("duration", "sum"))
@@ -88,6 +87,15 @@ def forward_summary(items: pd.DataFrame, shapes: pd.Series | None = None) -> pd.
     out["families"] = out["forward"].map(fams)
     out["shapes"] = out["forward"].map(shp)
     return out.sort_values("start", kind="stable").reset_index(drop=True)
+
+
+def _multisets(g: pd.DataFrame, key: str) -> dict:
+    """forward -> Counter of ``key`` (keys in order of first appearance, as Counter(rows) gives),
+    counted by one grouping instead of a Python call per forward."""
+    out: dict = {}
+    for (forward, value), n in g[["forward", key]].value_counts(sort=False).items():
+        out.setdefault(forward, Counter())[value] = int(n)
+    return out
 
 
 def _group(label: str, rows: pd.DataFrame, evidence: str, pid: int) -> Group:
