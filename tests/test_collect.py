@@ -141,8 +141,9 @@ def test_collect_writes_the_aiconfigurator_layout(tmp_path):
     assert json.loads(r.stdout)["already_done"] == STANDIN_CASES and json.loads(r.stdout)["done"] == 0
     # no --runs here: verification times as the collection did (3 runs, recorded in its checkpoint)
     r = run_align("collect", "--op", "standin", "--out", str(out), "--verify", "3", "-f", "json")
-    assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
+    # CPU wall-clock noise may exceed 2 % twice: the exit code follows the verdicts, whatever they are
+    assert r.returncode == (1 if any(x["verdict"] == "drift" for x in rows) else 0), r.stderr
     assert len(rows) == 3 and all("deviation_pct" in x for x in rows)
     assert {x["runs"] for x in rows} == {3}
     assert json.loads((out / ".align" / "verify.json").read_text())[0]["case"] == rows[0]["case"]

@@ -742,7 +742,11 @@ def collect(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="with --resume, run failed cases again"),
     cases: list[str] = typer.Option([], "--cases", help="restrict a grid field: FIELD=V1,V2 (repeatable; e.g. tp=1,8)"),
     force: bool = typer.Option(False, "--force", help="collect even without a passing verdict (recorded)"),
-    verify_k: int = typer.Option(0, "--verify", help="instead of collecting, re-run K random finished cases"),
+    verify_k: int = typer.Option(0, "--verify", help="instead of collecting, re-run K random finished cases; "
+                                                     "exit 1 when one deviates 2 % or more twice"),
+    check_dir: bool = typer.Option(False, "--check", help="instead of collecting, validate the collection in --out: "
+                                                          "rows per phase and TP against the grid, graph/throttling "
+                                                          "flags, the last --verify; exit 1 on a problem"),
     warmups: int = typer.Option(5, "--warmups", help="untimed calls before timing (and again after capture)"),
     runs: int = typer.Option(20, "--runs", help="timed calls per case"),
     eager: bool = typer.Option(False, "--eager", help="do not capture CUDA graphs"),
@@ -759,13 +763,23 @@ def collect(
 ) -> None:
     """Benchmark an aligned op over its test-case grid and write aiconfigurator's perf files."""
     from align.collect.cases import parse_subset
+    from align.collect.check import check
     from align.collect.runner import Settings, collect as run_collect, verify
 
     settings = Settings(warmups=warmups, runs=runs, use_graph=not eager, measure_power=power, version=version,
                         backend=backend, system=system, framework=framework)
+    if check_dir:
+        _print_check(check(out, op, settings), fmt)
+        return
     if verify_k:  # negative is bad input too: verify() says so
         df = verify(out, op, verify_k, settings)
-        print_frame(df, fmt, title=f"verification of {len(df)} cases (seed: |deviation| < 2 %)", max_width=70)
+        print_frame(df, fmt, title=f"verification of {len(df)} cases (seed: |deviation| < 2 %, measured again "
+                                   f"when not)", max_width=70)
+        drifted = int((df["verdict"] == "drift").sum())
+        if drifted:
+            err.print(f"align: {drifted} of {len(df)} verified case(s) deviate by 2 % or more on two re-runs",
+                      markup=False)
+            raise typer.Exit(1)
         return
     summary = run_collect(op, [phase] if phase else None, gpus=gpus, out=out, resume=resume,
                           subset=parse_subset(cases), settings=settings, retry_failed=retry_failed,
@@ -782,7 +796,36 @@ def collect(
         if len(summary.skipped) > 10:
             err.print(f"[yellow]skipped[/] {len(summary.skipped) - 10} more (see {out}/.align/checkpoint.json)")
     print_dict(data, fmt, title=f"align collect {op}")
+    report = check(out, op, settings)
+    for line in report.problems:
+        err.print(f"check: {line}", markup=False)
     if summary.failed:
+        raise typer.Exit(1)
+
+
+def _print_check(report, fmt: Format) -> None:
+    """align collect --check: counts, what is missing and why, the measurement flags, the verdict."""
+    if fmt == Format.json:
+        import json as _json
+
+        sys.stdout.write(_json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    elif fmt == Format.csv:
+        print_frame(report.counts, fmt)
+    else:
+        print_frame(report.counts, fmt, title=f"align collect --check {report.op}: rows per phase and TP against "
+                                              f"the grid ({report.out})")
+        if len(report.missing):
+            print_frame(report.missing.head(20), fmt, title=f"grid cases without a row ({len(report.missing)}; "
+                                                           f"first 20)", max_width=70, main=False)
+        if len(report.flags):
+            print_frame(report.flags, fmt, title="how the rows were measured (per-case records)", main=False)
+        if report.verify is not None and len(report.verify):
+            cols = [c for c in ("case", "deviation_pct", "deviation2_pct", "verdict") if c in report.verify]
+            print_frame(report.verify[cols], fmt, title="newest --verify", max_width=60, main=False)
+        for line in report.problems:
+            err.print(f"problem: {line}", markup=False)
+        stdout.print(f"[bold {'green' if report.passed else 'red'}]{'PASS' if report.passed else 'FAIL'}[/]")
+    if not report.passed:
         raise typer.Exit(1)
 
 

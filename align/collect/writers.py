@@ -237,5 +237,23 @@ def _scalar(v) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def append_jsonl(path: Path, record: dict) -> None:
+    """One JSON line appended (by the collector's one parent process); a line a kill cut short is
+    ended first, so it costs only its own record."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as f:
+        if f.tell() and _last_byte(path) != b"\n":
+            f.write(b"\n")
+        f.write((json.dumps(record, default=str) + "\n").encode())
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
+
+
 def now_utc() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
