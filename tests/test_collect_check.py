@@ -24,8 +24,8 @@ def _collect(out, *args):
     return json.loads(r.stdout)
 
 
-def _check(out, *args):
-    r = run_align("collect", "--op", "standin", "--out", str(out), "--check", "-f", "json", *args)
+def _check(out, *args, op="standin"):
+    r = run_align("collect", "--op", op, "--out", str(out), "--check", "-f", "json", *args)
     assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr
     return r.returncode, json.loads(r.stdout)
 
@@ -100,7 +100,7 @@ def test_verify_fails_a_case_that_drifted(collected, tmp_path):
     report = json.loads(r.stdout)
     assert r.returncode == 1 and "deviate by 2 % or more on two re-runs" in r.stderr
     bad = [x for x in report if x["stored_ms"] == pytest.approx(float(rows["latency"].iloc[0]) * 100)]
-    assert len(bad) == 1 and bad[0]["verdict"] == "drift" and bad[0]["deviation2_pct"] < -90
+    assert len(bad) == 1 and bad[0]["verdict"] == "drift" and abs(bad[0]["deviation2_pct"]) >= 2
     for x in report:  # every verdict follows from its deviations
         assert x["verdict"] == rerun_verdict(x["deviation_pct"], x["deviation2_pct"], 2.0)
         assert (x["rerun2_ms"] is None) == (abs(x["deviation_pct"]) < 2.0)
@@ -127,3 +127,22 @@ def test_the_case_log_survives_a_cut_line(tmp_path):
 def test_check_of_a_folder_that_holds_no_collection(tmp_path):
     r = run_align("collect", "--op", "standin", "--out", str(tmp_path), "--check")
     assert r.returncode == 2 and "holds no collection of standin" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("name,op", [("dsa", "dsa"), ("mla", "mla"), ("moe", "moe"), ("dsa_transformers", "dsa")])
+def test_the_committed_h200_collections_check(name, op):
+    """The real collections predate the per-case records and the recorded --cases: the check says so,
+    judges completeness by each run's plan size, finds the tables moved from trtllm/ to align_mock/,
+    and counts every row of their perf files."""
+    from .conftest import ROOT
+
+    out = ROOT / "profiles" / "examples" / "collect" / name
+    rc, rep = _check(out, op=op)
+    assert rc == 0 and rep["passed"], rep["problems"]
+    assert any("did not record their --cases" in n for n in rep["notes"])
+    # listed without a row: only what the memory estimate skipped, with its reason
+    assert all(m["reason"].startswith("skipped: needs about") for m in rep["missing"])
+    assert len(rep["missing"]) == sum(c["skipped"] for c in rep["counts"])
+    rows = sum(len(writers.read_rows(p)) for p in out.rglob("*_perf.txt"))
+    assert sum(c["rows"] for c in rep["counts"]) == rows > 0
+    assert rep["verify"] and all(abs(v["deviation_pct"]) < 2 for v in rep["verify"])

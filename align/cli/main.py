@@ -815,13 +815,15 @@ def _print_check(report, fmt: Format) -> None:
         print_frame(report.counts, fmt, title=f"align collect --check {report.op}: rows per phase and TP against "
                                               f"the grid ({report.out})")
         if len(report.missing):
-            print_frame(report.missing.head(20), fmt, title=f"grid cases without a row ({len(report.missing)}; "
+            print_frame(report.missing.head(20), fmt, title=f"planned cases without a row ({len(report.missing)}; "
                                                            f"first 20)", max_width=70, main=False)
         if len(report.flags):
             print_frame(report.flags, fmt, title="how the rows were measured (per-case records)", main=False)
         if report.verify is not None and len(report.verify):
             cols = [c for c in ("case", "deviation_pct", "deviation2_pct", "verdict") if c in report.verify]
             print_frame(report.verify[cols], fmt, title="newest --verify", max_width=60, main=False)
+        for line in report.notes:
+            err.print(f"note: {line}", markup=False)
         for line in report.problems:
             err.print(f"problem: {line}", markup=False)
         stdout.print(f"[bold {'green' if report.passed else 'red'}]{'PASS' if report.passed else 'FAIL'}[/]")

@@ -26,10 +26,11 @@ class CheckReport:
     out: Path
     op: str
     counts: pd.DataFrame       # phase, tp, grid, rows, skipped, failed, outside_cases, missing, extra
-    missing: pd.DataFrame      # case, phase, reason: every grid case without a row
+    missing: pd.DataFrame      # case, phase, reason: every planned grid case without a row
     flags: pd.DataFrame        # phase, recorded, cuda_graph, eager, throttled, sm_clock_*, power_w_*
     verify: pd.DataFrame | None
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -39,6 +40,7 @@ class CheckReport:
         from align.output import records
 
         return {"out": str(self.out), "op": self.op, "passed": self.passed, "problems": self.problems,
+                "notes": self.notes,
                 "counts": records(self.counts), "missing": records(self.missing), "flags": records(self.flags),
                 "verify": records(self.verify) if self.verify is not None else None}
 
@@ -81,13 +83,15 @@ def check(out: Path, op: str, settings=None) -> CheckReport:
         raise AlignError(f"{out} holds no collection of {op} (its runs collected {', '.join(sorted({str(r.get('op')) for r in runs}))})",
                          "pass the op it collected")
     subsets = [r.get("subset") for r in mine]
+    planned_known = all("subset" in r for r in mine)  # runs before align kept --cases did not record it
     asked = {p for r in mine for p in (r.get("phases") or spec.phases)}
+    folder = _tables(out, spec, settings)
     failed, skipped, log = ck.data.get("failed", {}), ck.data.get("skipped", {}), read_case_log(out)
     counts, missing, flags = [], [], []
     for phase, ps in spec.phases.items():
         if phase not in asked:
             continue  # no run collected this phase (--phase)
-        path = table_dir(out, spec, settings) / ps.perf_file
+        path = folder / ps.perf_file
         rows = writers.read_rows(path)
         cases = grid(ps)[0]
         if not cases:
@@ -113,9 +117,9 @@ def check(out: Path, op: str, settings=None) -> CheckReport:
             elif case.id in failed:
                 c["failed"] += 1
                 reason = f"failed: {failed[case.id].get('error', '?')}"
-            elif subsets and all(_outside(s, ps.fields, case.args) for s in subsets):
-                c["outside_cases"] += 1
-                reason = "outside the --cases of every run"
+            elif not planned_known or (subsets and all(_outside(s, ps.fields, case.args) for s in subsets)):
+                c["outside_cases"] += 1  # never asked for (--cases), or not known to be: counted, not listed
+                continue
             else:
                 c["missing"] += 1
                 reason = "not run (the collection stopped early: --resume)"
@@ -131,7 +135,17 @@ def check(out: Path, op: str, settings=None) -> CheckReport:
     missing_df = pd.DataFrame(missing, columns=["case", "phase", "reason"])
     flags_df = pd.DataFrame(flags)
     verify = _newest_verify(out)
-    problems = []
+    problems, notes = [], []
+    if not planned_known:
+        planned = int(mine[-1].get("cases") or 0)
+        have = int(counts_df["rows"].sum() + counts_df["failed"].sum())
+        notes.append(f"the runs did not record their --cases: judged by the newest run's plan, {planned} case(s), "
+                     f"of which {have} have a row or a recorded failure")
+        if have < planned:
+            problems.append(f"{planned - have} planned case(s) have no row: run align collect --op {op} --out {out} "
+                            "--resume")
+    if folder != table_dir(out, spec, settings):
+        notes.append(f"tables read from {folder} (the runs recorded {table_dir(out, spec, settings)})")
     if counts_df["missing"].sum():
         problems.append(f"{int(counts_df['missing'].sum())} grid case(s) have no row and no reason: run "
                         f"align collect --op {op} --out {out} --resume")
@@ -143,8 +157,26 @@ def check(out: Path, op: str, settings=None) -> CheckReport:
     if verify is not None and "verdict" in verify and (verify["verdict"] == "drift").any():
         problems.append(f"{int((verify['verdict'] == 'drift').sum())} verified case(s) drifted by 2 % or more "
                         "on two re-runs")
+    if not flags_df.empty and not flags_df["recorded"].sum():
+        notes.append("no per-case records (.align/cases.jsonl): collected before align kept them")
     return CheckReport(out=out, op=op, counts=counts_df, missing=missing_df, flags=flags_df, verify=verify,
-                       problems=problems)
+                       problems=problems, notes=notes)
+
+
+def _tables(out: Path, spec, settings) -> Path:
+    """The folder holding the op's perf files: where the runs' settings put it, or else the one folder
+    of ``<out>/<system>/<family>/*/*`` that holds them (a collection moved to another backend name)."""
+    from align.collect.runner import table_dir
+
+    recorded = table_dir(out, spec, settings)
+    files = [ps.perf_file for ps in spec.phases.values()]
+    if any((recorded / f).exists() for f in files):
+        return recorded
+    found = sorted({p.parent for f in files for p in Path(out).glob(f"*/{spec.family}/*/*/{f}")})
+    if len(found) > 1:
+        raise AlignError(f"{out} holds {spec.name} tables in {len(found)} folders ({', '.join(map(str, found))})",
+                         "check one collection at a time: pass its own --out")
+    return found[0] if found else recorded
 
 
 def _outside(subset: dict | None, fields: list[str], args: tuple) -> bool:
