@@ -16,7 +16,7 @@ import pandas as pd
 
 from align.collect import writers
 from align.collect.cases import grid
-from align.errors import AlignError
+from align.errors import AlignError, arg
 
 CASES_LOG = "cases.jsonl"
 
@@ -175,7 +175,7 @@ def _tables(out: Path, spec, settings) -> Path:
     found = sorted({p.parent for f in files for p in Path(out).glob(f"*/{spec.family}/*/*/{f}")})
     if len(found) > 1:
         raise AlignError(f"{out} holds {spec.name} tables in {len(found)} folders ({', '.join(map(str, found))})",
-                         "check one collection at a time: pass its own --out")
+                         f"check one collection at a time: pass its own {arg('out')}")
     return found[0] if found else recorded
 
 

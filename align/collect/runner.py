@@ -425,7 +425,13 @@ def _run(op, todo, devices, out, settings, ck, summary, progress) -> None:
                 summary.done += 1
                 ck.data["failed"].pop(cid, None)
                 # how the row was measured (graph or eager, clocks, throttling, power): align collect --check
-                writers.append_jsonl(Path(out) / STATE / CASES_LOG, {"case": cid, "time": writers.now_utc(), **payload})
+                log = Path(out) / STATE / CASES_LOG
+                try:
+                    writers.append_jsonl(log, {"case": cid, "time": writers.now_utc(), **payload})
+                except OSError as exc:
+                    raise WriteFailed(f"cannot write {log}: {exc.strerror or exc}",
+                                      "free space or fix the folder's rights, then --resume: every row written "
+                                      "is kept") from None
             else:
                 summary.failed += 1
                 ck.data["failed"][cid] = payload
