@@ -6,7 +6,7 @@
 # - where the only nsys is the one bundled with Nsight Compute, makes its importer loadable
 #   (Debian's libdw1/libelf1 .debs in .debs/) and links the host-linux-x64 folder it looks for,
 #   then exports NSYS.
-WHEELS=$(for d in ${ALIGN_WHEELS:-.whl}; do ls "$d"/*.whl 2>/dev/null; done)
+WHEELS=$(for d in ${ALIGN_WHEELS:-.whl}; do ls "$d"/*.whl 2>/dev/null || true; done)
 if [ -n "$WHEELS" ]; then
   # shellcheck disable=SC2086
   ${PYTHON:-python3} -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \

@@ -125,3 +125,22 @@ def test_transformers_collection_names_what_ran_and_obeyed_the_way_a_verdict():
     assert summary["failed"] == 0 and summary["done"] == rows == 21
     for v in json.loads((HF_COLLECT / "verify.json").read_text()):
         assert abs(v["deviation_pct"]) < 2.0 and v["graph"] == "captured"
+
+
+def test_the_exported_module_under_collect_py_wrote_align_collects_rows_on_the_h200():
+    """profiles/examples/collect/contract (capture_contract.sh): collect_dsa.py as --export-module wrote
+    it, run by a driver shaped as collect.py, and align collect of the same 8 cases on the same H200."""
+    base = COLLECT / "contract"
+    ours = base / "align" / "h200_sxm" / "sparse_attention" / "align_mock" / "align"
+    assert "def run_dsa(*case" in (base / "collector" / "collect_dsa.py").read_text()
+    for name in ("dsa_context_module_perf.txt", "dsa_generation_module_perf.txt"):
+        theirs, mine = writers.read_rows(base / "driver" / name), writers.read_rows(ours / name)
+        assert list(theirs.columns) == list(mine.columns) and len(theirs) == len(mine) == 4
+        keys = [c for c in mine.columns if c not in ("latency", "power", "power_limit")]
+        both = theirs.merge(mine, on=keys, suffixes=("_driver", "_align"), validate="one_to_one")
+        assert len(both) == 4 and (both["device"] == "NVIDIA H200").all()
+        ratio = both["latency_driver"].astype(float) / both["latency_align"].astype(float)
+        assert ((ratio - 1).abs() < 0.02).all(), ratio.tolist()  # the seed's verification tolerance
+    check = json.loads((base / "check.json").read_text())
+    assert check["passed"] and sum(c["rows"] for c in check["counts"]) == 8
+    assert all(f["cuda_graph"] == f["recorded"] == 4 and f["throttled"] == 0 for f in check["flags"])

@@ -744,6 +744,10 @@ def collect(
     force: bool = typer.Option(False, "--force", help="collect even without a passing verdict (recorded)"),
     verify_k: int = typer.Option(0, "--verify", help="instead of collecting, re-run K random finished cases; "
                                                      "exit 1 when one deviates 2 % or more twice"),
+    export_dir: Optional[Path] = typer.Option(None, "--export-module", metavar="DIR",
+                                              help="instead of collecting, write collect_<op>.py for aiconfigurator's "
+                                                   "collect.py into DIR and print its registration (gated like a "
+                                                   "collection)"),
     check_dir: bool = typer.Option(False, "--check", help="instead of collecting, validate the collection in --out: "
                                                           "rows per phase and TP against the grid, graph/throttling "
                                                           "flags, the last --verify; exit 1 on a problem"),
@@ -770,6 +774,22 @@ def collect(
                         backend=backend, system=system, framework=framework)
     if check_dir:
         _print_check(check(out, op, settings), fmt)
+        return
+    if export_dir is not None:
+        from align.collect.contract import export_module
+        from align.collect.runner import gate
+
+        line = gate(op, _store(store), force)
+        if line:
+            err.print(line, markup=False)
+        path, snippet = export_module(op, export_dir, framework=framework, backend=backend or "trtllm")
+        if fmt == Format.json:
+            import json as _json
+
+            sys.stdout.write(_json.dumps({"module": str(path), "registration": snippet}, indent=2) + "\n")
+        else:
+            err.print(f"[green]wrote[/] {path}")
+            sys.stdout.write(f"# add to collect.py's collections list:\n{snippet}\n")
         return
     if verify_k:  # negative is bad input too: verify() says so
         df = verify(out, op, verify_k, settings)

@@ -30,6 +30,7 @@ from align.collect import writers
 from align.collect.benchmark import benchmark
 from align.collect.cases import Case, OpSpec, check_subset, grid, op_spec
 from align.collect.check import CASES_LOG
+from align.collect.contract import RowNotWritten, framework_label, run_case
 from align.errors import AlignError, arg
 from align.files import WriteFailed, write_text
 
@@ -111,13 +112,6 @@ def table_dir(out: Path, spec: OpSpec, settings: Settings) -> Path:
     return Path(out) / settings.system / spec.family / (settings.backend or spec.implementation) / settings.version
 
 
-def framework_label(spec: OpSpec, module) -> str:
-    """What the rows and collection_meta.yaml name as timed: the builder's own label (a framework
-    and its version) where it has one, else the op's ``framework`` from collect.toml."""
-    label = getattr(module, "framework_label", None)
-    return label() if label is not None else spec.framework
-
-
 def spec_of(op: str, settings: "Settings") -> OpSpec:
     """The op as collected with these settings: its own builder, or the framework's (``--framework``)."""
     return op_spec(op).for_framework(settings.framework)
@@ -174,22 +168,19 @@ def _worker(index: int, device: str, op: str, settings: dict, tasks, results, ou
         try:
             if delay:
                 time.sleep(delay)
-            phase = spec.phases[case.phase]
-            call = module.build(case.phase, *case.args, device=device, dtype=dtype)
-            res = benchmark(call, device=device, warmups=s.warmups, runs=s.runs, use_graph=s.use_graph,
-                            min_duration_s=1.0 if s.measure_power else 0.0)
-            items = dict(module.describe(case.phase, *case.args))
-            items["latency"] = res.latency
-            base = {"framework": framework_label(spec, module), "version": s.version, "device": gpu, "op_name": phase.op_name,
-                    "kernel_source": spec.kernel_source}
-            power = (res.power, res.power_limit) if s.measure_power and res.power is not None else None
-            path = table_dir(Path(out), spec, s) / phase.perf_file
-            if os.getppid() != parent:  # orphaned: the collector is gone, a resume will run this case
-                os._exit(1)
+            path = table_dir(Path(out), spec, s) / spec.phases[case.phase].perf_file
+
+            def still_wanted() -> None:
+                if os.getppid() != parent:  # orphaned: the collector is gone, a resume will run this case
+                    os._exit(1)
+
             try:
-                writers.append_row(path, base, items, power)
-            except OSError as exc:  # the folder, not the case: never recorded as the case's failure
-                results.put(("unwritten", index, case.id, {"error": f"cannot write {path}: {exc.strerror or exc}"}))
+                # the same path as the module --export-module writes for aiconfigurator's collect.py
+                res = run_case(spec, module, case.phase, case.args, path, device=device, dtype=dtype, gpu=gpu,
+                               warmups=s.warmups, runs=s.runs, use_graph=s.use_graph, measure_power=s.measure_power,
+                               version=s.version, before_write=still_wanted)
+            except RowNotWritten as exc:  # the folder, not the case: never recorded as the case's failure
+                results.put(("unwritten", index, case.id, {"error": str(exc)}))
                 continue
             results.put(("done", index, case.id, res.to_dict()))
         except Exception as exc:  # recorded, the run goes on
