@@ -762,6 +762,9 @@ def collect(
     framework: str = typer.Option("align", "--framework", help="align: our mock layer; transformers: its own module "
                                                                "(way A)"),
     system: Optional[str] = typer.Option(None, "--system", help="system folder (default from the GPU: h200_sxm ...)"),
+    aic_work: Optional[Path] = typer.Option(None, "--aic", metavar="DIR",
+                                            help="with --check: also run aiconfigurator's own whole-model estimate "
+                                                 "(cli estimate) on the tables, working in DIR"),
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
 ) -> None:
@@ -772,8 +775,10 @@ def collect(
 
     settings = Settings(warmups=warmups, runs=runs, use_graph=not eager, measure_power=power, version=version,
                         backend=backend, system=system, framework=framework)
+    if aic_work is not None and not check_dir:
+        raise AlignError("--aic runs with --check", "add --check")
     if check_dir:
-        _print_check(check(out, op, settings), fmt)
+        _print_check(check(out, op, settings, aic_work=aic_work), fmt)
         return
     if export_dir is not None:
         from align.collect.contract import export_module
@@ -842,6 +847,11 @@ def _print_check(report, fmt: Format) -> None:
         if report.verify is not None and len(report.verify):
             cols = [c for c in ("case", "deviation_pct", "deviation2_pct", "verdict") if c in report.verify]
             print_frame(report.verify[cols], fmt, title="newest --verify", max_width=60, main=False)
+        if report.aic:
+            a = report.aic
+            stdout.print(f"aiconfigurator {a['version']} cli estimate of {a['model']} on these tables (ISL {a['isl']}, "
+                         f"OSL {a['osl']}, TP {a['tp']}, EP {a['ep']}, batch {a['batch']}, bfloat16): TTFT "
+                         f"{a['ttft_ms']:.1f} ms, TPOT {a['tpot_ms']:.2f} ms, request {a['request_latency_ms']:.0f} ms")
         for line in report.notes:
             err.print(f"note: {line}", markup=False)
         for line in report.problems:

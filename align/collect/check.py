@@ -31,6 +31,7 @@ class CheckReport:
     verify: pd.DataFrame | None
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    aic: dict | None = None    # aiconfigurator's whole-model estimate on the tables, when asked
 
     @property
     def passed(self) -> bool:
@@ -42,7 +43,7 @@ class CheckReport:
         return {"out": str(self.out), "op": self.op, "passed": self.passed, "problems": self.problems,
                 "notes": self.notes,
                 "counts": records(self.counts), "missing": records(self.missing), "flags": records(self.flags),
-                "verify": records(self.verify) if self.verify is not None else None}
+                "verify": records(self.verify) if self.verify is not None else None, "aic": self.aic}
 
 
 def read_case_log(out: Path) -> dict[str, dict]:
@@ -61,8 +62,9 @@ def read_case_log(out: Path) -> dict[str, dict]:
     return found
 
 
-def check(out: Path, op: str, settings=None) -> CheckReport:
-    """Validate the collection of ``op`` in ``out`` (the folder ``align collect --out`` wrote)."""
+def check(out: Path, op: str, settings=None, aic_work: Path | None = None) -> CheckReport:
+    """Validate the collection of ``op`` in ``out`` (the folder ``align collect --out`` wrote);
+    ``aic_work``: also run aiconfigurator's whole-model estimate on it there (align.collect.aic_estimate)."""
     from align.collect.runner import Checkpoint, _case_key, _row_keys, spec_of, table_dir, Settings
 
     out = Path(out)
@@ -159,8 +161,16 @@ def check(out: Path, op: str, settings=None) -> CheckReport:
                         "on two re-runs")
     if not flags_df.empty and not flags_df["recorded"].sum():
         notes.append("no per-case records (.align/cases.jsonl): collected before align kept them")
+    aic = None
+    if aic_work is not None:
+        from align.collect.aic_estimate import estimate
+
+        try:
+            aic = estimate(folder, op, aic_work)
+        except AlignError as exc:
+            problems.append(f"aiconfigurator's estimate on these tables: {exc}")
     return CheckReport(out=out, op=op, counts=counts_df, missing=missing_df, flags=flags_df, verify=verify,
-                       problems=problems, notes=notes)
+                       problems=problems, notes=notes, aic=aic)
 
 
 def _tables(out: Path, spec, settings) -> Path:

@@ -87,6 +87,19 @@ def framework_label(spec: OpSpec, module) -> str:
     return label() if label is not None else spec.framework
 
 
+def use_device(device: str, dtype_name: str):
+    """(torch dtype, GPU name) for a worker on ``device``, made the current CUDA device; (None, 'cpu')
+    without torch."""
+    try:
+        import torch
+    except ImportError:
+        return None, "cpu"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+        return getattr(torch, dtype_name), torch.cuda.get_device_name(torch.device(device))
+    return getattr(torch, dtype_name), "cpu"
+
+
 def run(op: str, case, device: str | None = None, framework: str | None = None) -> dict:
     """``run_<op>(*case, device=...)`` of an exported module: one case, its row appended to the case's
     perf file (relative to the working folder, as collect.py expects). Timing as align collect's
@@ -99,15 +112,7 @@ def run(op: str, case, device: str | None = None, framework: str | None = None) 
     device = device or positional_device or "cuda:0"
     s = Settings()
     env = os.environ
-    try:
-        import torch
-
-        dtype = getattr(torch, s.dtype)
-        if device.startswith("cuda"):
-            torch.cuda.set_device(torch.device(device))
-        gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
-    except ImportError:
-        dtype, gpu = None, "cpu"
+    dtype, gpu = use_device(device, s.dtype)
     res = run_case(spec, spec.module(), phase, args, Path(perf), device=device, dtype=dtype, gpu=gpu,
                    warmups=int(env.get("ALIGN_COLLECT_WARMUPS", s.warmups)), runs=int(env.get("ALIGN_COLLECT_RUNS", s.runs)),
                    use_graph=env.get("ALIGN_COLLECT_EAGER") != "1",

@@ -30,7 +30,7 @@ from align.collect import writers
 from align.collect.benchmark import benchmark
 from align.collect.cases import Case, OpSpec, check_subset, grid, op_spec
 from align.collect.check import CASES_LOG
-from align.collect.contract import RowNotWritten, framework_label, run_case
+from align.collect.contract import RowNotWritten, framework_label, run_case, use_device
 from align.errors import AlignError, arg
 from align.files import WriteFailed, write_text
 
@@ -150,15 +150,7 @@ def _worker(index: int, device: str, op: str, settings: dict, tasks, results, ou
     spec = spec_of(op, s)
     module = spec.module()
     delay = float(os.environ.get("ALIGN_COLLECT_CASE_DELAY", "0"))  # tests: make kill-and-resume reproducible
-    try:
-        import torch
-
-        dtype = getattr(torch, s.dtype)
-        if device.startswith("cuda"):
-            torch.cuda.set_device(torch.device(device))
-        gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
-    except ImportError:
-        dtype, gpu = None, "cpu"
+    dtype, gpu = use_device(device, s.dtype)
     while True:
         item = tasks.get()
         if item is None:
