@@ -144,3 +144,26 @@ def test_the_exported_module_under_collect_py_wrote_align_collects_rows_on_the_h
     check = json.loads((base / "check.json").read_text())
     assert check["passed"] and sum(c["rows"] for c in check["counts"]) == 8
     assert all(f["cuda_graph"] == f["recorded"] == 4 and f["throttled"] == 0 for f in check["flags"])
+
+
+@pytest.mark.parametrize("op", ["dsa", "mla"])
+def test_the_checked_h200_collections(op):
+    """profiles/examples/collect/checked (capture.sh with its --check step): every row has the record
+    of how it was measured (all CUDA-graph replays, none throttled, power sampled), the 6 re-runs are
+    within 2 %, and the check, run again here on the committed folder, says what it said there."""
+    from align.collect.check import check, read_case_log
+
+    out = COLLECT / "checked" / op
+    there = json.loads((out / "check.json").read_text())
+    here = check(out, op)
+    assert there["passed"] and here.passed and here.problems == []
+    assert [dict(r) for r in here.counts.to_dict("records")] == there["counts"]
+    rows = sum(c["rows"] for c in there["counts"])
+    assert rows == 21 and len(read_case_log(out)) == rows
+    assert all(f["cuda_graph"] == f["recorded"] and f["throttled"] == 0 and f["power_w_min"] > 0
+               for f in there["flags"])
+    assert len(there["verify"]) == 6 and all(v["verdict"] == "ok" and abs(v["deviation_pct"]) < 2
+                                             for v in there["verify"])
+    if op == "dsa":
+        aic = json.loads((out / "check_aic.json").read_text())["aic"]
+        assert aic["model"] == "deepseek-ai/DeepSeek-V3.2" and aic["ttft_ms"] > 0 and aic["tpot_ms"] > 0

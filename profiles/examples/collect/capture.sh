@@ -6,7 +6,8 @@
 # 1. the op's verdict on its shipped mock/E2E pair (the gate of align collect): verdict.json;
 #    moe has no shipped pair and is collected with --force (recorded in collection_meta.yaml),
 # 2. a reduced grid with NVML power sampling: collect.json,
-# 3. 6 random finished cases re-run (align collect --verify): verify.json.
+# 3. 6 random finished cases re-run (align collect --verify): verify.json,
+# 4. the collection validated (align collect --check: counts, reasons, per-case flags): check.json.
 # Then, on any machine: python bench/aic_collect_compare.py OUT_DIR/<op> > OUT_DIR/<op>/aic_ratio.txt
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -37,4 +38,9 @@ for op in $OPS; do
     --format json > "$dir/collect.json" || echo "$op: align collect exited $?" >&2
   $PY -m align collect --op "$op" --out "$dir" --verify 6 --format json > "$dir/verify.json" \
     || echo "$op: verification exited $?" >&2
+  $PY -m align collect --op "$op" --out "$dir" --check --format json > "$dir/check.json" \
+    || echo "$op: the check exited $?" >&2
 done
+# Then, on a machine with aiconfigurator 0.12.0 (the CPU one): the same check with its own whole-model
+# estimate on the DSA tables:
+#   align collect --op dsa --out OUT_DIR/dsa --check --aic /tmp/aic --format json > OUT_DIR/dsa/check_aic.json
