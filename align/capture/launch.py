@@ -181,23 +181,36 @@ def _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, 
             meta.update(contents(sqlite, nsys))
         if rc not in (0, None):
             status = "app-failed"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    except Exception:
-        if status == "ok":
-            status = "failed"
+    except (KeyboardInterrupt, Exception) as exc:
+        status = stopped_status(status, exc)
         raise
     finally:
         if stop["signal"]:
             status = "interrupted"
             meta["signal"] = stop["signal"]
-        meta["status"] = status
-        meta["end_time"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        meta["duration_s"] = round(time.monotonic() - t0, 3)
-        meta.setdefault("gpus", gpus_from_smi())
-        write_meta(entry, meta)
+        finish_meta(entry, meta, status, t0)
     return ProfileResult(name=name, path=entry, sqlite=sqlite, report=report, exit_code=rc, status=status, meta=meta)
+
+
+def stopped_status(status: str, exc: BaseException) -> str:
+    """The status of a capture that ``exc`` stopped: interrupted by Ctrl-C, else failed unless a more
+    precise one (no-report, export-failed, ...) was already set."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return "failed" if status == "ok" else status
+
+
+def finish_meta(entry: Path, meta: dict, status: str, t0: float, host_gpus: bool = False) -> None:
+    """Write a finished capture's meta.json: status, end time, duration and GPUs (the host's with
+    ``host_gpus``, else only where the export named none)."""
+    meta["status"] = status
+    meta["end_time"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    meta["duration_s"] = round(time.monotonic() - t0, 3)
+    if host_gpus:
+        meta["gpus"] = gpus_from_smi()
+    else:
+        meta.setdefault("gpus", gpus_from_smi())
+    write_meta(entry, meta)
 
 
 def start_meta(name: str, kind: str, op: str | None, cmd: list[str], nsys: NsysInfo, nsys_cmd: list[str],

@@ -11,7 +11,6 @@ keeps nsys's and the server's log and a ``meta.json`` saying how far it got.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import shlex
@@ -27,8 +26,8 @@ from align import datafiles
 from align.errors import AlignError, NsysFailed, ServeFailed, arg
 from align.capture.discover import NsysInfo, discover
 from align.capture.export import export_sqlite
-from align.capture.launch import (ProfileOptions, ProfileResult, build_command, contents, find_report, gpus_from_smi,
-                                  new_entry, start_meta, write_meta)
+from align.capture.launch import (ProfileOptions, ProfileResult, build_command, contents, find_report, finish_meta,
+                                  new_entry, start_meta, stopped_status, write_meta)
 from align.capture.run import console
 from align import store as st
 from align.capture.load import LoadSpec, send_load, wait_ready
@@ -261,17 +260,14 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
             meta["exit_code"] = rc
             if time.monotonic() < window_end - 0.5 and status == "ok":
                 status = "server-died"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            try:
-                os.killpg(pgid, signal.SIGINT)  # nsys still writes the report of what it captured
-                proc.wait(timeout=120)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-            raise
-        except Exception:
-            if status == "ok":
-                status = "failed"
+        except (KeyboardInterrupt, Exception) as exc:
+            status = stopped_status(status, exc)
+            if isinstance(exc, KeyboardInterrupt):
+                try:
+                    os.killpg(pgid, signal.SIGINT)  # nsys still writes the report of what it captured
+                    proc.wait(timeout=120)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
             raise
         finally:
             leftover = _kill_all(seen | family(pgid)) + _kill_agents(proc.pid)
@@ -293,11 +289,7 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
             except NsysFailed as exc:
                 meta["export_error"] = str(exc)
                 status = "export-failed" if status == "ok" else status
-            meta["status"] = status
-            meta["end_time"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-            meta["duration_s"] = round(time.monotonic() - t0, 3)
-            meta["gpus"] = gpus_from_smi()
-            write_meta(entry, meta)
+            finish_meta(entry, meta, status, t0, host_gpus=True)
         if status == "no-report":
             raise NsysFailed(f"nsys wrote no report (exit {rc})", f"see {log}")
         return ProfileResult(name=name, path=entry, sqlite=sqlite, report=report, exit_code=rc, status=status,
