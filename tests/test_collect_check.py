@@ -140,6 +140,9 @@ def test_the_committed_h200_collections_check(name, op):
     rc, rep = _check(out, op=op)
     assert rc == 0 and rep["passed"], rep["problems"]
     assert any("did not record their --cases" in n for n in rep["notes"])
+    seed = [n for n in rep["notes"] if n.startswith("seed 001 expects")]
+    assert len(seed) == (2 if op == "dsa" else 0)
+    assert not seed or ("110 context" in seed[0] and "181 generation" in seed[1])
     # listed without a row: only what the memory estimate skipped, with its reason
     assert all(m["reason"].startswith("skipped: needs about") for m in rep["missing"])
     assert len(rep["missing"]) == sum(c["skipped"] for c in rep["counts"])

@@ -161,6 +161,7 @@ def check(out: Path, op: str, settings=None, aic_work: Path | None = None) -> Ch
                         "on two re-runs")
     if not flags_df.empty and not flags_df["recorded"].sum():
         notes.append("no per-case records (.align/cases.jsonl): collected before align kept them")
+    notes += _seed_notes(op, counts_df)
     aic = None
     if aic_work is not None:
         from align.collect.aic_estimate import estimate
@@ -187,6 +188,20 @@ def _tables(out: Path, spec, settings) -> Path:
         raise AlignError(f"{out} holds {spec.name} tables in {len(found)} folders ({', '.join(map(str, found))})",
                          f"check one collection at a time: pass its own {arg('out')}")
     return found[0] if found else recorded
+
+
+def _seed_notes(op: str, counts: pd.DataFrame) -> list[str]:
+    """Seed 001's expected rows per TP size (collect.toml [check.seed_rows_per_tp]) beside this grid's."""
+    from align import datafiles
+
+    seed = datafiles.builtin("collect").get("check", {}).get("seed_rows_per_tp", {}).get(op, {})
+    out = []
+    for phase, expected in seed.items():
+        grid_per_tp = counts.loc[counts["phase"] == phase, "grid"]
+        if len(grid_per_tp):
+            out.append(f"seed 001 expects about {expected} {phase} rows per TP size (aiconfigurator's grid); "
+                       f"align's {op} grid has {int(grid_per_tp.max())} per TP size")
+    return out
 
 
 def _outside(subset: dict | None, fields: list[str], args: tuple) -> bool:
