@@ -52,7 +52,7 @@ def read_case_log(out: Path) -> dict[str, dict]:
     found: dict[str, dict] = {}
     if not path.exists():
         return found
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    for line in path.read_text(errors="replace").splitlines():
         try:
             rec = json.loads(line)
         except ValueError:
@@ -65,7 +65,7 @@ def read_case_log(out: Path) -> dict[str, dict]:
 def check(out: Path, op: str, settings=None, aic_work: Path | None = None) -> CheckReport:
     """Validate the collection of ``op`` in ``out`` (the folder ``align collect --out`` wrote);
     ``aic_work``: also run aiconfigurator's whole-model estimate on it there (align.collect.aic_estimate)."""
-    from align.collect.runner import Checkpoint, _case_key, _row_keys, spec_of, table_dir, Settings
+    from align.collect.runner import Checkpoint, _case_key, _row_keys, as_collected, spec_of, table_dir
 
     out = Path(out)
     ck = Checkpoint(out)
@@ -73,17 +73,13 @@ def check(out: Path, op: str, settings=None, aic_work: Path | None = None) -> Ch
     if not runs:
         raise AlignError(f"{out} holds no collection of {op} (no .align/checkpoint.json with a run)",
                          f"pass the folder align collect --op {op} wrote")
-    settings = settings or Settings()
-    recorded = next((r.get("settings", {}) for r in reversed(runs) if r.get("op") == op), {})
-    for name in ("backend", "version", "system", "framework"):
-        if recorded.get(name):
-            setattr(settings, name, recorded[name])
-    spec = spec_of(op, settings)
-    module = spec.module()
     mine = [r for r in runs if r.get("op") == op]
     if not mine:
         raise AlignError(f"{out} holds no collection of {op} (its runs collected {', '.join(sorted({str(r.get('op')) for r in runs}))})",
                          "pass the op it collected")
+    settings = as_collected(settings, mine[-1].get("settings", {}))
+    spec = spec_of(op, settings)
+    module = spec.module()
     subsets = [r.get("subset") for r in mine]
     planned_known = all("subset" in r for r in mine)  # runs before align kept --cases did not record it
     asked = {p for r in mine for p in (r.get("phases") or spec.phases)}
@@ -102,7 +98,7 @@ def check(out: Path, op: str, settings=None, aic_work: Path | None = None) -> Ch
         present = set(_row_keys(rows, fields)) if not rows.empty else set()
         tp_at = ps.fields.index("tp") if "tp" in ps.fields else None
         per_tp: dict = {}
-        keys = set()
+        keys, measured = set(), []
         for case in cases:
             key = _case_key(module, case)
             keys.add(key)
@@ -112,6 +108,8 @@ def check(out: Path, op: str, settings=None, aic_work: Path | None = None) -> Ch
             c["grid"] += 1
             if key in present:
                 c["rows"] += 1
+                if case.id in log:
+                    measured.append(log[case.id])
                 continue
             if case.id in skipped:
                 c["skipped"] += 1
@@ -131,7 +129,7 @@ def check(out: Path, op: str, settings=None, aic_work: Path | None = None) -> Ch
             counts.append({**c, "extra": 0})
         if counts:
             counts[-1]["extra"] = extra  # rows off the grid are counted once per phase
-        flags.append(_flags(phase, [log[c.id] for c in cases if c.id in log and _case_key(module, c) in present]))
+        flags.append(_flags(phase, measured))
     counts_df = pd.DataFrame(counts, columns=["phase", "tp", "grid", "rows", "skipped", "failed", "outside_cases",
                                               "missing", "extra"])
     missing_df = pd.DataFrame(missing, columns=["case", "phase", "reason"])
@@ -146,8 +144,9 @@ def check(out: Path, op: str, settings=None, aic_work: Path | None = None) -> Ch
         if have < planned:
             problems.append(f"{planned - have} planned case(s) have no row: run align collect --op {op} --out {out} "
                             "--resume")
-    if folder != table_dir(out, spec, settings):
-        notes.append(f"tables read from {folder} (the runs recorded {table_dir(out, spec, settings)})")
+    recorded_folder = table_dir(out, spec, settings)
+    if folder != recorded_folder:
+        notes.append(f"tables read from {folder} (the runs recorded {recorded_folder})")
     if counts_df["missing"].sum():
         problems.append(f"{int(counts_df['missing'].sum())} grid case(s) have no row and no reason: run "
                         f"align collect --op {op} --out {out} --resume")

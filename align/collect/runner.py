@@ -490,17 +490,24 @@ def rerun_verdict(first_pct: float, second_pct: float | None, limit: float) -> s
     return "noise" if second_pct is not None and abs(second_pct) < limit else "drift"
 
 
-def _verify(out: Path, op: str, k: int, settings: Settings | None, seed: int) -> pd.DataFrame:
+def as_collected(settings: Settings | None, recorded: dict, timing: bool = False) -> Settings:
+    """``settings`` with what a collection recorded filled in: the table folder's names (backend,
+    version, system, framework) where ``settings`` leaves them at their defaults, and with
+    ``timing`` the timing itself (a re-run must time as the collection did)."""
     settings = dataclasses.replace(settings or Settings())
-    runs_done = Checkpoint(out).data.get("runs", [])
-    if runs_done:
-        recorded = runs_done[-1].get("settings", {})
+    if timing:
         for name in ("warmups", "runs", "use_graph", "measure_power", "dtype"):
             if name in recorded:
                 setattr(settings, name, recorded[name])
-        for name in ("backend", "version", "system", "framework"):
-            if recorded.get(name) and getattr(settings, name) in (None, getattr(Settings, name, None)):
-                setattr(settings, name, recorded[name])
+    for name in ("backend", "version", "system", "framework"):
+        if recorded.get(name) and getattr(settings, name) in (None, getattr(Settings, name, None)):
+            setattr(settings, name, recorded[name])
+    return settings
+
+
+def _verify(out: Path, op: str, k: int, settings: Settings | None, seed: int) -> pd.DataFrame:
+    runs_done = Checkpoint(out).data.get("runs", [])
+    settings = as_collected(settings, runs_done[-1].get("settings", {}) if runs_done else {}, timing=True)
     spec = spec_of(op, settings)
     module = spec.module()
     gpu, _ = _gpu_memory()
