@@ -9,6 +9,7 @@ hold both nsys versions' answers.
 
 from __future__ import annotations
 
+import math
 from decimal import ROUND_HALF_UP, Decimal
 
 from align.lazy import pd
@@ -19,6 +20,17 @@ def round_tenth(value: float | None) -> float | None:
     if value is None or value != value:
         return None
     return float(Decimal(value).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def plain_stats(values: list[int]) -> tuple[int, int, float | None, float | None, int, int, float]:
+    """:func:`group_stats` of one group as plain numbers: (total, count, avg, med, min, max, stddev)."""
+    n = len(values)
+    total = sum(values)
+    mean = total / n
+    ordered = sorted(values)
+    med = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return total, n, round_tenth(mean), round_tenth(med), ordered[0], ordered[-1], round_tenth(sd)
 
 
 def group_stats(df: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:

@@ -11,6 +11,7 @@ import pytest
 
 import align
 from align.attribute.launches import load_launches
+from align.attribute.nvtx_rows import TRACE_COLUMNS, gpu_proj_sum_rows, range_table_rows
 from align.attribute.projection import Projection
 
 from .conftest import ROOT, run_align
@@ -73,10 +74,36 @@ def test_graph_kernels_are_attributed_to_their_capture_ranges():
     assert len(set(in_attn.values())) == 1 and in_attn[0] > 0 and in_attn[0] % steps == 0
 
 
+def assert_twins_agree(p: align.Profile) -> None:
+    """The plain projection (small exports, no pandas) gives the columnar one's rows exactly."""
+    pr = Projection(p)
+    table, summary = pr.range_table(), pr.gpu_proj_sum()
+    plain = range_table_rows(p).to_frame()
+    assert len(plain) == len(table)
+    for c in TRACE_COLUMNS:
+        assert _values(plain[c]) == _values(table[c]), c
+    plain = gpu_proj_sum_rows(p).to_frame()
+    assert plain.columns.tolist() == summary.columns.tolist()
+    for c in summary.columns:
+        assert _values(plain[c]) == _values(summary[c]), c
+
+
+def _values(column: pd.Series) -> list:
+    """Python values with NaN as None: 1 == 1.0, and a missing level is missing in both."""
+    return [None if isinstance(v, float) and v != v else v for v in column.astype(object).tolist()]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_plain_projection_equals_columnar(example):
+    with align.load(example) as p:
+        assert_twins_agree(p)
+
+
 # ---- synthetic edge cases --------------------------------------------------------------------
 def _proj(s: Synth) -> tuple[pd.DataFrame, pd.DataFrame]:
     with align.load(s.close()) as p:
         pr = Projection(p)
+        assert_twins_agree(p)
         return pr.range_table(), pr.gpu_proj_sum()
 
 
@@ -210,6 +237,7 @@ def test_many_threads_random_nesting_matches_brute_force(tmp_path):
             s.runtime(a, a + int(rng.integers(0, 30)), "cudaLaunchKernel_v7000", corr=corr, tid=PID + tid)
             s.kernel(a + 50, a + 60, "k", corr=corr)
     with align.load(s.close()) as p:
+        assert_twins_agree(p)
         pr = Projection(p)
         calls = load_launches(p).rename(columns={"api_start": "start", "api_end": "end"})  # the same rows, in order
         members = pd.DataFrame({"r": pr.call_members.range_idx, "c": pr.call_members.item_idx})

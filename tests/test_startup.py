@@ -1,6 +1,6 @@
-"""A command imports only what it uses: the kernel summary, info, profiles and the first rows of
-kernels or API calls of a small export answer from SQLite without pandas, numpy, DuckDB or rich
-(CSV/JSON). Checked on what the process loaded, never on a timing."""
+"""A command imports only what it uses: the kernel summary, info, profiles, the first rows of
+kernels or API calls and the NVTX projection of a small export answer from SQLite without pandas,
+numpy, DuckDB or rich (CSV/JSON). Checked on what the process loaded, never on a timing."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ def probe(*args: str) -> dict:
     ["profiles", "--store", str(EX.parent), "-f", "csv"],
     ["events", SMALL, "-k", "kernels", "-f", "csv"],
     ["events", SMALL, "-k", "api", "-f", "json", "--limit", "5"],
+    ["nvtx", SMALL, "-f", "csv"],
+    ["nvtx", SMALL, "-f", "json", "--cpu"],
 ], ids=lambda a: " ".join(x.replace(str(EX) + "/", "") for x in a[:3]))
 def test_small_answers_need_no_heavy_library(args):
     out = probe(*args)
@@ -68,10 +70,20 @@ def test_a_table_loads_rich_but_not_pandas():
     assert out["loaded"]["rich.console"] and not out["loaded"]["pandas"] and not out["loaded"]["duckdb"]
 
 
-def test_the_projection_still_loads_pandas():
-    """The NVTX projection is columnar (pandas and numpy): the lazy modules load when used."""
-    out = probe("nvtx", SMALL, "-f", "csv")
+def test_kernels_per_range_still_load_pandas():
+    """Kernels per range and the per-range trace are columnar (pandas and numpy): the lazy modules load when used."""
+    out = probe("nvtx", SMALL, "--kernels", "-f", "csv")
     assert out["code"] in (0, None) and out["loaded"]["pandas"] and out["loaded"]["numpy"]
+
+
+def test_plain_projection_is_chosen_by_size(tmp_path):
+    from align.attribute.nvtx_rows import PLAIN_BELOW_BYTES, wants_plain
+
+    small, large = tmp_path / "small.sqlite", tmp_path / "large.sqlite"
+    small.write_bytes(b"x")
+    with open(large, "wb") as f:
+        f.truncate(PLAIN_BELOW_BYTES)
+    assert (wants_plain(small), wants_plain(large), wants_plain(tmp_path / "gone.sqlite")) == (True, False, False)
 
 
 def test_duckdb_is_chosen_by_size(tmp_path, monkeypatch):

@@ -14,21 +14,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-import pandas as pd
+from align.lazy import np, pd
 
 from align.profile.reader import Profile
 from align.profile.schema import KERNEL_TABLE, RUNTIME_TABLE
 
 GPU_OP_TABLES = {"kernel": KERNEL_TABLE, "memcpy": "CUPTI_ACTIVITY_KIND_MEMCPY", "memset": "CUPTI_ACTIVITY_KIND_MEMSET"}
 KIND_CODES = {"kernel": 0, "memcpy": 1, "memset": 2}
-KIND_NAMES = np.array(["kernel", "memcpy", "memset"], dtype=object)
+KIND_NAMES = ("kernel", "memcpy", "memset")
 KEY_SHIFT = 40  # key = pid << 40 | correlation id
 PID = "((({col}) >> 24) & 16777215)"
 KEY = f"(({PID} << {KEY_SHIFT}) | coalesce(correlationId, 0))"
 
 
-def _ops_query(profile: Profile, extra: bool, where: str | None = None) -> str | None:
+def ops_query(profile: Profile, extra: bool, where: str | None = None) -> str | None:
     """GPU work of all kinds; ``where`` (on globalPid/deviceId) keeps one process or device."""
     parts = []
     s = profile.schema
@@ -72,7 +71,7 @@ def load_launches(profile: Profile, where: str | None = None) -> pd.DataFrame:
     launched and, where the CUDA API was traced, the launching call's thread and interval
     (``gtid`` -1 where it was not)."""
     cols = ("key", "gtid", "api_start", "api_end", "op_start", "op_end")
-    query = _ops_query(profile, extra=False, where=where)
+    query = ops_query(profile, extra=False, where=where)
     if query is None:
         return pd.DataFrame({c: pd.Series(dtype="int64") for c in cols})
     ops = _fill(profile, query, _count_ops(profile, where), {"key": np.int64, "start": np.int64, "end": np.int64})
@@ -114,7 +113,7 @@ def load_ops(profile: Profile, launches: pd.DataFrame, where: str | None = None)
     call was not traced)."""
     dtypes = {"kind": np.int8, "key": np.int64, "start": np.int64, "end": np.int64, "name_id": np.int32,
               "short_id": np.int32, "graph_node_id": np.int64}
-    query = _ops_query(profile, extra=True, where=where)
+    query = ops_query(profile, extra=True, where=where)
     if query is None:
         return pd.DataFrame({c: pd.Series(dtype="int64") for c in ("kind", "start", "end", "name_id", "short_id",
                                                                      "graph_node_id", "launch")})

@@ -19,17 +19,11 @@ import numpy as np
 import pandas as pd
 
 from align.attribute.launches import KEY_SHIFT, GpuOps, load_gpu_ops
+from align.attribute.nvtx_rows import PROJ_SUM_HEADER
 from align.attribute.ranges import NO_RANGE, Ranges, innermost_pushpop, load_ranges, startend_pairs
 from align.profile.reader import Profile
 from align.numbers import group_stats, round_tenth
 
-PROJ_SUM_HEADER = {
-    "range": "Range", "style": "Style", "total_proj_ns": "Total Proj Time (ns)",
-    "total_range_ns": "Total Range Time (ns)", "instances": "Range Instances", "proj_avg_ns": "Proj Avg (ns)",
-    "proj_med_ns": "Proj Med (ns)", "proj_min_ns": "Proj Min (ns)", "proj_max_ns": "Proj Max (ns)",
-    "proj_stddev_ns": "Proj StdDev (ns)", "total_gpu_ops": "Total GPU Ops", "avg_gpu_ops": "Avg GPU Ops",
-    "avg_level": "Avg Range Lvl", "avg_children": "Avg Num Child",
-}
 KERN_SUM_HEADER = {
     "range": "NVTX Range", "style": "Style", "pid": "PID", "tid": "TID", "range_instances": "NVTX Inst",
     "kernel_instances": "Kern Inst", "total_ns": "Total Time (ns)", "avg_ns": "Avg (ns)", "med_ns": "Med (ns)",

@@ -16,7 +16,7 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from align.profile.reader import Profile
-from align.profile.schema import NVTX_TABLE, pid_of, string_join
+from align.attribute.nvtx_rows import range_query
 
 NO_RANGE = -1
 
@@ -87,40 +87,9 @@ INT_COLS = ("range_id", "start", "end", "open_end", "gtid", "pid", "tid")
 
 def _range_rows(profile: Profile) -> pd.DataFrame:
     cols = ["range_id", "start", "end", "open_end", "gtid", "pid", "tid", "domain", "text", "name", "style"]
-    s = profile.schema
-    if not s.has(NVTX_TABLE):
+    query = range_query(profile)
+    if query is None:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c in INT_COLS else "object") for c in cols})
-    et = s.event_type
-    pp = [et("NvtxPushPopRange"), et("NvtxtPushPopRange")]
-    se = [et("NvtxStartEndRange"), et("NvtxtStartEndRange")]
-    codes = ",".join(str(c) for c in pp + se if c >= 0)
-    ncols = s.columns(NVTX_TABLE)
-    text = "coalesce(sid.value, e.text, '')" if "textId" in ncols else "coalesce(e.text, '')"
-    text_join = string_join("sid", "e.textId") if "textId" in ncols else ""
-    end_tid = "AND e.endGlobalTid IS NULL" if "endGlobalTid" in ncols else ""
-    domain_text = "coalesce(dsid.value, d.text)" if "textId" in ncols else "d.text"
-    domain_join = string_join("dsid", "d.textId") if "textId" in ncols else ""
-    has_domain = "domainId" in ncols
-    domains = (f"""domains AS (
-        SELECT {pid_of('d.globalTid')} AS pid, d.domainId AS id, min({domain_text}) AS name
-        FROM {NVTX_TABLE} AS d {domain_join}
-        WHERE d.eventType = {et('NvtxDomainCreate')} GROUP BY 1, 2
-    )""" if has_domain else "")
-    domain_sel = "coalesce(dm.name, '')" if has_domain else "''"
-    domain_on = (f"LEFT JOIN domains AS dm ON dm.id = e.domainId AND dm.pid = {pid_of('e.globalTid')}"
-                 if has_domain else "")
-    last = profile.conn.execute(f'SELECT max(start), max("end") FROM {NVTX_TABLE} WHERE eventType IN ({codes})').fetchone()
-    maxts = max((v for v in last if v is not None), default=0)
-    query = f"""
-{"WITH " + domains if has_domain else ""}
-SELECT e.rowid AS range_id, e.start AS start, coalesce(e."end", {maxts}) AS "end",
-       CASE WHEN e."end" IS NULL THEN 1 ELSE 0 END AS open_end,
-       e.globalTid AS gtid, {pid_of('e.globalTid')} AS pid, (e.globalTid & 16777215) AS tid,
-       {domain_sel} AS domain, {text} AS text,
-       CASE WHEN e.eventType IN ({','.join(map(str, pp))}) THEN 'PushPop' ELSE 'StartEnd' END AS style
-FROM {NVTX_TABLE} AS e {text_join} {domain_on}
-WHERE e.eventType IN ({codes}) {end_tid}
-"""
     # range texts repeat (one per layer and step): categoricals keep one copy of each string
     parts = [c.astype({k: "category" for k in ("domain", "text", "style")}) for c in profile.engine.chunks(query)]
     if not parts:

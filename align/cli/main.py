@@ -441,7 +441,7 @@ def nvtx(
     """NVTX ranges projected onto the GPU: the numbers of nsys stats --report nvtx_gpu_proj_sum (and, for a
     profile without CUDA activity, the CPU-side range times of nvtx_sum)."""
     set_view(wide, columns)
-    from align.attribute.projection import KERN_SUM_HEADER, PROJ_SUM_HEADER, Projection
+    from align.attribute.nvtx_rows import PROJ_SUM_HEADER, gpu_proj_sum_rows, wants_plain
     from align.loader import load
 
     if sum([kernels, trace, cpu]) > 1:
@@ -455,17 +455,27 @@ def nvtx(
             raise AlignError(f"{p.path} has no CUDA activity: --kernels and --trace project ranges onto GPU work",
                              "leave them out for the CPU-side range times, or profile a program that uses CUDA")
         if cpu or not p.has_cuda_api:
-            from align.stats.nvtx import NVTX_SUM_HEADER, nvtx_sum
+            from align.stats.nvtx import NVTX_SUM_HEADER, nvtx_sum_rows
 
             if not cpu and fmt == Format.table:
                 err.print("no CUDA activity in this profile: CPU-side range times (= nsys stats --report nvtx_sum)",
                           markup=False)
-            df = nvtx_sum(p)
+            rows = nvtx_sum_rows(p)
             if limit:
-                df = df.head(limit)
-            print_frame(df, fmt, title=f"NVTX range summary: {profile}", csv_frame=df.rename(columns=NVTX_SUM_HEADER),
+                rows = rows.head(limit)
+            print_frame(rows, fmt, title=f"NVTX range summary: {profile}", csv_frame=rows.rename(NVTX_SUM_HEADER),
                         max_width=70)
             return
+        if not (kernels or trace) and wants_plain(p.path):
+            # a small export: the same summary without importing pandas (nvtx_rows.py)
+            rows = gpu_proj_sum_rows(p)
+            if limit:
+                rows = rows.head(limit)
+            print_frame(rows, fmt, title=f"NVTX GPU projection summary: {profile}",
+                        csv_frame=rows.rename(PROJ_SUM_HEADER), max_width=70)
+            return
+        from align.attribute.projection import KERN_SUM_HEADER, Projection
+
         proj = Projection(p)
         if kernels:
             df, header, title = proj.kern_sum(name), KERN_SUM_HEADER, "kernels per NVTX range"
