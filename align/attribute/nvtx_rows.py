@@ -13,6 +13,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from align.errors import ProfileError
 from align.numbers import plain_stats, round_tenth
 from align.profile.reader import Profile
 from align.profile.schema import NVTX_TABLE, RUNTIME_TABLE, pid_of, string_join
@@ -64,6 +65,14 @@ WHERE e.eventType IN ({codes}) {end_tid}
 """
 
 
+def damaged(profile: Profile) -> None:
+    """Raise the one-line error for an export whose times are not integers (SQLite compares text
+    with numbers where the columnar path fails to convert them)."""
+    from align.profile.check import diagnose
+
+    raise ProfileError(f"{profile.path}: {diagnose(profile.path) or 'range or launch times that are not integers'}")
+
+
 def wants_plain(path: Path | str) -> bool:
     """Whether the export is small enough for the plain projection to beat importing pandas."""
     try:
@@ -113,6 +122,8 @@ class PlainRanges:
 def plain_ranges(profile: Profile) -> PlainRanges:
     query = range_query(profile)
     rows = profile.engine.rows(query)[1] if query else []
+    if not all(type(r[1]) is int and type(r[2]) is int and type(r[4]) is int for r in rows):
+        damaged(profile)
     rows.sort(key=lambda r: (r[4], r[1], -r[2]))  # stable: ties keep table order
     gtid = [r[4] for r in rows]
     start = [r[1] for r in rows]
@@ -195,13 +206,21 @@ def plain_launches(profile: Profile) -> list[tuple[int, int, int, int, int]]:
     query = ops_query(profile, extra=False)
     if query is None:
         return []
-    spans = profile.engine.rows(f'SELECT key, min(start), max("end") FROM ({query}) AS o GROUP BY key')[1]
+    # SQLite compares text with numbers where DuckDB refuses to read it: count such rows there
+    bad = "0" if profile.engine.duck is not None else \
+        'sum(typeof(start) != \'integer\' OR typeof("end") != \'integer\')'
+    spans = profile.engine.rows(f'SELECT key, min(start), max("end"), {bad} FROM ({query}) AS o GROUP BY key')[1]
+    if any(bad for *_, bad in spans):
+        damaged(profile)
+    spans = [(k, s, e) for k, s, e, _ in spans]
     calls: dict[int, tuple[int, int, int]] = {}
     if profile.schema.has(RUNTIME_TABLE) and spans:
         wanted = {k for k, _, _ in spans}
         cur = profile.conn.execute(f'SELECT {KEY.format(col="globalTid")}, globalTid, start, "end" FROM {RUNTIME_TABLE}')
         for key, g, s, e in cur:
             if key in wanted and key not in calls:  # the first call with that key wins
+                if type(s) is not int or type(e) is not int:
+                    damaged(profile)
                 calls[key] = (g, s, e)
     return [calls.get(k, (-1, 0, 0)) + (s, e) for k, s, e in spans]
 
