@@ -285,6 +285,29 @@ class OpView:
             forward = np.where(it >= 0, it << 32, -1)
         return self._frame(sel, method, op_range=rng, forward=forward)
 
+    def step_texts(self, items: pd.DataFrame) -> np.ndarray:
+        """Text of the engine step range (``[iterations]`` with request counts) around each item of
+        ``items``, at launch or capture time; "" where none is."""
+        r = self._proj.ranges
+        mark = self._range_mark(self.registry.is_step)
+        out = np.full(len(items), "", dtype=object)
+        if not mark.any():
+            return out
+        at_launch, at_capture = self._lookup(r.nearest_on_chain(mark), mark)
+        rng = at_launch if at_capture is None else np.where(at_launch >= 0, at_launch, at_capture)
+        rng = rng[items.index.to_numpy()]
+        texts = r.df["text"].astype(str).to_numpy()
+        out[rng >= 0] = texts[rng[rng >= 0]]
+        return out
+
+    def range_names(self, items: pd.DataFrame, column: str = "op_range") -> np.ndarray:
+        """Name of the range in ``column`` of each item (an index into the profile's ranges), "" for none."""
+        idx = items[column].to_numpy()
+        names = self._proj.ranges.df["name"].astype(str).to_numpy()
+        out = np.full(len(items), "", dtype=object)
+        out[idx >= 0] = names[idx[idx >= 0]]
+        return out
+
     def per_forward(self, items: pd.DataFrame, skip: int = 0, auto_skip: bool = True,
                     phase: str | None = None) -> Forwards:
         """Counts and latency per forward, by phase and kernel family, as medians over kept forwards."""

@@ -758,6 +758,13 @@ def collect(
                                               help="instead of collecting, write collect_<op>.py for aiconfigurator's "
                                                    "collect.py into DIR and print its registration (gated like a "
                                                    "collection)"),
+    cases_from: Optional[str] = typer.Option(None, "--cases-from", metavar="E2E_PROFILE",
+                                             help="instead of collecting, derive the batch / sequence / cache-length "
+                                                  "points the E2E run exercised and check the grid covers them; exit 1 "
+                                                  "when one is outside"),
+    e2e_range: Optional[str] = typer.Option(None, "--e2e-range", help="with --cases-from: regex of the E2E ranges "
+                                                                      "that hold the op (default: its registry "
+                                                                      "patterns)"),
     check_dir: bool = typer.Option(False, "--check", help="instead of collecting, validate the collection in --out: "
                                                           "rows per phase and TP against the grid, graph/throttling "
                                                           "flags, the last --verify; exit 1 on a problem"),
@@ -787,8 +794,13 @@ def collect(
                         backend=backend, system=system, framework=framework)
     if aic_work is not None and not check_dir:
         raise AlignError("--aic runs with --check", "add --check")
+    if e2e_range is not None and cases_from is None:
+        raise AlignError("--e2e-range names the op's ranges of --cases-from", "add --cases-from E2E_PROFILE")
     if check_dir:
         _print_check(check(out, op, settings, aic_work=aic_work), fmt)
+        return
+    if cases_from is not None:
+        _print_cases_from(op, cases_from, framework, parse_subset(cases), e2e_range, _store(store), fmt)
         return
     if export_dir is not None:
         from align.collect.contract import export_module
@@ -836,6 +848,34 @@ def collect(
         err.print(f"check: {line}", markup=False)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _print_cases_from(op: str, profile: str, framework: str, subset: dict, e2e_range: str | None, store,
+                      fmt: Format) -> None:
+    """align collect --cases-from: the E2E run's points, folded, with the grid's coverage."""
+    from align.collect.cases import check_subset, op_spec
+    from align.collect.from_e2e import compact, e2e_points, suggested_cases
+
+    spec = op_spec(op).for_framework(framework)
+    check_subset(spec, list(spec.phases), subset)
+    points = e2e_points(profile, spec, e2e_range=e2e_range, subset=subset, store=store)
+    if fmt == Format.table:
+        print_frame(compact(points), fmt, title=f"points of {op} in {profile} ({points.range_used}) against "
+                                                f"align collect's grid", max_width=60,
+                    optional=["prefix", "evidence", "forwards", "covered"])
+    else:
+        print_frame(points.table, fmt)
+    for line in points.notes:
+        err.print(f"note: {line}", markup=False)
+    missing = suggested_cases(points)
+    if len(points.uncovered):
+        err.print(f"align: {len(points.uncovered)} point(s) of the E2E run are not covered by the grid"
+                  + ("; collect them with:" if missing else " (see the notes)"), markup=False)
+        for line in missing:
+            err.print(f"  align collect --op {op} {line}", markup=False)
+        raise typer.Exit(1)
+    if fmt == Format.table:
+        stdout.print(f"[green]every point of the E2E run lies within {op}'s grid[/]")
 
 
 def _print_check(report, fmt: Format) -> None:

@@ -39,6 +39,7 @@ class OpSpec:
     gated: bool = True
     frameworks: dict[str, str] = field(default_factory=dict)
     phases: dict[str, PhaseSpec] = field(default_factory=dict)
+    token_kernels: list[str] = field(default_factory=list)   # [from_e2e]: kernels whose grid x is the query tokens
 
     def for_framework(self, name: str | None) -> "OpSpec":
         """This op timed in framework ``name``'s own module (its builder from ``[ops.<op>.frameworks]``),
@@ -76,9 +77,10 @@ def load_ops() -> dict[str, OpSpec]:
     for name, entry in data["ops"].items():
         spec = OpSpec(name=name, builder=entry["builder"], family=entry["family"], framework=entry["framework"],
                       kernel_source=entry["kernel_source"], implementation=entry.get("implementation", name),
-                      gated=bool(entry.get("gated", True)), frameworks=dict(entry.get("frameworks", {})))
+                      gated=bool(entry.get("gated", True)), frameworks=dict(entry.get("frameworks", {})),
+                      token_kernels=list(entry.get("from_e2e", {}).get("token_kernels", [])))
         for phase, p in entry.items():  # every other sub-table is a phase (context, generation; moe: all)
-            if isinstance(p, dict) and phase != "frameworks":
+            if isinstance(p, dict) and phase not in ("frameworks", "from_e2e"):
                 spec.phases[phase] = PhaseSpec(op=name, phase=phase, op_name=p["op_name"], perf_file=p["perf_file"],
                                                fields=list(p["fields"]), values={f: list(p[f]) for f in p["fields"]},
                                                max_tokens=p.get("max_tokens"))

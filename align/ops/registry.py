@@ -107,11 +107,18 @@ class Registry:
         """The phase of an engine step range that counts its requests (``[Executor] _forward_step 3:
         2 ctx reqs, 0 gen reqs``): context or generation when only one kind runs, mixed when both,
         None when ``text`` is no such range or the step runs nothing."""
+        counts = self.step_requests(text)
+        if counts is None:
+            return None
+        ctx, gen = counts
+        return "mixed" if ctx and gen else "context" if ctx else "generation" if gen else None
+
+    def step_requests(self, text: str) -> tuple[int, int] | None:
+        """(context requests, generation requests) an engine step range counts, or None."""
         for rx in self._steps:
             m = rx.search(text)
             if m:
-                ctx, gen = int(m.group("ctx") or 0), int(m.group("gen") or 0)
-                return "mixed" if ctx and gen else "context" if ctx else "generation" if gen else None
+                return int(m.group("ctx") or 0), int(m.group("gen") or 0)
         return None
 
     @property
