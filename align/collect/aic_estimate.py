@@ -10,7 +10,8 @@ modes given (all bfloat16 here, so no table is relabelled).
 
 The systems root passed to it (``--systems-paths``) is aiconfigurator's own, with the op's tables
 replaced by ours: every other file is a symbolic link to the installed one, so only the op
-differs. ``scale`` multiplies our latencies, which proves the estimate reads them.
+differs. ``scale`` multiplies our latencies, which proves the estimate reads them. MLA is estimated
+on DeepSeek-V3, whose attention aiconfigurator models with the same ``mla_*_module`` tables.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from align.errors import AlignError
 
 # op -> (the model whose estimate uses it, the family folder, the perf tables)
 MODELS = {"dsa": ("deepseek-ai/DeepSeek-V3.2", "sparse_attention",
-                  ("dsa_context_module_perf.parquet", "dsa_generation_module_perf.parquet"))}
+                  ("dsa_context_module_perf.parquet", "dsa_generation_module_perf.parquet")),
+          "mla": ("deepseek-ai/DeepSeek-V3", "mla",
+                  ("mla_context_module_perf.parquet", "mla_generation_module_perf.parquet"))}
 LINES = {"ttft_ms": r"TTFT:\s+([\d.]+) ms", "tpot_ms": r"TPOT:\s+([\d.]+) ms",
          "request_latency_ms": r"Request Latency:\s+([\d.]+) ms"}
 

@@ -36,7 +36,8 @@ def main():
     only = json.loads(sys.argv[sys.argv.index("--only") + 1]) if "--only" in sys.argv else None
     module = load(path)
     mp.set_start_method("spawn")
-    for phase in ("context", "generation"):
+    # collect.py calls each registered get_func (context, generation; moe's one "all" list)
+    for phase in ("context", "generation", "all"):
         get = getattr(module, f"get_{phase}_{op}_test_cases", None)
         if get is None:
             continue

@@ -42,5 +42,6 @@ for op in $OPS; do
     || echo "$op: the check exited $?" >&2
 done
 # Then, on a machine with aiconfigurator 0.12.0 (the CPU one): the same check with its own whole-model
-# estimate on the DSA tables:
-#   align collect --op dsa --out OUT_DIR/dsa --check --aic /tmp/aic --format json > OUT_DIR/dsa/check_aic.json
+# estimate on the DSA (DeepSeek-V3.2) and MLA (DeepSeek-V3) tables:
+#   for op in dsa mla; do align collect --op $op --out OUT_DIR/$op --check --aic /tmp/aic --format json \
+#     > OUT_DIR/$op/check_aic.json; done
