@@ -6,7 +6,8 @@ call run_<op>(*case, device) until its None. Perf files land in the working fold
     python collect_py_driver.py MODULE.py OP DEVICES [--only JSON]
 
 DEVICES: comma-separated (cpu, or cuda:0,cuda:1); --only: a JSON list of the grid arguments of the
-cases to run (each case is [*args, phase, perf_filename]) instead of the whole grid.
+cases to run (each case is [*args, phase, perf_filename]), with or without the phase after them,
+instead of the whole grid.
 """
 
 import importlib.util
@@ -41,7 +42,7 @@ def main():
         get = getattr(module, f"get_{phase}_{op}_test_cases", None)
         if get is None:
             continue
-        cases = [c for c in get() if only is None or c[:-2] in only]
+        cases = [c for c in get() if only is None or c[:-2] in only or c[:-1] in only]
         tasks = mp.Queue()
         for case in cases:
             tasks.put(case)

@@ -13,6 +13,9 @@ PY=${PYTHON:-python3}
 STORE=$(mktemp -d)  # no verdict recorded here: --force, and the export and the collection say so
 ATTN_CTX='[1024,1,8],[1024,8,8],[4096,1,8],[4096,8,8]'
 ATTN_GEN='[2048,1,8],[2048,8,8],[8192,1,8],[8192,8,8]'
+# MLA's context [seq, batch, tp] and generation [kv_len, batch, tp] look alike: name the phase
+MLA_ONLY='[[1024,1,8,"context"],[1024,8,8,"context"],[4096,1,8,"context"],[4096,8,8,"context"],
+[2048,1,8,"generation"],[2048,8,8,"generation"],[8192,1,8,"generation"],[8192,8,8,"generation"]]'
 ATTN_CASES=(--cases seq=1024,4096 --cases batch=1,8 --cases tp=8 --cases kv_len=2048,8192)
 
 one() {  # NAME OP FRAMEWORK ONLY [--cases ...]
@@ -31,7 +34,7 @@ one() {  # NAME OP FRAMEWORK ONLY [--cases ...]
     --gpus 1 "$@" --format json > "$out/collect.json"
   $PY -m align collect --op "$op" --framework "$framework" --out "$out/align" --check --format json \
     > "$out/check.json" || true
-  echo "contract $name: $(wc -l < "$out/driver/"*perf.txt | tail -1) driver rows" >&2
+  echo "contract $name: $(cat "$out"/driver/*perf.txt | wc -l) driver lines (headers included)" >&2
 }
 
 for name in "${@:-dsa}"; do
@@ -39,8 +42,8 @@ for name in "${@:-dsa}"; do
     dsa) one dsa dsa align "[${ATTN_CTX//,8]/,8,0]},$ATTN_GEN]" "${ATTN_CASES[@]}" --cases prefix=0 ;;
     dsa_transformers) one "$name" dsa transformers "[${ATTN_CTX//,8]/,8,0]},$ATTN_GEN]" "${ATTN_CASES[@]}" \
       --cases prefix=0 ;;
-    mla) one mla mla align "[$ATTN_CTX,$ATTN_GEN]" "${ATTN_CASES[@]}" ;;
-    mla_transformers) one "$name" mla transformers "[$ATTN_CTX,$ATTN_GEN]" "${ATTN_CASES[@]}" ;;
+    mla) one mla mla align "$MLA_ONLY" "${ATTN_CASES[@]}" ;;
+    mla_transformers) one "$name" mla transformers "$MLA_ONLY" "${ATTN_CASES[@]}" ;;
     moe) one moe moe align '[[64,1,8,"balanced"],[1024,1,8,"balanced"],[64,1,8,"power_law_1.01"],[1024,1,8,"power_law_1.01"]]' \
       --cases tokens=64,1024 --cases tp=1 --cases ep=8 --cases distribution=balanced,power_law_1.01 ;;
     *) echo "unknown contract $name: dsa, mla, moe, dsa_transformers or mla_transformers" >&2; exit 2 ;;
