@@ -151,6 +151,11 @@ def _say_pairing(cmp, table: bool) -> None:
 
     if cmp.op_reason:
         err.print(cmp.op_reason, markup=False)
+    c = cmp.comparability
+    if c is not None:
+        err.print(c.line(), markup=False)
+        for w in c.warnings:
+            err.print(f"comparability: WARNING {w}", markup=False)
     if table:
         print_frame(pairing_view(cmp.pairing.table), Format.table, title="pairing: mock phases and E2E forwards",
                     max_width=70, main=False)
@@ -656,6 +661,8 @@ def verdict(
     elif fmt == VerdictFormat.md:
         sys.stdout.write(v.to_markdown())
     elif fmt == VerdictFormat.table:
+        if v.headline:
+            stdout.print(f"[bold yellow]{v.headline}[/]")
         checks = v.checks.assign(result=v.checks["passed"].map({True: "pass", False: "FAIL"}))
         print_frame(checks[["name", "result", "reason"]], Format.table,
                     title=f"align verdict ({v.op}): mock {v.mock} vs E2E {v.e2e}", max_width=110)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from align.compare.comparability import Comparability, assess, environment
 from align.compare.pairing import NAMED, Pairing, forward_summary, pair
 from align.compare.side import ProfileSide, as_side
 from align import datafiles
@@ -229,6 +230,7 @@ class Comparison:
     op: str | None
     pairing: Pairing | None = None
     op_reason: str | None = None
+    comparability: Comparability | None = None
 
 
 def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: int = 0,
@@ -275,7 +277,16 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: in
         side.forwards = side.view.per_forward(side.items, skip=skip)
         _check_not_empty(side, keys, skip)
     return Comparison(mock=m, e2e=e, table=family_table(m, e, cfg), config=cfg, op=op or e2e_range,
-                      pairing=pairing, op_reason=reason)
+                      pairing=pairing, op_reason=reason, comparability=_comparability(m, e))
+
+
+def _comparability(m: Side, e: Side) -> Comparability:
+    """What each side ran on, and the forwards each kept per compared phase (comparability.py)."""
+    fm, fe = m.forwards.forwards, e.forwards.forwards
+    kept = {}
+    for ph in sorted(set(fm["phase"].astype(str)) & set(fe["phase"].astype(str))):
+        kept[ph] = (int((fm["kept"] & (fm["phase"] == ph)).sum()), int((fe["kept"] & (fe["phase"] == ph)).sum()))
+    return assess(environment(m.view.profile, m.view.where), environment(e.view.profile, e.view.where), kept)
 
 
 def _base(key: str) -> str:

@@ -173,6 +173,7 @@ def render_html(verdict: Verdict) -> str:
              f"<h1>align verdict: <span class='{status.lower()}'>{status}</span> ({_esc(verdict.op)})</h1>",
              f"<p class='meta'>mock: {_esc(verdict.mock)} (op region: {_esc(cmp.mock.range_used)})<br>"
              f"E2E: {_esc(verdict.e2e)} (op region: {_esc(cmp.e2e.range_used)})</p>",
+             _comparability_html(cmp),
              "<h2>Checklist</h2>", _table_html(checks, status_col="result")]
     if not verdict.pairing.empty:
         parts += ["<h2>Pairing</h2>", "<p class='meta'>which E2E forwards each mock phase is compared with, "
@@ -186,6 +187,16 @@ def render_html(verdict: Verdict) -> str:
         parts.append(_table_html(cmp.table[cmp.table["phase"] == phase].drop(columns=["phase"]), status_col="status"))
     parts.append("</body></html>")
     return "\n".join(p for p in parts if p)
+
+
+def _comparability_html(cmp) -> str:
+    """The comparability line and its warnings, the verdict's headline first."""
+    c = cmp.comparability
+    if c is None:
+        return ""
+    head = f"<p class='fail'><b>{_esc(c.headline())}</b></p>" if c.headline() else ""
+    warns = "".join(f"<li>{_esc(w)}</li>" for w in c.warnings)
+    return head + f"<p class='meta'>{_esc(c.line())}</p>" + (f"<ul class='meta'>{warns}</ul>" if warns else "")
 
 
 def render_markdown(verdict: Verdict) -> str:

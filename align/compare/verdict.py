@@ -42,6 +42,12 @@ class Verdict:
         cmp = self.comparison
         return cmp.pairing.table if cmp is not None and cmp.pairing is not None else pd.DataFrame()
 
+    @property
+    def headline(self) -> str:
+        """What must be read before the checks (a verdict across GPU models), or ""."""
+        cmp = self.comparison
+        return cmp.comparability.headline() if cmp is not None and cmp.comparability is not None else ""
+
     def to_dict(self) -> dict:
         rows = []
         for r in self.checks.to_dict(orient="records"):
@@ -51,6 +57,10 @@ class Verdict:
         pairing = cmp.pairing.records() if cmp is not None and cmp.pairing is not None else []
         out = {"passed": self.passed, "op": self.op, "mock": self.mock, "e2e": self.e2e, "checks": rows,
                "pairing": pairing}
+        if self.headline:
+            out = {"headline": self.headline, **out}
+        if cmp is not None and cmp.comparability is not None:
+            out["comparability"] = cmp.comparability.to_dict()
         if cmp is not None and cmp.op_reason:
             out["op_chosen"] = cmp.op_reason
         if self.chosen:
@@ -59,7 +69,14 @@ class Verdict:
 
     def to_markdown(self) -> str:
         head = f"### align verdict: {'PASS' if self.passed else 'FAIL'} ({self.op})\n\n"
-        head += f"mock `{self.mock}` vs E2E `{self.e2e}`\n\n| check | result | value | threshold | reason |\n|---|---|---|---|---|\n"
+        if self.headline:
+            head += f"**{self.headline}**\n\n"
+        head += f"mock `{self.mock}` vs E2E `{self.e2e}`\n\n"
+        cmp = self.comparison
+        if cmp is not None and cmp.comparability is not None:
+            head += cmp.comparability.line() + "".join(f"; warning: {w}" for w in cmp.comparability.warnings)
+            head += "\n\n"
+        head += "| check | result | value | threshold | reason |\n|---|---|---|---|---|\n"
         for r in self.checks.to_dict(orient="records"):
             reason = r["reason"].replace("|", "\\|")
             head += (f"| {r['name']} | {'pass' if r['passed'] else '**FAIL**'} | {_fmt(r['value'])} | "

@@ -154,7 +154,7 @@ class Profile:
             "memset": self.count("CUPTI_ACTIVITY_KIND_MEMSET"),
             "graph_node_events": self.count(self.schema.graph_node_table) if self.schema.graph_node_table else 0,
             "gpus": self._gpu_names(),
-            "processes": self._process_count(),
+            "processes": self.process_count(),
             "session": span,
             "has_kernels": self.has_kernels,
             "cuda_graph_trace": next((v for k, v in self.schema.capture_meta.items()
@@ -358,7 +358,7 @@ class Profile:
             return []
         return [r[0] for r in self.conn.execute("SELECT name FROM TARGET_INFO_GPU")]
 
-    def _process_count(self) -> int:
+    def process_count(self) -> int:
         """len(self.processes()), counted in SQLite."""
         if not self.schema.has("PROCESSES"):
             return 0
