@@ -28,12 +28,37 @@ def reason(v, name: str) -> str:
     return v.checks.set_index("name").loc[name, "reason"]
 
 
-@pytest.mark.parametrize("e2e", ["llama_e2e", "llama_e2e_eager"])
-def test_aligned_mock_passes(e2e):
-    v = verdict(EX / "attn_mock", EX / e2e, op="attention")
+def test_aligned_mock_passes():
+    v = verdict(EX / "attn_mock", EX / "llama_e2e", op="attention")
     assert v.passed, v.checks[["name", "reason"]].to_string()
-    assert list(v.checks["name"]) == ["names", "counts", "latency", "missing", "extra"]
+    assert list(v.checks["name"]) == ["names", "counts", "latency", "missing", "extra", "graph"]
     assert (v.comparison.table["status"] == "match").all()
+    assert reason(v, "graph") == "the mock launches as the E2E run does: context eager, generation graph"
+
+
+def test_a_mock_that_differs_only_by_launch_mode_fails_only_the_graph_check():
+    """The same mock against the same model decoding eagerly (llama_e2e_eager, same H100, same nsys):
+    every kernel matches, but the mock replays its decode from a CUDA graph and the E2E run does not."""
+    v = verdict(EX / "attn_mock", EX / "llama_e2e_eager", op="attention")
+    assert failed(v) == {"graph"} and (v.comparison.table["status"] == "match").all()
+    assert v.checks.set_index("name").loc["graph", "value"] == {"context": "eager/eager", "generation": "graph/eager"}
+    why = reason(v, "graph")
+    assert why.startswith("generation: mock graph (1 graph launch for 25 kernels per forward; ")
+    assert "E2E eager (25 launches for 25 kernels per forward; " in why
+    launch = v.comparison.launch.set_index("phase")
+    # the CPU pays for 25 launch calls per eager forward, for one graph launch per replayed one
+    assert launch.loc["generation", "e2e_api_ns"] > 2 * launch.loc["generation", "mock_api_ns"]
+    assert v.comparison.comparability.warnings == []  # same GPU, driver and nsys: only the launch mode differs
+
+
+def test_the_graph_check_can_be_turned_off(tmp_path):
+    cfg = tmp_path / "v.toml"
+    cfg.write_text("[verdict]\ngraph = false\n")
+    v = verdict(EX / "attn_mock", EX / "llama_e2e_eager", op="attention", config=str(cfg))
+    assert v.passed and "graph" not in list(v.checks["name"])
+    cfg.write_text("[verdict]\ngraph = 1\n")
+    with pytest.raises(AlignError, match="graph = 1 .* is not true or false"):
+        verdict(EX / "attn_mock", EX / "llama_e2e_eager", op="attention", config=str(cfg))
 
 
 def test_extra_kernel():
@@ -130,7 +155,7 @@ def test_cli_exit_codes_and_json():
     assert data["passed"] is True and data["op"] == "attention"
     for c in data["checks"]:
         assert set(c) == {"name", "passed", "value", "threshold", "reason", "kernels"}
-        assert c["name"] in ("names", "counts", "latency", "missing", "extra", "bench")
+        assert c["name"] in ("names", "counts", "latency", "missing", "extra", "graph", "bench")
     r = run_align("verdict", "--op", "attention", "--mock", str(EX / "attn_mock_extra"), "--e2e", str(E2E))
     assert r.returncode == 1 and "FAIL" in r.stdout
     r = run_align("verdict", "--op", "attention", "--mock", str(EX / "nope"), "--e2e", str(E2E))

@@ -29,7 +29,7 @@ from align.attribute.ranges import NO_RANGE
 from align.errors import AlignError, arg
 from align.ops.registry import Registry, load_registry
 from align.profile.reader import Profile
-from align.profile.schema import KERNEL_TABLE
+from align.profile.schema import KERNEL_TABLE, RUNTIME_TABLE
 
 METHODS = np.array(["nvtx", "nvtx-capture", "name", "name-shared"], dtype=object)
 PHASES = np.array(["all", "context", "generation", "mixed"], dtype=object)  # code 0: no evidence, or conflicting
@@ -299,6 +299,23 @@ class OpView:
         texts = r.df["text"].astype(str).to_numpy()
         out[rng >= 0] = texts[rng[rng >= 0]]
         return out
+
+    def launch_calls(self, items: pd.DataFrame) -> pd.DataFrame:
+        """The CUDA API call behind each launch of ``items`` (kernel launch, or ``cudaGraphLaunch`` for
+        a replayed node): index = launch row, columns api_start, api_end. Read from the runtime
+        table for the items' time span only (calls up to 10 s before their first kernel)."""
+        launches = np.unique(items.loc[items["launch"] >= 0, "launch"].to_numpy())
+        empty = pd.DataFrame({"api_start": pd.Series(dtype="int64"), "api_end": pd.Series(dtype="int64")})
+        if not len(launches) or not self.profile.schema.has(RUNTIME_TABLE):
+            return empty
+        lo, hi = int(items["start"].min()) - 10_000_000_000, int(items["start"].max())
+        q = (f'SELECT {LAUNCH_KEY.format(col="globalTid")} AS key, start AS api_start, "end" AS api_end '
+             f"FROM {RUNTIME_TABLE} WHERE start BETWEEN {lo} AND {hi}")
+        calls = self.profile.engine.frame(q).drop_duplicates("key").set_index("key")
+        keys = self._launch_key[launches]
+        found = calls.reindex(keys)
+        found.index = launches
+        return found.dropna().astype("int64")
 
     def range_names(self, items: pd.DataFrame, column: str = "op_range") -> np.ndarray:
         """Name of the range in ``column`` of each item (an index into the profile's ranges), "" for none."""

@@ -156,6 +156,9 @@ def _say_pairing(cmp, table: bool) -> None:
         err.print(c.line(), markup=False)
         for w in c.warnings:
             err.print(f"comparability: WARNING {w}", markup=False)
+    for r in cmp.launch.to_dict(orient="records"):
+        err.print(f"launch: {r['phase']}: {'same, ' if r['same'] else 'DIFFERS: '}mock {r['mock']}, E2E {r['e2e']}",
+                  markup=False)
     if table:
         print_frame(pairing_view(cmp.pairing.table), Format.table, title="pairing: mock phases and E2E forwards",
                     max_width=70, main=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,9 @@ def _check_config(cfg: dict, where) -> None:
         if (v < low if closed else v <= low) or (high is not None and v > high):
             span = f"{'>=' if closed else '>'} {low}" + (f" and <= {high}" if high is not None else "")
             raise AlignError(f"[{section}] {key} = {v!r} in {where} is out of range", f"use a value {span}")
+    if not isinstance(cfg["verdict"].get("graph", True), bool):
+        raise AlignError(f"[verdict] graph = {cfg['verdict']['graph']!r} in {where} is not true or false",
+                         "write graph = true (check the launch mode) or graph = false")
     patterns = [("mock", "range", cfg["mock"]["range"])] + [("e2e", k, v) for k, v in cfg["e2e"].items()]
     for section, key, v in patterns:
         try:
@@ -231,6 +235,14 @@ class Comparison:
     pairing: Pairing | None = None
     op_reason: str | None = None
     comparability: Comparability | None = None
+
+    @cached_property
+    def launch(self) -> pd.DataFrame:
+        """Per compared phase, how each side launched the op's kernels (launch_mode.py); read on demand:
+        it reads the CUDA API calls."""
+        from align.compare.launch_mode import compare_modes, launch_modes
+
+        return compare_modes(launch_modes(self.mock), launch_modes(self.e2e))
 
 
 def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: int = 0,

@@ -180,6 +180,10 @@ def render_html(verdict: Verdict) -> str:
                   "and on what evidence</p>", _table_html(pairing_view(verdict.pairing))]
     if cmp.op_reason:
         parts.append(f"<p class='meta'>{_esc(cmp.op_reason)}</p>")
+    if not cmp.launch.empty:
+        parts += ["<h2>Launch mode</h2>", "<p class='meta'>how each side launched the op's kernels, per forward "
+                  "(CUDA-graph replay or eager) and the CPU time inside the launch calls</p>",
+                  _table_html(cmp.launch[["phase", "same", "mock", "e2e"]])]
     for phase in sorted(set(cmp.table["phase"])):
         parts.append(f"<h2>{_esc(phase)}</h2>")
         parts.append(family_bars(cmp.table, phase))

@@ -5,6 +5,8 @@ counts   kernels per forward close (per family and in total)
 latency  total latency per forward, mock / E2E, within the ratio (default < 2x)
 missing  no E2E family absent from the mock
 extra    no mock family absent from the E2E run
+graph    the op's kernels launched the same way on both sides, per phase: replayed from a CUDA
+         graph, or eagerly (``[verdict] graph = false`` turns it off)
 bench    (with a decoder-submodule benchmark result) latency difference < 1 % and the same
          CUDA-graph behaviour on both sides
 """
@@ -225,10 +227,27 @@ def evaluate(cmp: Comparison, bench: dict | None = None) -> list[dict]:
                              f"no kernel family only {where.split(' but ')[0]}" if not listed else
                              f"{len(listed)} kernel families {where}: {_names(listed)}", listed))
 
+    # graph: the op's kernels launched the same way on both sides (CUDA-graph replay or eager), seed 002
+    if cfg.get("graph", True):
+        checks.append(_graph_check(cmp.launch))
+
     # bench: decoder submodule vs mock layer with identical inputs (align bench --format json)
     if bench is not None:
         checks.append(_bench_check(bench, cfg["bench_diff_pct"]))
     return checks
+
+
+def _graph_check(launch: pd.DataFrame) -> dict:
+    """Same launch mode per phase; the reason says how each side launched and what the calls cost."""
+    value = {r["phase"]: f"{r['mock_mode']}/{r['e2e_mode']}" for r in launch.to_dict(orient="records")}
+    differ = launch[~launch["same"].astype(bool)]
+    if differ.empty:
+        modes = ", ".join(f"{ph} {v.split('/')[0]}" for ph, v in value.items())
+        return _check("graph", True, value, "same", f"the mock launches as the E2E run does: {modes}")
+    words = [f"{r['phase']}: mock {r['mock']}, E2E {r['e2e']}" for r in differ.to_dict(orient="records")]
+    return _check("graph", False, value, "same",
+                  "; ".join(words) + " (seed 002: replay a CUDA graph in the mock where the E2E run does, "
+                  "launch eagerly where it does not)")
 
 
 def _bench_check(bench: dict, limit: float) -> dict:
