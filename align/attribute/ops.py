@@ -330,6 +330,29 @@ class OpView:
         """Counts and latency per forward, by phase and kernel family, as medians over kept forwards."""
         return per_forward(items, skip=skip, auto_skip=auto_skip, phase=phase)
 
+    def launch_details(self, items: pd.DataFrame) -> pd.DataFrame:
+        """Each kernel of ``items`` as it was launched: grid and block (x, y, z), registers per
+        thread, static and dynamic shared memory (bytes); rows for memcpy/memset are left out."""
+        cols = ["gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ", "registersPerThread",
+                "staticSharedMemory", "dynamicSharedMemory"]
+        sel = items[(items["kind"] == 0) & (items["launch"] >= 0)]
+        have = self.profile.schema.columns(KERNEL_TABLE) if self.profile.schema.has(KERNEL_TABLE) else set()
+        if sel.empty or not {"gridX", "blockX", "correlationId", "globalPid"} <= have:
+            return pd.DataFrame(columns=cols, index=sel.index[:0])
+        present = [c for c in cols if c in have]
+        key = self._launch_key[sel["launch"].to_numpy()]
+        lo, hi = int(sel["start"].min()), int(sel["start"].max())
+        cond = f"start BETWEEN {lo} AND {hi}" + (f" AND {self.where}" if self.where else "")
+        q = (f"SELECT {LAUNCH_KEY.format(col='globalPid')} AS key, start, {', '.join(present)} "
+             f"FROM {KERNEL_TABLE} WHERE {cond}")
+        found = self.profile.engine.frame(q).drop_duplicates(["key", "start"]).set_index(["key", "start"])
+        out = found.reindex(pd.MultiIndex.from_arrays([key, sel["start"].to_numpy()]))
+        out.index = sel.index
+        for c in cols:
+            if c not in out:
+                out[c] = np.nan
+        return out[cols]
+
     def shapes(self, items: pd.DataFrame) -> pd.Series:
         """Launch shape of each kernel in ``items`` (rows of :meth:`op_items`), ``grid x,y,z block x,y,z``;
         empty for memcpy/memset. Read from the kernel table only for the items' time span, on demand."""

@@ -159,6 +159,12 @@ def _say_pairing(cmp, table: bool) -> None:
     for r in cmp.launch.to_dict(orient="records"):
         err.print(f"launch: {r['phase']}: {'same, ' if r['same'] else 'DIFFERS: '}mock {r['mock']}, E2E {r['e2e']}",
                   markup=False)
+    shapes = cmp.shapes
+    differ = shapes[~shapes["same"].astype(bool)].to_dict(orient="records") if len(shapes) else []
+    for r in differ[:10]:
+        err.print(f"shapes: {r['phase']}: {r['family']}: {r['cause']}", markup=False)
+    if len(differ) > 10:
+        err.print(f"shapes: {len(differ) - 10} more families launched with other shapes (see the report)", markup=False)
     if table:
         print_frame(pairing_view(cmp.pairing.table), Format.table, title="pairing: mock phases and E2E forwards",
                     max_width=70, main=False)

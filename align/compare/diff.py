@@ -244,6 +244,16 @@ class Comparison:
 
         return compare_modes(launch_modes(self.mock), launch_modes(self.e2e))
 
+    @cached_property
+    def shapes(self) -> pd.DataFrame:
+        """Per (phase, family) on both sides, their launch shapes and why they differ (shapes.py);
+        read on demand from the kernel table."""
+        from align.collect.cases import load_ops
+        from align.compare.shapes import compare_shapes
+
+        spec = load_ops().get(self.op or "")
+        return compare_shapes(self.mock, self.e2e, spec.token_kernels if spec else None)
+
 
 def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: int = 0,
             config: dict | str | None = None, ops_file: str | None = None, store=None, *,

@@ -184,6 +184,12 @@ def render_html(verdict: Verdict) -> str:
         parts += ["<h2>Launch mode</h2>", "<p class='meta'>how each side launched the op's kernels, per forward "
                   "(CUDA-graph replay or eager) and the CPU time inside the launch calls</p>",
                   _table_html(cmp.launch[["phase", "same", "mock", "e2e"]])]
+    shapes = cmp.shapes
+    differ = shapes[~shapes["same"].astype(bool)] if len(shapes) else shapes
+    if len(differ):
+        parts += ["<h2>Launch shapes that differ</h2>", "<p class='meta'>families launched on both sides whose mock "
+                  "shapes (grid, block, registers, static+dynamic shared memory) are not among the E2E run's, and "
+                  "the likely cause</p>", _table_html(differ[["phase", "family", "cause", "mock", "e2e"]])]
     for phase in sorted(set(cmp.table["phase"])):
         parts.append(f"<h2>{_esc(phase)}</h2>")
         parts.append(family_bars(cmp.table, phase))

@@ -205,10 +205,11 @@ def evaluate(cmp: Comparison, bench: dict | None = None) -> list[dict]:
     slow = fam[fam["phase"].isin([b.split(":")[0] for b in bad])].copy()
     slow["gap"] = (slow["mock_ns"] - slow["e2e_ns"]).abs()
     worst = list(slow.sort_values("gap", ascending=False)["family"].head(MAX_LISTED))
+    shaped = _shape_words(cmp)
     checks.append(_check("latency", not bad, value, cfg["latency_ratio"],
-                         "latency per forward within ratio: " + ", ".join(f"{k} {v:.2f}x" for k, v in value.items())
-                         if not bad else "; ".join(bad) + (f"; largest gaps: {_names(worst)}" if worst else ""),
-                         worst if bad else []))
+                         ("latency per forward within ratio: " + ", ".join(f"{k} {v:.2f}x" for k, v in value.items())
+                          if not bad else "; ".join(bad) + (f"; largest gaps: {_names(worst)}" if worst else ""))
+                         + shaped, worst if bad else []))
 
     # missing / extra families
     for name, status, side_ns, share_key in (("missing", "missing", "e2e_ns", "missing_share"),
@@ -235,6 +236,17 @@ def evaluate(cmp: Comparison, bench: dict | None = None) -> list[dict]:
     if bench is not None:
         checks.append(_bench_check(bench, cfg["bench_diff_pct"]))
     return checks
+
+
+def _shape_words(cmp: Comparison) -> str:
+    """"; launch shapes differ in N families: phase:family (cause), ..." or ""."""
+    t = cmp.shapes
+    differ = t[~t["same"].astype(bool)] if len(t) else t
+    if differ.empty:
+        return ""
+    listed = [f"{r['phase']}:{r['family']} ({r['cause']})" for r in differ.to_dict(orient="records")]
+    more = f" and {len(listed) - MAX_LISTED} more" if len(listed) > MAX_LISTED else ""
+    return f"; launch shapes differ in {len(listed)} families: {', '.join(listed[:MAX_LISTED])}{more}"
 
 
 def _graph_check(launch: pd.DataFrame) -> dict:

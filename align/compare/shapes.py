@@ -1,0 +1,118 @@
+"""Launch shapes per kernel family, mock against E2E (seed 002: "names match but latency does not:
+check the input shapes").
+
+A family's shape is how its kernels were launched: grid and block, registers per thread, static +
+dynamic shared memory. Same kernels launched with other grids mean another problem size (batch,
+sequence or heads: the grid dimension that differs says which, and a kernel that launches one block
+per query token, ``token_kernels`` of the op in collect.toml, gives the tokens outright); another
+block, register count or shared memory means another tile or kernel configuration.
+"""
+
+from __future__ import annotations
+
+import re
+
+from align.lazy import pd
+
+COLUMNS = ["phase", "family", "same", "mock", "e2e", "cause"]
+MAX_SHOWN = 3  # distinct shapes shown per side
+
+
+def _shape_rows(side) -> "pd.DataFrame":
+    """Kernels of the side's kept forwards with their family, phase and launch configuration."""
+    fw = side.forwards.forwards
+    items = side.items[side.items["forward"].isin(set(fw.loc[fw["kept"], "forward"]))]
+    if items.empty or side.view is None:
+        return pd.DataFrame()
+    det = side.view.launch_details(items)
+    if det.empty:
+        return pd.DataFrame()
+    det = det.dropna(subset=["gridX"]).astype("int64", errors="ignore")
+    rows = items.loc[det.index, ["phase", "family", "name"]].astype(str)
+    return pd.concat([rows, det], axis=1)
+
+
+def _grid(r) -> tuple:
+    return int(r["gridX"]), int(r["gridY"]), int(r["gridZ"])
+
+
+def _config(r) -> tuple:
+    """Everything of a launch but its grid: block, registers, shared memory."""
+    def num(c):
+        v = r.get(c)
+        return None if v is None or v != v else int(v)
+    return (int(r["blockX"]), int(r["blockY"]), int(r["blockZ"]), num("registersPerThread"),
+            num("staticSharedMemory"), num("dynamicSharedMemory"))
+
+
+def _words(grid: tuple, config: tuple) -> str:
+    bx, by, bz, regs, ssm, dsm = config
+    smem = f" smem {ssm or 0}+{dsm or 0}" if ssm is not None or dsm is not None else ""
+    return (f"grid {grid[0]},{grid[1]},{grid[2]} block {bx},{by},{bz}" + (f" regs {regs}" if regs is not None else "")
+            + smem)
+
+
+def _shown(shapes: list[tuple]) -> str:
+    out = "; ".join(_words(g, c) for g, c in shapes[:MAX_SHOWN])
+    return out + (f"; +{len(shapes) - MAX_SHOWN} more" if len(shapes) > MAX_SHOWN else "")
+
+
+def compare_shapes(mock, e2e, token_kernels: list[str] | None = None) -> "pd.DataFrame":
+    """Per (phase, family) launched on both sides: the distinct shapes of each, whether the mock's are
+    all among the E2E run's (``same``), and, where not, the likely cause."""
+    a, b = _shape_rows(mock), _shape_rows(e2e)
+    if a.empty or b.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    tokens = re.compile("|".join(f"(?:{p})" for p in token_kernels), re.I) if token_kernels else None
+    out = []
+    for (ph, fam), gb in b.groupby(["phase", "family"], sort=False):
+        ga = a[(a["phase"] == ph) & (a["family"] == fam)]
+        if ga.empty:
+            continue  # a family on one side only is the missing/extra checks' business
+        sa = _distinct(ga)
+        sb = _distinct(gb)
+        # the E2E run may launch more shapes than the mock (its cache length grows step by step): the
+        # mock's shapes must be among them
+        same = set(sa) <= set(sb)
+        if same:
+            extra = len(set(sb) - set(sa))
+            cause = f"the E2E run also launched {extra} other shape(s)" if extra else ""
+        else:
+            cause = _cause(sa, sb, tokens is not None and bool(tokens.search(str(gb["name"].iloc[0]))))
+        out.append({"phase": ph, "family": fam, "same": same, "mock": _shown(sa), "e2e": _shown(sb), "cause": cause})
+    return pd.DataFrame(out, columns=COLUMNS)
+
+
+def _distinct(g: "pd.DataFrame") -> list[tuple]:
+    """Distinct (grid, config) pairs, most launched first."""
+    keys = [(_grid(r), _config(r)) for r in g.to_dict(orient="records")]
+    counts = pd.Series(keys).value_counts(sort=True)
+    return list(counts.index)
+
+
+def _values(values) -> str:
+    """``1/5/12 ... 8320`` (at most five values written out)."""
+    v = [str(x) for x in values]
+    return "/".join(v) if len(v) <= 5 else "/".join(v[:3]) + f"/.../{v[-1]} ({len(v)} values)"
+
+
+def _cause(mock: list[tuple], e2e: list[tuple], token_kernel: bool) -> str:
+    configs_a, configs_b = {c for _, c in mock}, {c for _, c in e2e}
+    if configs_a != configs_b:
+        diffs = []
+        for i, what in enumerate(("block x", "block y", "block z", "registers", "static smem", "dynamic smem")):
+            va, vb = sorted({c[i] for c in configs_a}, key=str), sorted({c[i] for c in configs_b}, key=str)
+            if va != vb:
+                diffs.append(f"{what} {_values(va)} vs {_values(vb)}")
+        return "another kernel configuration (tile choice): " + ", ".join(diffs[:3])
+    if token_kernel:
+        ta, tb = sorted({g[0] for g, _ in mock}), sorted({g[0] for g, _ in e2e})
+        return (f"another problem size: query tokens per launch {_values(ta)} (mock) vs {_values(tb)} (E2E), "
+                "one block per token")
+    words = []
+    for i, dim in enumerate("xyz"):
+        va, vb = sorted({g[i] for g, _ in mock}), sorted({g[i] for g, _ in e2e})
+        if va != vb:
+            ratio = f" ({va[0] / vb[0]:.3g}x)" if len(va) == len(vb) == 1 and vb[0] else ""
+            words.append(f"grid {dim} {_values(va)} vs {_values(vb)}{ratio}")
+    return "another problem size (batch, sequence or heads): " + ", ".join(words)
