@@ -144,6 +144,17 @@ def _phase_maps(mock_phase: list[str], e2e_phase: list[str], phase_map: Optional
     return {"mock_phase": out["mock"] or None, "e2e_phase": out["e2e"] or None}
 
 
+def _accepts(families: list[str], reason: str | None) -> dict[str, str] | None:
+    """--accept FAMILY ... --reason TEXT as the library's {family: reason}."""
+    if not families:
+        if reason is not None:
+            raise AlignError("--reason explains --accept", "add --accept FAMILY (the kernel family, as align diff names it)")
+        return None
+    if not reason or not reason.strip():
+        raise AlignError("--accept needs --reason", 'say why the difference is harmless: --reason "input preparation"')
+    return {f: reason for f in families}
+
+
 def _say_pairing(cmp, table: bool) -> None:
     """What was compared with what: the op (when inferred) and the pairing of phases, as a table on
     stdout in table format, else as lines on stderr (stdout stays what a script parses)."""
@@ -651,6 +662,10 @@ def verdict(
     mock: Optional[str] = typer.Option(None, "--mock", help="mock profile: file or store name"),
     e2e: Optional[str] = typer.Option(None, "--e2e", help="E2E profile: file or store name"),
     bench: Optional[Path] = typer.Option(None, "--bench", help="align bench --format json result"),
+    accept: list[str] = typer.Option([], "--accept", metavar="FAMILY",
+                                     help="a known difference judged harmless: this kernel family (or "
+                                          "PHASE:FAMILY) leaves the checks and is listed (repeatable; needs --reason)"),
+    reason: Optional[str] = typer.Option(None, "--reason", help="why the --accept families are harmless (recorded)"),
     pair: PairArgs = None,
     fmt: VerdictFormat = typer.Option(VerdictFormat.table, "--format", "-f", help="table, json or md"),
 ) -> None:
@@ -658,7 +673,7 @@ def verdict(
     Without --mock/--e2e: the newest comparable stored pair of --op."""
     from align.compare.verdict import verdict as run_verdict
 
-    v = run_verdict(mock, e2e, op=op, bench=bench, **pair.compare_kwargs())
+    v = run_verdict(mock, e2e, op=op, bench=bench, accept=_accepts(accept, reason), **pair.compare_kwargs())
     if v.chosen:
         err.print(f"pair: {v.chosen}", markup=False)
     err.print(f"recorded {v.recorded}", markup=False)
@@ -675,6 +690,9 @@ def verdict(
         checks = v.checks.assign(result=v.checks["passed"].map({True: "pass", False: "FAIL"}))
         print_frame(checks[["name", "result", "reason"]], Format.table,
                     title=f"align verdict ({v.op}): mock {v.mock} vs E2E {v.e2e}", max_width=110)
+        if v.accepted is not None and len(v.accepted):
+            print_frame(v.accepted[["phase", "family", "difference", "reason"]], Format.table,
+                        title="accepted differences (left out of the checks)", max_width=70, main=False)
         _say_pairing(v.comparison, True)
         stdout.print(f"[bold {'green' if v.passed else 'red'}]{'PASS' if v.passed else 'FAIL'}[/]")
     raise typer.Exit(0 if v.passed else 1)
@@ -689,6 +707,9 @@ def report(
     output: Path = typer.Option(Path("align-report.html"), "--output", "-o", help="HTML file to write"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="also write a Markdown summary here"),
     bench: Optional[Path] = typer.Option(None, "--bench", help="align bench --format json result"),
+    accept: list[str] = typer.Option([], "--accept", metavar="FAMILY",
+                                     help="a known difference judged harmless (repeatable; needs --reason)"),
+    reason: Optional[str] = typer.Option(None, "--reason", help="why the --accept families are harmless"),
     pair: PairArgs = None,
 ) -> None:
     """Write a self-contained HTML report (checklist, pairing, plots, tables) and optionally a Markdown summary.
@@ -700,7 +721,8 @@ def report(
     check_target(output, "--output")
     if markdown:
         check_target(markdown, "--markdown")
-    v = run_verdict(mock, e2e, op=op, bench=bench, record_in_store=False, **pair.compare_kwargs())
+    v = run_verdict(mock, e2e, op=op, bench=bench, record_in_store=False, accept=_accepts(accept, reason),
+                    **pair.compare_kwargs())
     _say_pairing(v.comparison, False)
     write_text(output, render_html(v), "the report")
     err.print(f"[green]wrote[/] {output} ({'PASS' if v.passed else 'FAIL'})")

@@ -37,7 +37,7 @@ def load_config(path: str | os.PathLike | None = None) -> dict:
             if section not in cfg or not isinstance(values, dict):
                 raise AlignError(f"unknown section [{section}] in {chosen}", f"use {', '.join(cfg)}")
             unknown = set(values) - set(cfg[section])
-            if unknown and section != "e2e":  # [e2e] is keyed by op name: any op may be added
+            if unknown and section not in ("e2e", "accept"):  # keyed by op name / by family: any key
                 raise AlignError(f"unknown key(s) {', '.join(sorted(unknown))} in [{section}] of {chosen}",
                                  f"known: {', '.join(cfg[section])}")
             cfg[section].update(values)
@@ -66,6 +66,10 @@ def _check_config(cfg: dict, where) -> None:
         if (v < low if closed else v <= low) or (high is not None and v > high):
             span = f"{'>=' if closed else '>'} {low}" + (f" and <= {high}" if high is not None else "")
             raise AlignError(f"[{section}] {key} = {v!r} in {where} is out of range", f"use a value {span}")
+    for family, why in cfg.get("accept", {}).items():
+        if not isinstance(why, str) or not why.strip():
+            raise AlignError(f"[accept] {family!r} in {where} has no reason",
+                             f'write "{family}" = "why this difference is harmless"')
     if not isinstance(cfg["verdict"].get("graph", True), bool):
         raise AlignError(f"[verdict] graph = {cfg['verdict']['graph']!r} in {where} is not true or false",
                          "write graph = true (check the launch mode) or graph = false")

@@ -175,6 +175,9 @@ def render_html(verdict: Verdict) -> str:
              f"E2E: {_esc(verdict.e2e)} (op region: {_esc(cmp.e2e.range_used)})</p>",
              _comparability_html(cmp),
              "<h2>Checklist</h2>", _table_html(checks, status_col="result")]
+    if verdict.accepted is not None and len(verdict.accepted):
+        parts += ["<h2>Accepted differences</h2>", "<p class='meta'>left out of the checks, each with the reason "
+                  "given</p>", _table_html(verdict.accepted[["phase", "family", "difference", "reason"]])]
     if not verdict.pairing.empty:
         parts += ["<h2>Pairing</h2>", "<p class='meta'>which E2E forwards each mock phase is compared with, "
                   "and on what evidence</p>", _table_html(pairing_view(verdict.pairing))]

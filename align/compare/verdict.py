@@ -37,6 +37,7 @@ class Verdict:
     comparison: Comparison | None = None
     chosen: str | None = None  # how the pair was found, when the store chose it
     recorded: Path | None = None  # the store's record of this verdict (verdict(record_in_store=True))
+    accepted: pd.DataFrame | None = None  # known differences left out of the checks, with reasons
 
     @property
     def pairing(self) -> pd.DataFrame:
@@ -63,6 +64,8 @@ class Verdict:
             out = {"headline": self.headline, **out}
         if cmp is not None and cmp.comparability is not None:
             out["comparability"] = cmp.comparability.to_dict()
+        if self.accepted is not None and len(self.accepted):
+            out["accepted"] = plain_rows(self.accepted)
         if cmp is not None and cmp.op_reason:
             out["op_chosen"] = cmp.op_reason
         if self.chosen:
@@ -83,7 +86,43 @@ class Verdict:
             reason = r["reason"].replace("|", "\\|")
             head += (f"| {r['name']} | {'pass' if r['passed'] else '**FAIL**'} | {_fmt(r['value'])} | "
                      f"{_fmt(r['threshold'])} | {reason} |\n")
-        return head + pairing_markdown(self.pairing)
+        return head + accepted_markdown(self.accepted) + pairing_markdown(self.pairing)
+
+
+def accepted_markdown(accepted: pd.DataFrame | None) -> str:
+    if accepted is None or accepted.empty:
+        return ""
+    out = "\n**Accepted differences** (left out of the checks)\n\n| phase | family | difference | reason |\n|---|---|---|---|\n"
+    for r in accepted.to_dict(orient="records"):
+        out += f"| {r['phase'] or 'any'} | `{r['family']}` | {r['difference']} | {r['reason']} |\n"
+    return out
+
+
+def accepted_table(cmp: Comparison) -> pd.DataFrame:
+    """The [accept] entries against the comparison: each accepted (phase, family) with what differed
+    there and the reason; an entry that matches nothing compared is listed as not found."""
+    accept = cmp.config.get("accept", {}) or {}
+    fam = cmp.table[cmp.table["family"] != "TOTAL"]
+    rows = []
+    for key, reason in accept.items():
+        phase, family = (key.split(":", 1) if key.split(":", 1)[0] in PHASE_WORDS else (None, key))
+        hit = fam[(fam["family"] == family) & ((fam["phase"].map(_base_phase) == phase) if phase else True)]
+        if hit.empty:
+            rows.append({"phase": phase, "family": family, "difference": "not found in this comparison",
+                         "reason": reason, "found": False})
+        for r in hit.to_dict(orient="records"):
+            what = ("no difference" if r["status"] == "match" else
+                    f"{r['status']} (mock {r['mock_count']:g} / E2E {r['e2e_count']:g} per forward)")
+            rows.append({"phase": r["phase"], "family": family, "difference": what, "reason": reason, "found": True})
+    return pd.DataFrame(rows, columns=["phase", "family", "difference", "reason", "found"])
+
+
+PHASE_WORDS = ("context", "generation", "mixed")
+
+
+def _base_phase(key: str) -> str:
+    """``generation (rank 0)`` -> ``generation``."""
+    return key.split(" (", 1)[0]
 
 
 def pairing_lines(table: pd.DataFrame) -> list[str]:
@@ -150,11 +189,20 @@ def _check(name, passed, value, threshold, reason, kernels=()) -> dict:
             "kernels": list(kernels)}
 
 
-def evaluate(cmp: Comparison, bench: dict | None = None) -> list[dict]:
+def evaluate(cmp: Comparison, bench: dict | None = None, accepted: pd.DataFrame | None = None) -> list[dict]:
     cfg = cmp.config["verdict"]
     t = cmp.table
     fam = t[t["family"] != "TOTAL"]
     tot = t[t["family"] == "TOTAL"].set_index("phase")
+    if accepted is not None and accepted["found"].any():
+        # accepted families leave the checks, and their kernels and time both sides' totals
+        acc = accepted[accepted["found"]]
+        drop = fam.set_index(["phase", "family"]).index.isin(list(zip(acc["phase"], acc["family"])))
+        gone = fam[drop].groupby("phase")[["mock_count", "e2e_count", "mock_ns", "e2e_ns"]].sum()
+        fam = fam[~drop]
+        tot = tot.copy()
+        for c in gone.columns:
+            tot.loc[gone.index, c] = tot.loc[gone.index, c] - gone[c]
     phases = sorted(set(fam["phase"]))
     checks = []
 
@@ -278,10 +326,11 @@ def _bench_check(bench: dict, limit: float) -> dict:
 
 
 def verdict(mock=None, e2e=None, op: str | None = None, bench: str | os.PathLike | dict | None = None,
-            store=None, record_in_store: bool = True, **options) -> Verdict:
+            store=None, record_in_store: bool = True, accept: dict[str, str] | None = None, **options) -> Verdict:
     """The checklist for ``op``; without ``mock``/``e2e`` the newest comparable stored pair of that op.
     The verdict is recorded in the store (``v.recorded``), which ``align collect`` obeys;
-    ``record_in_store=False`` only looks. ``options`` as :func:`align.compare.diff.compare`."""
+    ``record_in_store=False`` only looks. ``accept``: known differences, ``{"FAMILY": "reason"}``, on
+    top of the config's [accept]. ``options`` as :func:`align.compare.diff.compare`."""
     from align.store import Store
 
     store = store or Store()
@@ -291,6 +340,10 @@ def verdict(mock=None, e2e=None, op: str | None = None, bench: str | os.PathLike
             raise AlignError("no profiles given", f"pass {arg('mock')} and {arg('e2e')}, or {arg('op')} to use the newest stored ones")
         mock, e2e, chosen = newest_pair(store, op, mock, e2e)
     cmp = compare(mock, e2e, op=op, store=store, **options)
+    for family, why in (accept or {}).items():
+        if not isinstance(why, str) or not why.strip():
+            raise AlignError(f"accepting {family!r} needs a reason", f"pass {arg('accept')}={{{family!r}: 'why'}}")
+    cmp.config = {**cmp.config, "accept": {**cmp.config.get("accept", {}), **(accept or {})}}
     v = judge(cmp, _read_bench(bench) if bench is not None else None)
     v.chosen = chosen
     if record_in_store:
@@ -299,10 +352,12 @@ def verdict(mock=None, e2e=None, op: str | None = None, bench: str | os.PathLike
 
 
 def judge(cmp: Comparison, bench: dict | None = None) -> Verdict:
-    """The checklist of an existing comparison."""
-    checks = pd.DataFrame(evaluate(cmp, bench), columns=["name", "passed", "value", "threshold", "reason", "kernels"])
+    """The checklist of an existing comparison ([accept] entries of its config left out, and listed)."""
+    accepted = accepted_table(cmp)
+    checks = pd.DataFrame(evaluate(cmp, bench, accepted),
+                          columns=["name", "passed", "value", "threshold", "reason", "kernels"])
     return Verdict(op=cmp.op, passed=bool(checks["passed"].all()), checks=checks, mock=cmp.mock.path,
-                   e2e=cmp.e2e.path, comparison=cmp)
+                   e2e=cmp.e2e.path, comparison=cmp, accepted=accepted)
 
 
 def record(v: Verdict, store) -> Path:
