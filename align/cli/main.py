@@ -54,7 +54,8 @@ E2EPhaseOpt = typer.Option([], "--e2e-phase", metavar="REGEX=PHASE",
 PhaseMapOpt = typer.Option(None, "--phase-map", help="TOML with [mock] and [e2e] tables of REGEX = PHASE")
 E2EPidOpt = typer.Option(None, "--pid", help="E2E side: only this process")
 E2EDeviceOpt = typer.Option(None, "--device", help="E2E side: only this GPU")
-E2ERankOpt = typer.Option(None, "--rank", help="E2E side: only this rank")
+E2ERankOpt = typer.Option(None, "--rank", help="E2E side: only this rank, or all (every rank, compared one by one "
+                                                 "and summarised: spread across ranks, the outlier rank)")
 # every mock-vs-E2E command (diff, verdict, report) takes these, declared once: (name, annotation, option)
 PAIR_OPTIONS = [
     ("phase", "Optional[str]", PairPhaseOpt), ("mock_range", "Optional[str]", MockRangeOpt),
@@ -62,7 +63,7 @@ PAIR_OPTIONS = [
     ("mock_phase", "list[str]", MockPhaseOpt), ("e2e_phase", "list[str]", E2EPhaseOpt),
     ("phase_map", "Optional[Path]", PhaseMapOpt), ("config", "Optional[Path]", ThresholdsOpt),
     ("ops_file", "Optional[Path]", OpsFileOpt), ("pid", "Optional[int]", E2EPidOpt),
-    ("device", "Optional[int]", E2EDeviceOpt), ("rank", "Optional[int]", E2ERankOpt),
+    ("device", "Optional[int]", E2EDeviceOpt), ("rank", "Optional[str]", E2ERankOpt),
     ("store", "Optional[Path]", StoreOpt),
 ]
 
@@ -82,13 +83,18 @@ class PairArgs:
     ops_file: Optional[Path]
     pid: Optional[int]
     device: Optional[int]
-    rank: Optional[int]
+    rank: Optional[str]
     store: Optional[Path]
 
     def compare_kwargs(self) -> dict:
+        rank = self.rank
+        if rank is not None and rank != "all":
+            if not rank.strip().lstrip("-").isdigit():
+                raise AlignError(f"--rank {rank!r} is neither a rank number nor all", "pass --rank 0, --rank 1, ... or --rank all")
+            rank = int(rank)
         return {"phase": self.phase, "mock_range": self.mock_range, "e2e_range": self.e2e_range, "skip": self.skip,
                 "config": self.config, "ops_file": self.ops_file, "store": _store(self.store),
-                "e2e_select": {"pid": self.pid, "device": self.device, "rank": self.rank},
+                "e2e_select": {"pid": self.pid, "device": self.device, "rank": rank},
                 **_phase_maps(self.mock_phase, self.e2e_phase, self.phase_map)}
 
 
@@ -158,7 +164,7 @@ def _accepts(families: list[str], reason: str | None) -> dict[str, str] | None:
 def _say_pairing(cmp, table: bool) -> None:
     """What was compared with what: the op (when inferred) and the pairing of phases, as a table on
     stdout in table format, else as lines on stderr (stdout stays what a script parses)."""
-    from align.compare.verdict import pairing_lines, pairing_view
+    from align.compare.verdict import pairing_lines, pairing_view, rank_lines
 
     if cmp.op_reason:
         err.print(cmp.op_reason, markup=False)
@@ -170,6 +176,8 @@ def _say_pairing(cmp, table: bool) -> None:
     for r in cmp.launch.to_dict(orient="records"):
         err.print(f"launch: {r['phase']}: {'same, ' if r['same'] else 'DIFFERS: '}mock {r['mock']}, E2E {r['e2e']}",
                   markup=False)
+    for line in rank_lines(cmp.ranks):
+        err.print(f"ranks: {line}", markup=False)
     shapes = cmp.shapes
     differ = shapes[~shapes["same"].astype(bool)].to_dict(orient="records") if len(shapes) else []
     for r in differ[:10]:

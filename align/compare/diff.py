@@ -249,6 +249,13 @@ class Comparison:
         return compare_modes(launch_modes(self.mock), launch_modes(self.e2e))
 
     @cached_property
+    def ranks(self) -> pd.DataFrame:
+        """A multi-process E2E run compared process by process: per phase, each rank's E2E latency
+        and kernels per forward, the mock/E2E ratio, its deviation from the ranks' median, and the
+        spread across ranks and the outlier rank (empty for a one-process E2E run)."""
+        return rank_summary(self.table)
+
+    @cached_property
     def shapes(self) -> pd.DataFrame:
         """Per (phase, family) on both sides, their launch shapes and why they differ (shapes.py);
         read on demand from the kernel table."""
@@ -274,6 +281,9 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: in
     if phase is not None and phase not in PHASES:
         raise AlignError(f"unknown phase {phase!r}", f"use {' or '.join(PHASES[1:])} (or all)")
     msd = as_side(mock, "mock", mock_range, mock_phase)
+    every_rank = (e2e_select or {}).get("rank") == "all"
+    if every_rank:  # every rank of a multi-process E2E run, each paired and compared on its own
+        e2e_select = {k: v for k, v in e2e_select.items() if k != "rank"}
     esd = as_side(e2e, "e2e", e2e_range, e2e_phase, e2e_select)
     cfg = config if isinstance(config, dict) else load_config(config)
     registry = load_registry(ops_file)
@@ -286,6 +296,10 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: in
     e = op_side(eview, "e2e", op, e2e_range, cfg)
     pairing = _pair(m, e, cfg["pairing"])
     keys = pairing.keys
+    if every_rank and not any(" (" in k for k in keys):
+        raise AlignError(f"every rank was asked for, but the E2E profile {e.path} has one "
+                         "process with the op's forwards",
+                         "compare it as it is (leave the rank out), or pass the export of a multi-process run")
     if phase is not None:
         present = sorted({_base(k) for k in keys})
         keys = [k for k in keys if _base(k) == phase]
@@ -313,6 +327,25 @@ def _comparability(m: Side, e: Side) -> Comparability:
     for ph in sorted(set(fm["phase"].astype(str)) & set(fe["phase"].astype(str))):
         kept[ph] = (int((fm["kept"] & (fm["phase"] == ph)).sum()), int((fe["kept"] & (fe["phase"] == ph)).sum()))
     return assess(environment(m.view.profile, m.view.where), environment(e.view.profile, e.view.where), kept)
+
+
+def rank_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """From a family table keyed ``phase (rank N)``: one row per (phase, rank)."""
+    tot = table[(table["family"] == "TOTAL") & table["phase"].str.contains(" (", regex=False)]
+    cols = ["phase", "rank", "e2e_ns", "e2e_kernels", "ratio", "deviation_pct", "spread_pct", "outlier"]
+    if tot.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for ph, g in tot.groupby(tot["phase"].map(_base), sort=False):
+        med = float(g["e2e_ns"].median())
+        dev = (g["e2e_ns"] - med) / med * 100 if med else g["e2e_ns"] * 0.0
+        spread = float((g["e2e_ns"].max() - g["e2e_ns"].min()) / med * 100) if med else 0.0
+        outlier = g["phase"].iloc[int(np.argmax(np.abs(dev.to_numpy())))].split(" (", 1)[1].rstrip(")")
+        for r, d in zip(g.to_dict(orient="records"), dev):
+            rows.append({"phase": ph, "rank": r["phase"].split(" (", 1)[1].rstrip(")"), "e2e_ns": r["e2e_ns"],
+                         "e2e_kernels": r["e2e_count"], "ratio": r["latency_ratio"], "deviation_pct": float(d),
+                         "spread_pct": spread, "outlier": outlier})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def _base(key: str) -> str:

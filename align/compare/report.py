@@ -128,6 +128,64 @@ def forward_timeline(cmp: Comparison, phase: str, width: int = 900, height: int 
     return "\n".join(parts)
 
 
+SEQ_COLORS = {"=": "#9e9e9e", "~": "#ef6c00", "+": "#c62828", "-": "#1565c0"}
+SEQ_WORDS = {"=": "same family", "~": "other family in its place", "+": "mock only", "-": "E2E only"}
+
+
+def kernel_timeline(cmp: Comparison, phase: str, width: int = 900, lane: int = 26) -> str:
+    """One forward of each side (the kept one of median latency), each kernel (and memcpy/memset) at its start offset
+    within the forward with its duration; colours from the alignment of the two kernel sequences
+    (sequence.py), so the place where they diverge shows."""
+    from align.compare.sequence import edit_alignment, representative_forward
+
+    fws = {}
+    for side in (cmp.mock, cmp.e2e):
+        fws[side.label] = representative_forward(side.items, side.forwards.forwards, phase)
+    if any(f.empty for f in fws.values()):
+        return ""
+    a, b = (fws[x]["family"].astype(str).tolist() for x in ("mock", "e2e"))
+    try:
+        pairs = edit_alignment(a, b)
+    except ValueError:
+        return ""  # too long to align: the table and the other plots remain
+    ops = {"mock": ["+"] * len(a), "e2e": ["-"] * len(b)}
+    for i, j in pairs:
+        if i is not None and j is not None:
+            ops["mock"][i] = ops["e2e"][j] = "=" if a[i] == b[j] else "~"
+    span = max(float((f["start"] + f["duration"]).max() - f["start"].min()) for f in fws.values()) or 1.0
+    ticks = nice_ticks(0, span / 1e3, 8)
+    left, top = 84, 22
+    height = top + 2 * lane + 40
+    sx = (width - left - 20) / (ticks[-1] * 1e3 or 1.0)
+    parts = [f'<svg class="kernels" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+             f'xmlns="http://www.w3.org/2000/svg" role="img" aria-label="kernels of one forward, {_esc(phase)}">',
+             f'<text x="{left}" y="{top - 8}" font-size="11">kernels of one forward by start offset: '
+             + ", ".join(f'<tspan fill="{SEQ_COLORS[o]}">{w}</tspan>' for o, w in SEQ_WORDS.items()) + "</text>"]
+    axis_y = top + 2 * lane + 6
+    parts.append(f'<line x1="{left}" y1="{axis_y}" x2="{width - 10}" y2="{axis_y}" stroke="#999"/>')
+    for v in ticks:
+        x = left + v * 1e3 * sx
+        parts.append(f'<line class="tick" x1="{x:.1f}" y1="{axis_y}" x2="{x:.1f}" y2="{axis_y + 4}" stroke="#999"/>')
+        parts.append(f'<text class="tick" x="{x:.1f}" y="{axis_y + 14}" font-size="9" text-anchor="middle">'
+                     f"{_num(v, 1 if ticks[-1] < 10 else 0)}</text>")
+    parts.append(f'<text x="{width - 10}" y="{axis_y + 28}" font-size="11" text-anchor="end">us from the '
+                 "forward's first kernel</text>")
+    for row, label in enumerate(("mock", "e2e")):
+        f = fws[label]
+        y = top + row * lane
+        parts.append(f'<text x="{left - 7}" y="{y + lane / 2 + 3:.1f}" font-size="11" text-anchor="end">'
+                     f'{"mock" if label == "mock" else "E2E"}</text>')
+        t0 = float(f["start"].min())
+        for (st, du, fam), op in zip(f[["start", "duration", "family"]].itertuples(index=False), ops[label]):
+            x = left + (float(st) - t0) * sx
+            w = max(float(du) * sx, 1.0)
+            parts.append(f'<rect class="kernel {label}" x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{lane - 6}" '
+                         f'fill="{SEQ_COLORS[op]}"><title>{_esc(fam)}: +{(float(st) - t0) / 1e3:,.1f} us, '
+                         f"{float(du) / 1e3:,.1f} us ({SEQ_WORDS[op]})</title></rect>")
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
 def _threshold(v) -> str:
     return "" if v is None else f"{v:g}" if isinstance(v, (int, float)) else str(v)
 
@@ -183,6 +241,11 @@ def render_html(verdict: Verdict) -> str:
                   "and on what evidence</p>", _table_html(pairing_view(verdict.pairing))]
     if cmp.op_reason:
         parts.append(f"<p class='meta'>{_esc(cmp.op_reason)}</p>")
+    if len(cmp.ranks):
+        from align.compare.verdict import rank_lines
+
+        parts += ["<h2>Ranks</h2>", "".join(f"<p class='meta'>{_esc(x)}</p>" for x in rank_lines(cmp.ranks)),
+                  _table_html(cmp.ranks.drop(columns=["spread_pct", "outlier"]))]
     if not cmp.launch.empty:
         parts += ["<h2>Launch mode</h2>", "<p class='meta'>how each side launched the op's kernels, per forward "
                   "(CUDA-graph replay or eager) and the CPU time inside the launch calls</p>",
@@ -197,6 +260,7 @@ def render_html(verdict: Verdict) -> str:
         parts.append(f"<h2>{_esc(phase)}</h2>")
         parts.append(family_bars(cmp.table, phase))
         parts.append(forward_timeline(cmp, phase))
+        parts.append(kernel_timeline(cmp, phase))
         parts.append(_table_html(cmp.table[cmp.table["phase"] == phase].drop(columns=["phase"]), status_col="status"))
     parts.append("</body></html>")
     return "\n".join(p for p in parts if p)

@@ -21,7 +21,7 @@ MAX_SHOWN = 3  # distinct shapes shown per side
 def _shape_rows(side) -> "pd.DataFrame":
     """Kernels of the side's kept forwards with their family, phase and launch configuration."""
     fw = side.forwards.forwards
-    items = side.items[side.items["forward"].isin(set(fw.loc[fw["kept"], "forward"]))]
+    items = side.items[side.items["forward"].isin(set(fw.loc[fw["kept"], "forward"]))].reset_index(drop=True)
     if items.empty or side.view is None:
         return pd.DataFrame()
     det = side.view.launch_details(items)

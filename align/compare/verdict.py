@@ -66,6 +66,8 @@ class Verdict:
             out["comparability"] = cmp.comparability.to_dict()
         if self.accepted is not None and len(self.accepted):
             out["accepted"] = plain_rows(self.accepted)
+        if cmp is not None and len(cmp.ranks):
+            out["ranks"] = {"per_rank": plain_rows(cmp.ranks), "summary": rank_lines(cmp.ranks)}
         if cmp is not None and cmp.op_reason:
             out["op_chosen"] = cmp.op_reason
         if self.chosen:
@@ -86,7 +88,21 @@ class Verdict:
             reason = r["reason"].replace("|", "\\|")
             head += (f"| {r['name']} | {'pass' if r['passed'] else '**FAIL**'} | {_fmt(r['value'])} | "
                      f"{_fmt(r['threshold'])} | {reason} |\n")
+        ranks = self.comparison.ranks if self.comparison is not None else pd.DataFrame()
+        if len(ranks):
+            head += "\n**Ranks**: " + "; ".join(rank_lines(ranks)) + "\n"
         return head + accepted_markdown(self.accepted) + pairing_markdown(self.pairing)
+
+
+def rank_lines(ranks: pd.DataFrame) -> list[str]:
+    """Per phase of a multi-process E2E run: ranks, their E2E latency range, spread and outlier."""
+    out = []
+    for ph, g in ranks.groupby("phase", sort=False):
+        worst = g[g["rank"] == g["outlier"].iloc[0]].iloc[0]
+        out.append(f"{ph}: {len(g)} ranks, E2E {g['e2e_ns'].min() / 1e3:,.1f}-{g['e2e_ns'].max() / 1e3:,.1f} us per "
+                   f"forward (spread {g['spread_pct'].iloc[0]:.2f} %), mock/E2E {g['ratio'].min():.2f}-"
+                   f"{g['ratio'].max():.2f}x; outlier {worst['rank']} ({worst['deviation_pct']:+.2f} % from the median)")
+    return out
 
 
 def accepted_markdown(accepted: pd.DataFrame | None) -> str:
