@@ -17,10 +17,12 @@ M=mock/examples
 for model in ${MODELS:-llama dsa}; do
   op=attention; [ "$model" = dsa ] && op=dsa
   # planted faults: another dtype, another attention implementation, a sub-op left out, a wrong shape
+  # (4x the prompt), a wrong batch (8 requests where the E2E run has 4)
   capture hf_${model}_mock_fp32 mock $op -- $PY $M/hf_attention_mock.py --model $model --dtype fp32
   capture hf_${model}_mock_eager mock $op -- $PY $M/hf_attention_mock.py --model $model --attn-impl eager
   capture hf_${model}_mock_missing mock $op -- $PY $M/hf_attention_mock.py --model $model --plant missing
   capture hf_${model}_mock_shape mock $op -- $PY $M/hf_attention_mock.py --model $model --seq 2048
+  capture hf_${model}_mock_batch mock $op -- $PY $M/hf_attention_mock.py --model $model --batch 8
   if [ "$model" = dsa ]; then
     # E2E shaped as engines run: TensorRT-LLM step ranges (context, generation, mixed); two processes
     capture hf_dsa_e2e_steps e2e dsa -- $PY $M/hf_generate.py --model dsa --engine-steps
