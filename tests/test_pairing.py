@@ -24,8 +24,9 @@ OPS = {"llama": "attention", "dsa": "dsa"}
 CHECKS = {"names", "counts", "latency", "missing", "extra"}
 # fault -> (checks that must fail: the ones naming the fault, checks that may also fail: what the fault explains)
 FAULTS = {
-    "fp32": ({"names", "missing", "extra"}, {"counts", "latency"}),       # other GEMM / attention kernels, casts
-    "eager": ({"names", "missing", "extra"}, {"counts", "latency"}),      # softmax + bmm instead of SDPA's kernel
+    # other GEMM / attention kernels, casts; fp32 tensors also launch copies on more blocks (shapes)
+    "fp32": ({"names", "missing", "extra"}, {"counts", "latency", "shapes"}),
+    "eager": ({"names", "missing", "extra"}, {"counts", "latency", "shapes"}),  # softmax + bmm instead of SDPA's
     "missing": ({"missing", "names"}, {"counts", "latency"}),             # a sub-op left out adds nothing: never extra
 }
 
@@ -99,11 +100,24 @@ def test_each_fault_fails_for_its_reason(model, fault):
 @pytest.mark.parametrize("model", ["llama", "dsa"])
 def test_wrong_shape_fails_latency(model):
     rc, v, _ = verdict_json(model, f"hf_{model}_mock_shape")
-    assert rc == 1 and "latency" in failed(v)
+    assert rc == 1 and {"latency", "shapes"} <= failed(v)
     ratio = next(c for c in v["checks"] if c["name"] == "latency")["value"]["context"]
     assert ratio > 2  # 4x the prompt
     if model == "llama":
-        assert failed(v) == {"latency"}  # same kernels, same counts: only the time is off
+        assert failed(v) == {"latency", "shapes"}  # same kernels, same counts: the time and the grids are off
+    assert_nothing_empty(v)
+
+
+@pytest.mark.parametrize("model", ["llama", "dsa"])
+def test_wrong_batch_fails_shapes(model):
+    """8 requests where the E2E run has 4 (hf_*_mock_batch): the Llama mock launches the same kernels
+    with latency within 2x, so only its grids tell; DSA's top-k also changes kernels."""
+    rc, v, _ = verdict_json(model, f"hf_{model}_mock_batch")
+    assert rc == 1 and "shapes" in failed(v)
+    if model == "llama":
+        assert failed(v) == {"shapes"}
+    why = reason(v, "shapes")
+    assert "another problem size (batch, sequence or heads)" in why
     assert_nothing_empty(v)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 import align
 
-from .conftest import PROGRAMS, run_align
+from .conftest import PROGRAMS, ROOT, run_align
 
 pytestmark = pytest.mark.nsys
 
@@ -247,3 +247,23 @@ def test_nvtx_package_that_nsys_2022_drops_is_named(nsys, tmp_path):
     assert "install nvtx==0.2.11" in r.stderr
     meta = json.loads((tmp_path / "s" / "n" / "meta.json").read_text())
     assert "0.2.12 on is not recorded" in meta["warning"]
+
+
+def test_a_planted_capture_is_recorded_and_never_the_newest_pair(nsys, tmp_path):
+    """align profile --planted records what the capture planted; align verdict --op never takes it,
+    however new (here: the newest mock of op dsa, captured after the shipped ones)."""
+    from align.compare.verdict import newest_pair
+    from align.store import Store
+
+    store = tmp_path / "profiles"
+    shutil.copytree(ROOT / "profiles" / "examples" / "hf_dsa_mock", store / "examples" / "hf_dsa_mock")
+    shutil.copytree(ROOT / "profiles" / "examples" / "hf_dsa_e2e", store / "examples" / "hf_dsa_e2e")
+    r = run_align("profile", "mock", "-q", "--name", "fault", "--op", "dsa", "--planted", "a test fault",
+                  "--store", str(store), "--trace", "nvtx", "--", sys.executable, "-c", "pass")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((store / "fault" / "meta.json").read_text())
+    assert meta["planted"] == "a test fault" and meta["op"] == "dsa"
+    mock, e2e, how = newest_pair(Store(store), "dsa")
+    assert mock.endswith("hf_dsa_mock") and "fault" not in how
+    bad = run_align("profile", "mock", "--planted", " ", "--store", str(store), "--", sys.executable, "-c", "pass")
+    assert bad.returncode == 2 and "--planted names what a test capture planted" in bad.stderr

@@ -45,7 +45,8 @@ def test_html_report_renders_in_chromium(chromium, tmp_path, mock, status):
     assert f"align verdict: {status}" in dom.stdout
     # the browser parsed both plots of both phases: one bar per family and side, one point per forward
     assert len(re.findall(r'class="bar mock"', dom.stdout)) == len(re.findall(r'class="bar e2e"', dom.stdout)) > 10
-    assert dom.stdout.count("<svg") == 4 and len(re.findall(r'class="point ', dom.stdout)) > 40
+    assert dom.stdout.count("<svg") == 6 and len(re.findall(r'class="point ', dom.stdout)) > 40
+    assert len(re.findall(r'class="kernel mock"', dom.stdout)) > 10 and len(re.findall(r'class="kernel e2e"', dom.stdout)) > 10
     assert "Uncaught" not in dom.stderr and "CONSOLE" not in dom.stderr
     shot = tmp_path / "shot.png"
     s = _browse(chromium, html, tmp_path, f"--screenshot={shot}", "--window-size=1200,1600")
@@ -74,11 +75,16 @@ def test_plots_have_axes_with_round_ticks_covering_the_data(chromium, tmp_path):
     assert r.returncode == 0, r.stderr
     dom = _browse(chromium, html, tmp_path, "--dump-dom").stdout
     svgs = re.findall(r"<svg.*?</svg>", dom, re.S)
-    assert len(svgs) == 4
+    assert len(svgs) == 6
     for svg in svgs:
         ticks = re.findall(r'<text class="tick"[^>]*text-anchor="(end|middle)">([\d,.]+)</text>', svg)
         numbers = {a: [float(v.replace(",", "")) for k, v in ticks if k == a] for a in ("end", "middle")}
-        if 'class="timeline"' in svg:  # y ticks end-anchored left of the axis, forward numbers under it
+        if 'class="kernels"' in svg:  # start offsets in us from 0 past the last kernel's end
+            ends = [float(a.replace(",", "")) + float(b.replace(",", ""))
+                    for a, b in re.findall(r": \+([\d,.]+) us, ([\d,.]+) us \(", svg)]
+            xs = numbers["middle"]
+            assert len(ends) > 10 and len(xs) >= 3 and xs == sorted(xs) and xs[0] == 0 and xs[-1] >= max(ends)
+        elif 'class="timeline"' in svg:  # y ticks end-anchored left of the axis, forward numbers under it
             values = [float(x.replace(",", "")) for x in re.findall(r"<title>(?:mock|e2e): ([\d,]+) ns", svg)]
             ys, xs = numbers["end"], numbers["middle"]
             assert len(ys) >= 3 and ys == sorted(ys) and ys[0] <= min(values) and ys[-1] >= max(values)

@@ -28,7 +28,7 @@ def test_aligned_pairs_launch_the_same_shapes(mock, e2e, op):
 
 def test_a_mock_with_4x_the_prompt_is_named_by_its_grids():
     v = verdict(EX / "hf_llama_mock_shape", EX / "hf_llama_e2e", op="attention")
-    assert set(v.checks.loc[~v.checks["passed"], "name"]) == {"latency"}
+    assert set(v.checks.loc[~v.checks["passed"], "name"]) == {"latency", "shapes"}
     t = v.comparison.shapes.set_index(["phase", "family"])
     mul = t.loc[("context", "elementwise_kernel:MulFunctor")]
     assert not mul["same"] and mul["cause"] == ("another problem size (batch, sequence or heads): "
@@ -36,7 +36,7 @@ def test_a_mock_with_4x_the_prompt_is_named_by_its_grids():
     sdpa = t.loc[("generation", "cudnn_sdpa_sm80_flash_fprop")]  # decode over 4x the cache
     assert sdpa["cause"].endswith("grid x 16 vs 4 (4x)")
     why = v.checks.set_index("name").loc["latency", "reason"]
-    assert "launch shapes differ in 7 families: context:nvjet_tst_gemm (another kernel configuration" in why
+    assert "launch shapes differ in 7 families: context:nvjet_tst_gemm (another kernel instantiation" in why
 
 
 def test_token_kernels_give_the_tokens():

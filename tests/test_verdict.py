@@ -31,7 +31,7 @@ def reason(v, name: str) -> str:
 def test_aligned_mock_passes():
     v = verdict(EX / "attn_mock", EX / "llama_e2e", op="attention")
     assert v.passed, v.checks[["name", "reason"]].to_string()
-    assert list(v.checks["name"]) == ["names", "counts", "latency", "missing", "extra", "graph"]
+    assert list(v.checks["name"]) == ["names", "counts", "latency", "missing", "extra", "shapes", "graph"]
     assert (v.comparison.table["status"] == "match").all()
     assert reason(v, "graph") == "the mock launches as the E2E run does: context eager, generation graph"
 
@@ -89,7 +89,7 @@ def test_other_dtype():
 
 def test_several_times_slower():
     v = verdict(EX / "attn_mock_slow", E2E, op="attention")
-    assert failed(v) == {"latency"}
+    assert failed(v) == {"latency", "shapes"}  # 8x the tokens: the same kernels on bigger grids
     ratio = v.checks.set_index("name").loc["latency", "value"]["context"]
     assert ratio > 2.0 and "context" in reason(v, "latency")
 
@@ -155,7 +155,7 @@ def test_cli_exit_codes_and_json():
     assert data["passed"] is True and data["op"] == "attention"
     for c in data["checks"]:
         assert set(c) == {"name", "passed", "value", "threshold", "reason", "kernels"}
-        assert c["name"] in ("names", "counts", "latency", "missing", "extra", "graph", "bench")
+        assert c["name"] in ("names", "counts", "latency", "missing", "extra", "shapes", "graph", "bench")
     r = run_align("verdict", "--op", "attention", "--mock", str(EX / "attn_mock_extra"), "--e2e", str(E2E))
     assert r.returncode == 1 and "FAIL" in r.stdout
     r = run_align("verdict", "--op", "attention", "--mock", str(EX / "nope"), "--e2e", str(E2E))

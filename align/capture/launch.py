@@ -100,8 +100,11 @@ def build_command(nsys: NsysInfo, output_base: Path, options: ProfileOptions, cm
 
 def profile(cmd: list[str], kind: str = "mock", name: str | None = None, store: st.Store | None = None,
             options: ProfileOptions | None = None, nsys: NsysInfo | None = None, overwrite: bool = False,
-            quiet: bool = False, export: bool = True, op: str | None = None) -> ProfileResult:
-    """Profile ``cmd`` under nsys into ``store/<name>/`` and export it; see the module docstring."""
+            quiet: bool = False, export: bool = True, op: str | None = None,
+            planted: str | None = None) -> ProfileResult:
+    """Profile ``cmd`` under nsys into ``store/<name>/`` and export it; see the module docstring.
+    ``planted``: what was planted in this run to test the checks (recorded; such a capture is never
+    taken as the newest pair of its op)."""
     if not cmd:
         raise AlignError("no command to profile", "put it after --, e.g. align profile mock -- python mock.py")
     options = options or ProfileOptions()
@@ -110,7 +113,7 @@ def profile(cmd: list[str], kind: str = "mock", name: str | None = None, store: 
     store, name, entry, started = new_entry(store, name, kind, overwrite)
     try:
         with terminate_as_interrupt() as stop:
-            return _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, stop)
+            return _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, stop, planted)
     finally:
         store.release(name)
 
@@ -146,11 +149,12 @@ def terminate_as_interrupt():
         signal.signal(signal.SIGTERM, old)
 
 
-def _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, stop) -> ProfileResult:
+def _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, stop, planted=None) -> ProfileResult:
     base = entry / Path(st.REPORT).stem
     log = entry / st.LOG
     nsys_cmd = build_command(nsys, base, options, cmd)
-    meta = start_meta(name, kind, op, cmd, nsys, nsys_cmd, options, started)
+    meta = start_meta(name, kind, op, cmd, nsys, nsys_cmd, options, started,
+                      **({"planted": planted} if planted else {}))
     write_meta(entry, meta)
     t0 = time.monotonic()
     status = "ok"

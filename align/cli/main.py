@@ -161,25 +161,27 @@ def _accepts(families: list[str], reason: str | None) -> dict[str, str] | None:
     return {f: reason for f in families}
 
 
-def _say_pairing(cmp, table: bool) -> None:
+def _say_pairing(cmp, table: bool, details: bool = True) -> None:
     """What was compared with what: the op (when inferred) and the pairing of phases, as a table on
-    stdout in table format, else as lines on stderr (stdout stays what a script parses)."""
+    stdout in table format, else as lines on stderr (stdout stays what a script parses); with
+    ``details``, comparability, launch mode, ranks and launch shapes as lines on stderr too (a report
+    has them on its page)."""
     from align.compare.verdict import pairing_lines, pairing_view, rank_lines
 
     if cmp.op_reason:
         err.print(cmp.op_reason, markup=False)
-    c = cmp.comparability
+    c = cmp.comparability if details else None
     if c is not None:
         err.print(c.line(), markup=False)
         for w in c.warnings:
             err.print(f"comparability: WARNING {w}", markup=False)
-    for r in cmp.launch.to_dict(orient="records"):
+    for r in (cmp.launch.to_dict(orient="records") if details else []):
         err.print(f"launch: {r['phase']}: {'same, ' if r['same'] else 'DIFFERS: '}mock {r['mock']}, E2E {r['e2e']}",
                   markup=False)
-    for line in rank_lines(cmp.ranks):
+    for line in (rank_lines(cmp.ranks) if details else []):
         err.print(f"ranks: {line}", markup=False)
-    shapes = cmp.shapes
-    differ = shapes[~shapes["same"].astype(bool)].to_dict(orient="records") if len(shapes) else []
+    shapes = cmp.shapes if details else None
+    differ = shapes[~shapes["same"].astype(bool)].to_dict(orient="records") if details and len(shapes) else []
     for r in differ[:10]:
         err.print(f"shapes: {r['phase']}: {r['family']}: {r['cause']}", markup=False)
     if len(differ) > 10:
@@ -207,7 +209,8 @@ def doctor(fmt: Format = FormatOpt) -> None:
 
 # ---- profile -------------------------------------------------------------------------------
 def _profile(kind: str, ctx: typer.Context, name, op, store, trace, sample, cpuctxsw, cuda_graph_trace, capture_range,
-             nvtx_capture, capture_range_end, delay, duration, overwrite, quiet, fmt, serve=None) -> None:
+             nvtx_capture, capture_range_end, delay, duration, overwrite, quiet, fmt, serve=None,
+             planted: str | None = None) -> None:
     from align.capture.launch import ProfileOptions, profile
 
     cmd = ctx.meta.get("align_cmd")
@@ -224,11 +227,14 @@ def _profile(kind: str, ctx: typer.Context, name, op, store, trace, sample, cpuc
                              cpuctxsw=cpuctxsw or wide, cuda_graph_trace=cuda_graph_trace,
                              capture_range=capture_range, nvtx_capture=nvtx_capture,
                              capture_range_end=capture_range_end, delay=delay, duration=duration, extra=extra)
+    if planted is not None and (serving or not planted.strip()):
+        raise AlignError("--planted names what a test capture planted", 'e.g. --planted "8 requests where the E2E '
+                         'run has 4" (not with --serve)')
     if serving:
         result = _serve(cmd, serve, options, name, op, store, overwrite, quiet or fmt != Format.table)
     else:
         result = profile(cmd, kind=kind, name=name, store=_store(store), options=options, overwrite=overwrite,
-                         quiet=quiet or fmt != Format.table, op=op)
+                         quiet=quiet or fmt != Format.table, op=op, planted=planted)
     if result.meta.get("warning"):
         err.print(f"align: warning: {result.meta['warning']}", markup=False)
     if fmt == Format.table:
@@ -285,6 +291,8 @@ def _profile_command(kind: str, doc: str):
         ctx: typer.Context,
         name: Optional[str] = typer.Option(None, "--name", "-n", help="store entry name (default: KIND-TIMESTAMP)"),
         op: Optional[str] = typer.Option(None, "--op", help="the op this profile is for (align verdict --op finds it)"),
+        planted: Optional[str] = typer.Option(None, "--planted", help="what this capture planted to test the checks "
+                                                                      "(recorded; never taken as the newest pair)"),
         store: Optional[Path] = StoreOpt,
         trace: Optional[str] = typer.Option(None, "--trace", "-t",
                                             help="nsys --trace (default cuda,nvtx; with --serve cuda,nvtx,osrt)"),
@@ -327,7 +335,8 @@ def _profile_command(kind: str, doc: str):
         _profile(kind, ctx, name, op, store, trace, sample, cpuctxsw, cuda_graph_trace, capture_range, nvtx_capture,
                  capture_range_end, delay, duration, overwrite, quiet, fmt,
                  serve={"serve": serve, "preset": preset, "model": model, "tp": tp, "port": port, "ready_url": ready_url,
-                        "ready_timeout": ready_timeout, "report_timeout": report_timeout, "load": load})
+                        "ready_timeout": ready_timeout, "report_timeout": report_timeout, "load": load},
+                 planted=planted)
 
     return command
 
@@ -731,7 +740,7 @@ def report(
         check_target(markdown, "--markdown")
     v = run_verdict(mock, e2e, op=op, bench=bench, record_in_store=False, accept=_accepts(accept, reason),
                     **pair.compare_kwargs())
-    _say_pairing(v.comparison, False)
+    _say_pairing(v.comparison, False, details=False)
     write_text(output, render_html(v), "the report")
     err.print(f"[green]wrote[/] {output} ({'PASS' if v.passed else 'FAIL'})")
     if markdown:

@@ -51,6 +51,7 @@ BOUNDS = {
     ("verdict", "names_share"): (0, 1, False), ("verdict", "counts_tolerance"): (0, None, True),
     ("verdict", "latency_ratio"): (1, None, False), ("verdict", "missing_share"): (0, 1, True),
     ("verdict", "extra_share"): (0, 1, True), ("verdict", "bench_diff_pct"): (0, None, False),
+    ("verdict", "shape_tolerance"): (0, None, True),
     ("pairing", "min_family_overlap"): (0, 1, True), ("pairing", "shape_weight"): (0, None, True),
     ("pairing", "latency_split_ratio"): (1, None, False), ("pairing", "max_candidates"): (1, None, True),
 }

@@ -14,7 +14,7 @@ import re
 
 from align.lazy import pd
 
-COLUMNS = ["phase", "family", "same", "mock", "e2e", "cause"]
+COLUMNS = ["phase", "family", "same", "mock", "e2e", "cause", "beyond"]
 MAX_SHOWN = 3  # distinct shapes shown per side
 
 
@@ -77,9 +77,15 @@ def compare_shapes(mock, e2e, token_kernels: list[str] | None = None) -> "pd.Dat
         if same:
             extra = len(set(sb) - set(sa))
             cause = f"the E2E run also launched {extra} other shape(s)" if extra else ""
+        elif not set(ga["name"]) <= set(gb["name"]):
+            # other instantiations of the family's kernels (another dtype, vector width): their grids
+            # follow from that, not from the problem size; the names and counts checks speak to it
+            cause = "another kernel instantiation (its name differs: dtype, tile, vector width or variant)"
         else:
             cause = _cause(sa, sb, tokens is not None and bool(tokens.search(str(gb["name"].iloc[0]))))
-        out.append({"phase": ph, "family": fam, "same": same, "mock": _shown(sa), "e2e": _shown(sb), "cause": cause})
+        size = not same and not cause.startswith("another kernel instantiation")
+        out.append({"phase": ph, "family": fam, "same": same, "mock": _shown(sa), "e2e": _shown(sb), "cause": cause,
+                    "beyond": _beyond(sa, sb) if size else 0.0})
     return pd.DataFrame(out, columns=COLUMNS)
 
 
@@ -88,6 +94,22 @@ def _distinct(g: "pd.DataFrame") -> list[tuple]:
     keys = [(_grid(r), _config(r)) for r in g.to_dict(orient="records")]
     counts = pd.Series(keys).value_counts(sort=True)
     return list(counts.index)
+
+
+def _beyond(mock: list[tuple], e2e: list[tuple]) -> float:
+    """How far the mock's grids lie outside the range of the E2E run's, per dimension, as the largest
+    relative distance (0 when every mock grid value is within the E2E run's span): 2x the batch is
+    1.0, a decode one step past the E2E run's last cache length a fraction of a percent."""
+    worst = 0.0
+    for i in range(3):
+        lo, hi = min(g[i] for g, _ in e2e), max(g[i] for g, _ in e2e)
+        for g, _ in mock:
+            v = g[i]
+            if v > hi:
+                worst = max(worst, (v - hi) / hi)
+            elif v < lo:
+                worst = max(worst, (lo - v) / v)
+    return worst
 
 
 def _values(values) -> str:

@@ -5,6 +5,8 @@ counts   kernels per forward close (per family and in total)
 latency  total latency per forward, mock / E2E, within the ratio (default < 2x)
 missing  no E2E family absent from the mock
 extra    no mock family absent from the E2E run
+shapes   per family launched on both sides, the mock's grids within the span of the E2E run's
+         (``shape_tolerance`` beyond it at most): the same batch, sequence and heads
 graph    the op's kernels launched the same way on both sides, per phase: replayed from a CUDA
          graph, or eagerly (``[verdict] graph = false`` turns it off)
 bench    (with a decoder-submodule benchmark result) latency difference < 1 % and the same
@@ -292,6 +294,9 @@ def evaluate(cmp: Comparison, bench: dict | None = None, accepted: pd.DataFrame 
                              f"no kernel family only {where.split(' but ')[0]}" if not listed else
                              f"{len(listed)} kernel families {where}: {_names(listed)}", listed))
 
+    # shapes: the mock's kernels launched for the E2E run's problem size (seed 002: check the input shapes)
+    checks.append(_shapes_check(cmp, cfg["shape_tolerance"]))
+
     # graph: the op's kernels launched the same way on both sides (CUDA-graph replay or eager), seed 002
     if cfg.get("graph", True):
         checks.append(_graph_check(cmp.launch))
@@ -311,6 +316,26 @@ def _shape_words(cmp: Comparison) -> str:
     listed = [f"{r['phase']}:{r['family']} ({r['cause']})" for r in differ.to_dict(orient="records")]
     more = f" and {len(listed) - MAX_LISTED} more" if len(listed) > MAX_LISTED else ""
     return f"; launch shapes differ in {len(listed)} families: {', '.join(listed[:MAX_LISTED])}{more}"
+
+
+def _shapes_check(cmp: Comparison, tolerance: float) -> dict:
+    """Fails when a family's mock grids lie beyond the span of the E2E run's by more than
+    ``tolerance`` (relative): another batch, sequence or head count. Within the span (an E2E decode
+    walks through cache lengths) or near it, and tile choices alone, are information."""
+    t = cmp.shapes
+    if t.empty:
+        return _check("shapes", True, {}, tolerance, "no family launched on both sides has launch shapes to compare")
+    value = {ph: float(g["beyond"].max()) for ph, g in t.groupby("phase", sort=False)}
+    off = t[t["beyond"] > tolerance].sort_values("beyond", ascending=False)
+    if off.empty:
+        return _check("shapes", True, value, tolerance,
+                      "the mock's kernels run at the E2E run's problem size (grids within its span)")
+    listed = [f"{r['phase']}:{r['family']} ({r['cause']})" for r in off.to_dict(orient="records")]
+    more = f" and {len(listed) - MAX_LISTED} more" if len(listed) > MAX_LISTED else ""
+    return _check("shapes", False, value, tolerance,
+                  f"{len(listed)} families launched for another problem size than the E2E run's: "
+                  f"{', '.join(listed[:MAX_LISTED])}{more}", [f"{r['phase']}:{r['family']}"
+                                                             for r in off.to_dict(orient="records")])
 
 
 def _graph_check(launch: pd.DataFrame) -> dict:
@@ -405,12 +430,17 @@ def _read_bench(bench) -> dict:
 
 
 def _candidates(store, kind: str, op: str) -> pd.DataFrame:
-    """Stored profiles recorded as ``kind`` (mock or e2e, never aux) for ``op`` that finished and were exported."""
+    """Stored profiles recorded as ``kind`` (mock or e2e, never aux) for ``op`` that finished and were
+    exported, leaving out captures that planted a fault to test the checks (meta.json ``planted``)."""
+    from align.store import read_meta
+
     df = store.list()
     if "op" not in df:
         return df.iloc[0:0]
     ok = df["status"].isin(["ok"]) | df["status"].isna()
-    return df[(df["kind"] == kind) & (df["op"] == op) & df["sqlite"] & ok]
+    df = df[(df["kind"] == kind) & (df["op"] == op) & df["sqlite"] & ok]
+    planted = [bool(read_meta(store.root / n)[0].get("planted")) for n in df["name"]]
+    return df[[not p for p in planted]]
 
 
 def newest_pair(store, op: str, mock=None, e2e=None) -> tuple[str, str, str]:

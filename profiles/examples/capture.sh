@@ -17,11 +17,11 @@ capture attn_mock_profiler_api mock attention --capture-range cudaProfilerApi --
 capture llama_e2e e2e attention -- $PY mock/examples/llama_e2e.py
 capture llama_e2e_eager e2e attention -- $PY mock/examples/llama_e2e.py --eager
 # planted misalignments of the mock, for align verdict's tests (each must fail for its reason)
-capture attn_mock_extra mock attention -- $PY mock/examples/attention_mock.py --plant extra
-capture attn_mock_missing mock attention -- $PY mock/examples/attention_mock.py --plant missing
-capture attn_mock_count mock attention -- $PY mock/examples/attention_mock.py --plant count
-capture attn_mock_fp32 mock attention -- $PY mock/examples/attention_mock.py --dtype fp32
-capture attn_mock_slow mock attention -- $PY mock/examples/attention_mock.py --batch 16
+capture attn_mock_extra mock attention --planted "an extra kernel (GELU on the inputs inside the mock's range)" -- $PY mock/examples/attention_mock.py --plant extra
+capture attn_mock_missing mock attention --planted "a sub-op left out (no rotary embedding)" -- $PY mock/examples/attention_mock.py --plant missing
+capture attn_mock_count mock attention --planted "a count mismatch: o_proj applied twice" -- $PY mock/examples/attention_mock.py --plant count
+capture attn_mock_fp32 mock attention --planted "another dtype: float32" -- $PY mock/examples/attention_mock.py --dtype fp32
+capture attn_mock_slow mock attention --planted "8x the tokens (batch 16 where the E2E run has 2)" -- $PY mock/examples/attention_mock.py --batch 16
 # DeepSeek-V3.2 sparse attention (align_mock): the mock layer and a small E2E model built from it
 capture dsa_mock mock dsa -- $PY mock/examples/dsa_mock.py
 capture dsa_e2e e2e dsa -- $PY mock/examples/dsa_e2e.py
