@@ -10,7 +10,8 @@ its DynamicCache, so the KV length grows by one every step, as in a real run.
 TensorRT-LLM's executor writes it (``[Executor] _forward_step N: X ctx reqs, Y gen reqs``): a
 context step, generation steps, and one mixed step in which a new request's prefill joins the
 batch's decode. ``--procs N`` runs N worker processes (as a server's ranks do), each its own
-generate() on GPU ``i % device_count``.
+generate() on GPU ``i % device_count``; with ``--distributed`` they form a torch.distributed NCCL
+group and all-reduce every layer's attention output, as tensor-parallel ranks do.
 
 A warm-up ``generate()`` of two tokens runs first, before the hooks, as a server warms up.
 """
@@ -35,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=16, help="generated tokens per request")
     p.add_argument("--engine-steps", action="store_true", help="step loop with TensorRT-LLM-shaped step ranges")
     p.add_argument("--procs", type=int, default=1, help="worker processes, each running the whole generation")
+    p.add_argument("--distributed", action="store_true",
+                   help="with --procs: join the workers in a torch.distributed NCCL group and all-reduce each "
+                        "layer's attention output across them, as tensor-parallel ranks do after o_proj")
     p.add_argument("--record-inputs", action="store_true",
                    help="print what layers.0.self_attn receives at the first prefill and decode call")
     return p.parse_args(argv)
@@ -80,12 +84,33 @@ def engine_steps(model, prompt: torch.Tensor, new_tokens: int) -> list[str]:
     return steps
 
 
+def all_reduce_attention(model: torch.nn.Module) -> list:
+    """Tensor-parallel ranks all-reduce the attention output after o_proj: here every rank holds
+    the whole layer, so the sum over ranks is divided by their number (values unchanged, NCCL's
+    kernels and their wait as a TP run has them). Hooks registered after the NVTX ones: the
+    collective runs after the attention range closes, inside the layer's."""
+    import torch.distributed as dist
+
+    def hook(_mod, _args, out):
+        t = out[0] if isinstance(out, tuple) else out
+        dist.all_reduce(t)
+        t.div_(dist.get_world_size())
+        return out
+
+    return [layer.self_attn.register_forward_hook(hook) for layer in model.model.layers]
+
+
 def run(args: argparse.Namespace, rank: int = 0) -> dict:
     torch.manual_seed(args.seed)
     device, dtype = hf_models.device_and_dtype()
     if device.type == "cuda":
         device = torch.device("cuda", rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
+    if args.distributed:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=args.procs,
+                                device_id=device if device.type == "cuda" else None)
     config = hf_models.make_config(args.model, args.layers, small=args.small, tp=args.tp)
     torch.set_default_dtype(dtype)
     with device:
@@ -98,6 +123,7 @@ def run(args: argparse.Namespace, rank: int = 0) -> dict:
         model.generate(prompt[:, :8], attention_mask=mask[:, :8], max_new_tokens=2, min_new_tokens=2, **gen)
         seen, handle = record_inputs(model) if args.record_inputs else ([], None)
         remove = nvtx_modules(model)
+        reduce_hooks = all_reduce_attention(model) if args.distributed else []
         if args.engine_steps:
             steps = engine_steps(model, prompt, args.new_tokens)
             out_len = None
@@ -107,8 +133,12 @@ def run(args: argparse.Namespace, rank: int = 0) -> dict:
             synchronize()
             steps, out_len = None, int(out.shape[1])
         remove()
+        for h in reduce_hooks:
+            h.remove()
         if handle is not None:
             handle.remove()
+    if args.distributed:
+        torch.distributed.destroy_process_group()
     return {"script": "hf_generate", "rank": rank, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
             "model": args.model, "class": type(model).__name__, "layers": args.layers, "batch": args.batch,
             "prompt": args.prompt, "new_tokens": args.new_tokens, "output_len": out_len,
@@ -123,7 +153,15 @@ def main() -> None:
     import transformers
 
     args = parse_args()
-    print(json.dumps({"torch": torch.__version__, "transformers": transformers.__version__, "procs": args.procs}))
+    print(json.dumps({"torch": torch.__version__, "transformers": transformers.__version__, "procs": args.procs,
+                      "distributed": args.distributed}))
+    if args.distributed:
+        if args.procs < 2:
+            raise SystemExit("--distributed needs --procs 2 or more")
+        import os
+
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29517")
     if args.procs > 1:
         torch.multiprocessing.spawn(_worker, args=(args,), nprocs=args.procs, join=True)
     else:

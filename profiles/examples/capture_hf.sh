@@ -30,6 +30,9 @@ for model in ${MODELS:-llama dsa}; do
     # on a machine of two GPUs or more: one process per GPU, as tensor-parallel ranks run
     if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
       capture hf_dsa_e2e_ranks e2e dsa -- $PY $M/hf_generate.py --model dsa --procs 2 --layers 2 --new-tokens 8
+      # the same ranks in a torch.distributed NCCL group, all-reducing each layer's attention output
+      capture hf_dsa_e2e_tp e2e dsa -- $PY $M/hf_generate.py --model dsa --procs 2 --distributed --layers 2 \
+        --new-tokens 8
     fi
   fi
   capture hf_${model}_mock mock $op -- $PY $M/hf_attention_mock.py --model $model --record-inputs
