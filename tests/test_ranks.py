@@ -67,3 +67,29 @@ def test_the_report_draws_one_forward_of_each_side_where_they_diverge(tmp_path):
         only_e2e = len(re.findall(r'class="kernel e2e"[^>]*fill="#1565c0"', svg))
         assert only_e2e >= tot["e2e_count"] - tot["mock_count"] > 0
         assert 'class="tick"' in svg
+
+
+def test_tensor_parallel_ranks_in_a_nccl_group(tmp_path):
+    """hf_dsa_e2e_tp (two-GPU machine kind): two processes, one per H200, in a torch.distributed NCCL
+    group all-reducing each layer's attention output. Each rank is found from its GPU; the NCCL
+    kernels are the comm op's, outside the DSA op's forwards; the mock passes against every rank."""
+    from align.attribute.ops import OpView
+    from align.loader import load
+    from align.profile.processes import process_table
+
+    with load(EX / "hf_dsa_e2e_tp") as p:
+        procs = process_table(p)
+        ranked = procs[procs["kernels"] > 0].sort_values("rank")
+        assert ranked["rank"].tolist() == [0, 1] and ranked["devices"].astype(str).tolist() == ["0", "1"]
+        view = OpView(p)
+        comm = view.op_items("comm")
+        dsa = compare(EX / "hf_dsa_mock", EX / "hf_dsa_e2e_tp", op="dsa").e2e.items
+    kernels = comm[comm["kind"] == 0]  # NCCL's own NVTX ranges hold its memsets too
+    assert len(kernels) and kernels["name"].astype(str).str.contains("ncclDevKernel_AllReduce").all()
+    assert set(kernels["pid"]) == set(ranked["pid"])
+    assert not dsa["name"].astype(str).str.contains("nccl", case=False).any()
+    r = run_align("verdict", "--op", "dsa", "--mock", str(EX / "hf_dsa_mock"), "--e2e", str(EX / "hf_dsa_e2e_tp"),
+                  "--rank", "all", "--store", str(tmp_path), "-f", "json")
+    assert r.returncode == 0, r.stderr
+    v = json.loads(r.stdout)
+    assert {x["rank"] for x in v["ranks"]["per_rank"]} == {"rank 0", "rank 1"}
