@@ -236,12 +236,12 @@ def test_store_picks_the_newest_comparable_pair_and_records_it(tmp_path):
     r = run_align("verdict", "--op", "dsa", "--store", str(store), "-f", "json")
     assert r.returncode == 0, r.stderr
     v = json.loads(r.stdout)
-    # the newest E2E capture of dsa is the two-rank run on two GPUs (captured last), compared rank by rank
-    assert v["mock"].endswith("hf_dsa_mock/report.sqlite") and v["e2e"].endswith("hf_dsa_e2e_ranks/report.sqlite")
+    # the newest E2E capture of dsa is the two-rank NCCL run on two GPUs (captured last), compared rank by rank
+    assert v["mock"].endswith("hf_dsa_mock/report.sqlite") and v["e2e"].endswith("hf_dsa_e2e_tp/report.sqlite")
     assert {p["key"] for p in v["pairing"] if p["key"]} == {"context (rank 0)", "generation (rank 0)",
                                                             "context (rank 1)", "generation (rank 1)"}
     assert "dsa_modules" not in r.stderr  # a module-trace capture (kind aux) is never a side
-    assert "pair: E2E examples/hf_dsa_e2e_ranks (newest e2e of op dsa); mock examples/hf_dsa_mock" in r.stderr
+    assert "pair: E2E examples/hf_dsa_e2e_tp (newest e2e of op dsa); mock examples/hf_dsa_mock " in r.stderr
     rec = json.loads(next((store / "verdicts" / "dsa").glob("*.json")).read_text())
     assert rec["pair"]["mock"] == v["mock"] and rec["pair"]["e2e"] == v["e2e"] and "newest" in rec["pair"]["chosen"]
     assert rec["pairing"] == v["pairing"]
