@@ -357,24 +357,13 @@ class OpView:
         """Launch shape of each kernel in ``items`` (rows of :meth:`op_items`), ``grid x,y,z block x,y,z``;
         empty for memcpy/memset. Read from the kernel table only for the items' time span, on demand."""
         out = pd.Series("", index=items.index, dtype=object)
-        sel = items[(items["kind"] == 0) & (items["launch"] >= 0)]
-        if sel.empty or not self.profile.schema.has(KERNEL_TABLE):
+        det = self.launch_details(items)
+        det = det[det["gridX"].notna()]
+        if det.empty:
             return out
-        cols = self.profile.schema.columns(KERNEL_TABLE)
-        if not {"gridX", "blockX", "correlationId", "globalPid"} <= cols:
-            return out
-        key = self._launch_key[sel["launch"].to_numpy()]
-        lo, hi = int(sel["start"].min()), int(sel["start"].max())
-        cond = f"start BETWEEN {lo} AND {hi}" + (f" AND {self.where}" if self.where else "")
-        q = (f"SELECT {LAUNCH_KEY.format(col='globalPid')} AS key, start, gridX, gridY, gridZ, blockX, blockY, blockZ "
-             f"FROM {KERNEL_TABLE} WHERE {cond}")
-        found = self.profile.engine.frame(q)
-        found["shape"] = ("grid " + found["gridX"].astype(str) + "," + found["gridY"].astype(str) + ","
-                          + found["gridZ"].astype(str) + " block " + found["blockX"].astype(str) + ","
-                          + found["blockY"].astype(str) + "," + found["blockZ"].astype(str))
-        found = found.drop_duplicates(["key", "start"]).set_index(["key", "start"])["shape"]
-        shape = found.reindex(pd.MultiIndex.from_arrays([key, sel["start"].to_numpy()])).to_numpy(dtype=object)
-        out.loc[sel.index] = np.where(pd.isna(shape), "", shape)
+        c = {k: det[k].astype("int64").astype(str) for k in ("gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ")}
+        out.loc[det.index] = ("grid " + c["gridX"] + "," + c["gridY"] + "," + c["gridZ"] + " block " + c["blockX"]
+                              + "," + c["blockY"] + "," + c["blockZ"]).to_numpy()
         return out
 
     # ---- all ops -------------------------------------------------------------------------

@@ -33,15 +33,14 @@ def launch_modes(side) -> "pd.DataFrame":
     graph = (items["graph_node_id"].to_numpy() >= 0) if "graph_node_id" in items else np.zeros(len(items), bool)
     df = pd.DataFrame({"phase": items["phase"].astype(str).to_numpy(), "forward": items["forward"].to_numpy(),
                        "launch": launch, "graph": graph, "api_ns": dur})
-    rows = []
-    for (ph, fwd), g in df.groupby(["phase", "forward"], sort=False):
-        launches = g.drop_duplicates("launch")
-        rows.append({"phase": ph, "kernels": len(g), "graph_kernels": int(g["graph"].sum()),
-                     "graph_launches": int(launches.loc[launches["graph"], "launch"].nunique()),
-                     "launches": int(launches["launch"].nunique()),
-                     "api_ns": float(np.nansum(launches["api_ns"].to_numpy(float)))
-                     if launches["api_ns"].notna().any() else np.nan})
-    per = pd.DataFrame(rows)
+    key = ["phase", "forward"]
+    per = df.groupby(key, sort=False).agg(kernels=("graph", "size"), graph_kernels=("graph", "sum"))
+    calls = df.drop_duplicates(key + ["launch"])
+    per["launches"] = calls.groupby(key, sort=False).size()
+    per["graph_launches"] = calls[calls["graph"]].groupby(key, sort=False).size().reindex(per.index, fill_value=0)
+    api = calls.groupby(key, sort=False)["api_ns"]
+    per["api_ns"] = api.sum(min_count=1)  # NaN where no call was found (a side without its profile)
+    per = per.reset_index()
     out = []
     for ph, g in per.groupby("phase", sort=False):
         share = g["graph_kernels"].sum() / max(g["kernels"].sum(), 1)

@@ -32,19 +32,6 @@ def _shape_rows(side) -> "pd.DataFrame":
     return pd.concat([rows, det], axis=1)
 
 
-def _grid(r) -> tuple:
-    return int(r["gridX"]), int(r["gridY"]), int(r["gridZ"])
-
-
-def _config(r) -> tuple:
-    """Everything of a launch but its grid: block, registers, shared memory."""
-    def num(c):
-        v = r.get(c)
-        return None if v is None or v != v else int(v)
-    return (int(r["blockX"]), int(r["blockY"]), int(r["blockZ"]), num("registersPerThread"),
-            num("staticSharedMemory"), num("dynamicSharedMemory"))
-
-
 def _words(grid: tuple, config: tuple) -> str:
     bx, by, bz, regs, ssm, dsm = config
     smem = f" smem {ssm or 0}+{dsm or 0}" if ssm is not None or dsm is not None else ""
@@ -64,36 +51,50 @@ def compare_shapes(mock, e2e, token_kernels: list[str] | None = None) -> "pd.Dat
     if a.empty or b.empty:
         return pd.DataFrame(columns=COLUMNS)
     tokens = re.compile("|".join(f"(?:{p})" for p in token_kernels), re.I) if token_kernels else None
+    shapes_a, names_a = _by_family(a)
+    shapes_b, names_b = _by_family(b)
     out = []
-    for (ph, fam), gb in b.groupby(["phase", "family"], sort=False):
-        ga = a[(a["phase"] == ph) & (a["family"] == fam)]
-        if ga.empty:
+    for ph, fam in dict.fromkeys(zip(b["phase"], b["family"])):  # the E2E run's order of first launch
+        sb = shapes_b[(ph, fam)]
+        sa = shapes_a.get((ph, fam))
+        if sa is None:
             continue  # a family on one side only is the missing/extra checks' business
-        sa = _distinct(ga)
-        sb = _distinct(gb)
         # the E2E run may launch more shapes than the mock (its cache length grows step by step): the
         # mock's shapes must be among them
         same = set(sa) <= set(sb)
         if same:
             extra = len(set(sb) - set(sa))
             cause = f"the E2E run also launched {extra} other shape(s)" if extra else ""
-        elif not set(ga["name"]) <= set(gb["name"]):
+        elif not names_a[(ph, fam)] <= names_b[(ph, fam)]:
             # other instantiations of the family's kernels (another dtype, vector width): their grids
             # follow from that, not from the problem size; the names and counts checks speak to it
             cause = "another kernel instantiation (its name differs: dtype, tile, vector width or variant)"
         else:
-            cause = _cause(sa, sb, tokens is not None and bool(tokens.search(str(gb["name"].iloc[0]))))
+            first = next(iter(names_b[(ph, fam)]))
+            cause = _cause(sa, sb, tokens is not None and bool(tokens.search(first)))
         size = not same and not cause.startswith("another kernel instantiation")
         out.append({"phase": ph, "family": fam, "same": same, "mock": _shown(sa), "e2e": _shown(sb), "cause": cause,
                     "beyond": _beyond(sa, sb) if size else 0.0})
     return pd.DataFrame(out, columns=COLUMNS)
 
 
-def _distinct(g: "pd.DataFrame") -> list[tuple]:
-    """Distinct (grid, config) pairs, most launched first."""
-    keys = [(_grid(r), _config(r)) for r in g.to_dict(orient="records")]
-    counts = pd.Series(keys).value_counts(sort=True)
-    return list(counts.index)
+SHAPE_COLUMNS = ["gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ", "registersPerThread",
+                 "staticSharedMemory", "dynamicSharedMemory"]
+
+
+def _by_family(rows: "pd.DataFrame") -> tuple[dict, dict]:
+    """(phase, family) -> distinct (grid, config) launches, most launched first; and -> kernel names.
+    One grouping over all kernels: a few distinct shapes per family, however many kernels."""
+    counts = rows.fillna({c: -1 for c in SHAPE_COLUMNS[6:]}).groupby(["phase", "family"] + SHAPE_COLUMNS,
+                                                                      sort=False).size()
+    counts = counts.sort_values(ascending=False, kind="stable")
+    shapes: dict = {}
+    for key, _ in counts.items():
+        ph, fam, gx, gy, gz, bx, by, bz, regs, ssm, dsm = key
+        config = (int(bx), int(by), int(bz)) + tuple(None if v < 0 else int(v) for v in (regs, ssm, dsm))
+        shapes.setdefault((ph, fam), []).append(((int(gx), int(gy), int(gz)), config))
+    names = {k: set(g.unique()) for k, g in rows.groupby(["phase", "family"], sort=False)["name"]}
+    return shapes, names
 
 
 def _beyond(mock: list[tuple], e2e: list[tuple]) -> float:
