@@ -29,7 +29,7 @@ from align.attribute.ranges import NO_RANGE
 from align.errors import AlignError, arg
 from align.ops.registry import Registry, load_registry
 from align.profile.reader import Profile
-from align.profile.schema import KERNEL_TABLE, RUNTIME_TABLE
+from align.profile.schema import KERNEL_TABLE
 
 METHODS = np.array(["nvtx", "nvtx-capture", "name", "name-shared"], dtype=object)
 PHASES = np.array(["all", "context", "generation", "mixed"], dtype=object)  # code 0: no evidence, or conflicting
@@ -59,13 +59,14 @@ class OpView:
         self.registry = registry or load_registry()
         self.where = where
         self.phase_map = [(_regex(rx, "phase map"), _phase_name(ph)) for rx, ph in (phase_map or [])]
-        self._proj = Projection(profile, where)
+        self._proj = Projection(profile, where, call_durations=True)
         self._proj.without_spans()
         self.name_kind = name
         self._texts = self._proj.ranges.df["text"].astype(object).to_numpy()
         origins, self._cap = self._proj.captures
         self._node_index = pd.Index(origins["graph_node_id"].to_numpy()) if len(origins) else pd.Index([])
         self._launch_key = self._proj.gpu.launches["key"].to_numpy(np.int64)
+        self._launch_api_ns = self._proj.gpu.launches["api_ns"].to_numpy()
         self.items = self._items()
         self._phase = None
         self._evidence = None
@@ -300,22 +301,14 @@ class OpView:
         out[rng >= 0] = texts[rng[rng >= 0]]
         return out
 
-    def launch_calls(self, items: pd.DataFrame) -> pd.DataFrame:
-        """The CUDA API call behind each launch of ``items`` (kernel launch, or ``cudaGraphLaunch`` for
-        a replayed node): index = launch row, columns api_start, api_end. Read from the runtime
-        table for the items' time span only (calls up to 10 s before their first kernel)."""
+    def launch_calls(self, items: pd.DataFrame) -> pd.Series:
+        """How long the CUDA API call behind each launch of ``items`` took (kernel launch, or
+        ``cudaGraphLaunch`` for a replayed node), ns, by launch row; launches whose call was not
+        traced are left out. Kept from the projection's one pass over the runtime table."""
         launches = np.unique(items.loc[items["launch"] >= 0, "launch"].to_numpy())
-        empty = pd.DataFrame({"api_start": pd.Series(dtype="int64"), "api_end": pd.Series(dtype="int64")})
-        if not len(launches) or not self.profile.schema.has(RUNTIME_TABLE):
-            return empty
-        lo, hi = int(items["start"].min()) - 10_000_000_000, int(items["start"].max())
-        q = (f'SELECT {LAUNCH_KEY.format(col="globalTid")} AS key, start AS api_start, "end" AS api_end '
-             f"FROM {RUNTIME_TABLE} WHERE start BETWEEN {lo} AND {hi}")
-        calls = self.profile.engine.frame(q).drop_duplicates("key").set_index("key")
-        keys = self._launch_key[launches]
-        found = calls.reindex(keys)
-        found.index = launches
-        return found.dropna().astype("int64")
+        ns = self._launch_api_ns[launches] if len(launches) else np.empty(0, np.int32)
+        keep = ns >= 0
+        return pd.Series(ns[keep].astype(np.int64), index=launches[keep])
 
     def range_names(self, items: pd.DataFrame, column: str = "op_range") -> np.ndarray:
         """Name of the range in ``column`` of each item (an index into the profile's ranges), "" for none."""

@@ -71,9 +71,10 @@ def locate(r: Ranges, gtid: np.ndarray, qstart: np.ndarray, qend: np.ndarray) ->
 class Projection:
     """Ranges, launch calls and who-contains-whom for one profile; computed once, queried many ways."""
 
-    def __init__(self, profile: Profile, where: str | None = None):
+    def __init__(self, profile: Profile, where: str | None = None, call_durations: bool = False):
         """``where``: an SQL condition on globalPid/deviceId keeping one process or GPU (see
-        align.profile.processes.gpu_filter)."""
+        align.profile.processes.gpu_filter); ``call_durations``: keep how long each launching CUDA
+        API call took (``launches["api_ns"]``, int32, -1 where the call was not traced)."""
         self.profile = profile
         self.ranges: Ranges = load_ranges(profile)
         self.gpu: GpuOps = load_gpu_ops(profile, where)
@@ -81,7 +82,13 @@ class Projection:
         self.calls: Located = locate(self.ranges, L["gtid"].to_numpy(np.int64), L["api_start"].to_numpy(np.int64),
                                      L["api_end"].to_numpy(np.int64))
         # the calls' intervals are only needed to place them; keep memory for the rest
+        api_ns = None
+        if call_durations:
+            api_ns = np.where(L["gtid"].to_numpy() >= 0, np.minimum(L["api_end"].to_numpy() - L["api_start"].to_numpy(),
+                                                                    np.iinfo(np.int32).max), -1).astype(np.int32)
         self.gpu.launches = L.drop(columns=["api_start", "api_end"])
+        if api_ns is not None:
+            self.gpu.launches["api_ns"] = api_ns
 
     def without_spans(self) -> None:
         """Drop the launched work's spans (only nsys's projection sums read them): less memory for

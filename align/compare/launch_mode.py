@@ -25,8 +25,7 @@ def launch_modes(side) -> "pd.DataFrame":
         return pd.DataFrame(columns=COLUMNS)
     if side.view is not None:
         launch = items["launch"].to_numpy()
-        calls = side.view.launch_calls(items)
-        dur = (calls["api_end"] - calls["api_start"]).reindex(launch).to_numpy(float)
+        dur = side.view.launch_calls(items).reindex(launch).to_numpy(float)
     else:  # a side built by hand, without its profile: one launch per kernel, no API times
         launch = items["launch"].to_numpy() if "launch" in items else np.arange(len(items))
         dur = np.full(len(items), np.nan)

@@ -28,7 +28,7 @@ def _shape_rows(side) -> "pd.DataFrame":
     if det.empty:
         return pd.DataFrame()
     det = det.dropna(subset=["gridX"]).astype("int64", errors="ignore")
-    rows = items.loc[det.index, ["phase", "family", "name"]].astype(str)
+    rows = items.loc[det.index, ["phase", "family", "name"]]  # categoricals: no string per kernel
     return pd.concat([rows, det], axis=1)
 
 
@@ -54,7 +54,8 @@ def compare_shapes(mock, e2e, token_kernels: list[str] | None = None) -> "pd.Dat
     shapes_a, names_a = _by_family(a)
     shapes_b, names_b = _by_family(b)
     out = []
-    for ph, fam in dict.fromkeys(zip(b["phase"], b["family"])):  # the E2E run's order of first launch
+    order = b[["phase", "family"]].drop_duplicates()  # the E2E run's order of first launch
+    for ph, fam in zip(order["phase"].astype(str), order["family"].astype(str)):
         sb = shapes_b[(ph, fam)]
         sa = shapes_a.get((ph, fam))
         if sa is None:
@@ -86,14 +87,17 @@ def _by_family(rows: "pd.DataFrame") -> tuple[dict, dict]:
     """(phase, family) -> distinct (grid, config) launches, most launched first; and -> kernel names.
     One grouping over all kernels: a few distinct shapes per family, however many kernels."""
     counts = rows.fillna({c: -1 for c in SHAPE_COLUMNS[6:]}).groupby(["phase", "family"] + SHAPE_COLUMNS,
-                                                                      sort=False).size()
+                                                                      sort=False, observed=True).size()
     counts = counts.sort_values(ascending=False, kind="stable")
     shapes: dict = {}
     for key, _ in counts.items():
         ph, fam, gx, gy, gz, bx, by, bz, regs, ssm, dsm = key
         config = (int(bx), int(by), int(bz)) + tuple(None if v < 0 else int(v) for v in (regs, ssm, dsm))
-        shapes.setdefault((ph, fam), []).append(((int(gx), int(gy), int(gz)), config))
-    names = {k: set(g.unique()) for k, g in rows.groupby(["phase", "family"], sort=False)["name"]}
+        shapes.setdefault((str(ph), str(fam)), []).append(((int(gx), int(gy), int(gz)), config))
+    pairs = rows[["phase", "family", "name"]].drop_duplicates()
+    names: dict = {}
+    for ph, fam, name in zip(pairs["phase"].astype(str), pairs["family"].astype(str), pairs["name"].astype(str)):
+        names.setdefault((ph, fam), set()).add(name)
     return shapes, names
 
 
