@@ -72,7 +72,8 @@ class TopkTracer:
         if cfg.layers is not None and layer not in cfg.layers:
             return
         chosen = topk_indices[:, -1]
-        values = scores[:, -1].gather(-1, chosen) if cfg.record_scores else None
+        # an engine's indexer may hand over its indices only (align.trace.topk.engines): no scores
+        values = scores[:, -1].gather(-1, chosen) if cfg.record_scores and scores is not None else None
         batch = (list(self._request_ids), list(self._steps), self._start)
         if getattr(chosen, "is_cuda", False):
             self._defer(layer, start_pos, chosen, values, batch)

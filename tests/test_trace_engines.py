@@ -1,0 +1,111 @@
+"""align trace topk on an engine we did not write: transformers' own DeepSeek-V3.2 (DeepseekV32Indexer),
+attached through forward hooks described as data (align/data/topk_hooks.toml), under its own
+generate(). A small random model on the CPU with top-k 16 over contexts of 40+ tokens: the trace
+shows real sparsity, and every record is the indices the indexer returned."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+if not hasattr(transformers, "DeepseekV32Config"):
+    pytest.skip("transformers >= 5.23 has DeepSeek-V3.2", allow_module_level=True)
+
+from align.errors import AlignError  # noqa: E402
+from align.trace.topk import TopkTraceConfig, TopkTracer, load_trace  # noqa: E402
+from align.trace.topk.engines import attach_engine, load_hooks  # noqa: E402
+
+from .conftest import ROOT  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "mock" / "examples"))
+import hf_models  # noqa: E402
+
+
+def small_dsa(layers: int = 2):
+    torch.manual_seed(0)
+    config = hf_models.make_config("dsa", layers, small=True)
+    return hf_models.causal_lm("dsa", config).eval(), config
+
+
+def test_records_are_the_indices_transformers_returned_and_sparse(tmp_path):
+    model, config = small_dsa()
+    topk = config.index_topk
+    used = []
+
+    def grab(module, args, out):
+        if args[0].shape[1] == 1:  # decode calls, recorded independently of the tracer
+            used.append((module.layer_idx, int(args[4][0, -1]), out.clone()))
+
+    grabs = [m.register_forward_hook(grab) for m in model.modules() if type(m).__name__ == "DeepseekV32Indexer"]
+    prompt, new = 40, 6  # 40 visible tokens and more, top-k 16: a sparse selection from the first step
+    tokens = torch.randint(3, config.vocab_size, (2, prompt))
+    tracer = TopkTracer(TopkTraceConfig(out_dir=tmp_path, block_size=8))
+    with attach_engine(tracer, model) as hook, torch.no_grad():
+        assert hook.name == "transformers.deepseek_v32"
+        tracer.begin_batch([7, 9], prompt, new - 1)  # generate's first token comes from the prefill
+        model.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=new, min_new_tokens=new,
+                       do_sample=False, pad_token_id=0, eos_token_id=None)
+    for g in grabs:
+        g.remove()
+    tracer.close()
+    n_indexers = sum(type(m).__name__ == "DeepseekV32Indexer" for m in model.modules())
+    assert n_indexers == 2 and all(not m._forward_hooks for m in model.modules()
+                                   if type(m).__name__ == "DeepseekV32Indexer")  # detached
+
+    df = load_trace(tmp_path).set_index(["request_id", "layer", "step"])
+    assert len(used) == 2 * (new - 1) and len(df) == 2 * 2 * (new - 1)
+    for layer, pos, out in used:
+        for row, rid in enumerate((7, 9)):
+            rec = df.loc[(rid, layer, pos - prompt)]
+            assert rec["position"] == pos and rec["topk"] == sorted(int(i) for i in out[row, 0])
+            assert rec["n_selected"] == topk < pos + 1  # sparse: 16 of 41+ visible tokens
+            assert rec["blocks"] == sorted({int(i) // 8 for i in out[row, 0]})
+
+
+def test_hook_entries_are_data(tmp_path):
+    hooks = load_hooks()
+    assert {"transformers.deepseek_v32", "transformers.glm_moe_dsa"} <= set(hooks)
+    assert all(h.source for h in hooks.values())
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(AlignError, match="no DSA indexer module of a known engine"):
+        with attach_engine(TopkTracer(TopkTraceConfig(out_dir=tmp_path)), model):
+            pass
+
+
+def test_a_user_entry_adds_an_engine(tmp_path):
+    f = tmp_path / "hooks.toml"
+    f.write_text('[[engines]]\nname = "mine"\nclass = "torch.nn.modules.linear.Linear"\noutput = "indices"\n'
+                 'layer_attr = "layer_idx"\nquery_arg = 0\nposition_arg = 1\nindices_are = "positions"\n'
+                 'source = "a test"\n')
+    assert load_hooks(str(f))["mine"].matches(torch.nn.Linear(1, 1))
+    f.write_text('[[engines]]\nname = "bad"\n')
+    with pytest.raises(AlignError, match="incomplete or unsupported"):
+        load_hooks(str(f))
+
+
+def test_glm5_indexer_is_the_same_entry_shape(tmp_path):
+    """GLM-5's DSA (transformers' glm_moe_dsa, a small random model): its own entry attaches and
+    records one decode step per layer and step, top-k 16 of 41+ visible tokens."""
+    from transformers import AutoModelForCausalLM, GlmMoeDsaConfig
+
+    cfg = GlmMoeDsaConfig(vocab_size=1000, hidden_size=256, intermediate_size=512, moe_intermediate_size=64,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, n_routed_experts=4,
+                          num_experts_per_tok=2, n_group=1, topk_group=1, kv_lora_rank=32, q_lora_rank=64,
+                          qk_rope_head_dim=16, v_head_dim=32, qk_nope_head_dim=32, index_topk=16, index_head_dim=32,
+                          index_n_heads=4, first_k_dense_replace=2, max_position_embeddings=512)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    tracer = TopkTracer(TopkTraceConfig(out_dir=tmp_path))
+    tokens = torch.randint(3, 1000, (1, 40))
+    with attach_engine(tracer, model) as hook, torch.no_grad():
+        assert hook.name == "transformers.glm_moe_dsa"
+        tracer.begin_batch([1], 40, 3)
+        model.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=4, min_new_tokens=4,
+                       do_sample=False, pad_token_id=0, eos_token_id=None)
+    tracer.close()
+    df = load_trace(tmp_path)
+    assert sorted(zip(df["layer"], df["step"])) == [(layer, s) for layer in (0, 1) for s in range(3)]
+    assert (df["n_selected"] == 16).all() and (df["position"] == 40 + df["step"]).all()
