@@ -109,3 +109,31 @@ def test_glm5_indexer_is_the_same_entry_shape(tmp_path):
     df = load_trace(tmp_path)
     assert sorted(zip(df["layer"], df["step"])) == [(layer, s) for layer in (0, 1) for s in range(3)]
     assert (df["n_selected"] == 16).all() and (df["position"] == 40 + df["step"]).all()
+
+
+def test_cli_runs_the_workload_on_transformers_own_model(tmp_path):
+    """align trace topk run --engine transformers: the seeded workload under transformers' generate();
+    one record per request, layer and decode step; the summary equals its recomputation from the
+    shards; run_meta.json says which engine ran and that the blocks are logical."""
+    import json
+
+    from align.trace.topk import load_requests, load_summary, recompute_summary
+
+    from .conftest import run_align
+
+    out = tmp_path / "t"
+    r = run_align("trace", "topk", "run", "--engine", "transformers", "--out", str(out), "--requests", "5",
+                  "--length-scale", "0.2", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    df = load_trace(out)
+    reqs = load_requests(out)
+    meta = json.loads((out / "run_meta.json").read_text())
+    assert meta["model"]["engine"] == "transformers" and meta["model"]["class"] == "DeepseekV32ForCausalLM"
+    assert meta["blocks"].startswith("logical")
+    layers = meta["model"]["layers_built"]
+    assert len(df) == layers * int(reqs["output_len"].sum()) == json.loads(r.stdout)["records"]
+    assert load_summary(out)["stats"] == recompute_summary(df)
+    assert (df["position"] == df["request_id"].map(reqs.set_index("request_id")["prompt_len"]) + df["step"]).all()
+    assert (df["n_selected"] <= meta["model"]["index_topk"]).all()
+    bad = run_align("trace", "topk", "run", "--engine", "vllm", "--out", str(tmp_path / "u"))
+    assert bad.returncode == 2 and "unknown engine 'vllm'" in bad.stderr

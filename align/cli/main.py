@@ -980,7 +980,9 @@ def trace_topk_run(
     out: Path = typer.Option(..., "--out", help="trace folder (new or empty)"),
     requests: int = typer.Option(32, "--requests", help="synthetic requests: 80 % chat, 20 % long context"),
     seed: int = typer.Option(0, "--seed", help="seed of the lengths, tokens, prefixes and model weights"),
-    config: str = typer.Option("small", "--config", help="mock model config: small, demo or v32"),
+    config: str = typer.Option("small", "--config", help="model config: small, demo or v32 (transformers: small or v32)"),
+    engine: str = typer.Option("mock", "--engine", help="mock (align_mock's DSA model) or transformers (its own "
+                                                        "DeepSeek-V3.2 under generate(), traced by hooks)"),
     layers: Optional[int] = typer.Option(None, "--layers", help="decoder layers to build (default: the config's)"),
     batch_size: int = typer.Option(4, "--batch-size", help="requests of equal prompt length decoded together"),
     block_size: Optional[int] = typer.Option(None, "--block-size",
@@ -994,7 +996,8 @@ def trace_topk_run(
     dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16"),
     fmt: Format = FormatOpt,
 ) -> None:
-    """Run a synthetic workload on the mock E2E model (eager decode) and write a top-k trace to --out."""
+    """Run a synthetic workload on the mock E2E model, or transformers' own DeepSeek-V3.2 (--engine
+    transformers), decoding eagerly, and write a top-k trace to --out."""
     import torch
 
     from align.trace.workload import WorkloadSpec, run_workload
@@ -1011,7 +1014,7 @@ def trace_topk_run(
         spec = WorkloadSpec(requests=requests, seed=seed, length_scale=length_scale, length_quantum=length_quantum)
         result = run_workload(out, spec, config=config, n_layers=layers, batch_size=batch_size, device=device,
                               dtype=getattr(torch, dtype), block_size=block_size, shard_size=shard_size,
-                              record_scores=scores, sample_every=every,
+                              record_scores=scores, sample_every=every, engine=engine,
                               progress=(lambda done, total: err.print(f"batch {done}/{total}", end="\r"))
                               if fmt == Format.table else None)
     except ValueError as exc:

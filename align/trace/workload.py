@@ -152,15 +152,25 @@ class RunResult:
     elapsed_s: float
 
 
+ENGINES = ("mock", "transformers")
+
+
 def run_workload(out_dir: str | Path, spec: WorkloadSpec | None = None, *, config: str = "small",
                  n_layers: int | None = None, batch_size: int = 4, device: str = "cpu",
                  dtype: torch.dtype | None = None, progress: Callable[[int, int], None] | None = None,
-                 **trace_options: Any) -> RunResult:
-    """Build the mock model (seeded weights), run prefill + eager decode for every batch and write
-    the trace to ``out_dir``. ``trace_options`` are ``TopkTraceConfig`` fields (block_size,
-    shard_size, record_scores, ...); they win over ``ALIGN_TOPK_TRACE_*`` variables.
-    ``progress(done, total)`` is called after each batch."""
+                 engine: str = "mock", **trace_options: Any) -> RunResult:
+    """Build the model (seeded weights), run prefill + eager decode for every batch and write the
+    trace to ``out_dir``. ``engine``: ``mock`` (align_mock's DSA model, its trace hook) or
+    ``transformers`` (transformers' own DeepseekV32ForCausalLM under its own ``generate()``, traced
+    through forward hooks on its indexer, align.trace.topk.engines). ``trace_options`` are
+    ``TopkTraceConfig`` fields (block_size, shard_size, record_scores, ...); they win over
+    ``ALIGN_TOPK_TRACE_*`` variables. ``progress(done, total)`` is called after each batch."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}: use {' or '.join(ENGINES)}")
     spec = spec or WorkloadSpec()
+    if engine == "transformers":
+        return _run_transformers(Path(out_dir), spec, config, n_layers, batch_size, device, dtype, progress,
+                                 trace_options)
     cfg = named_config(config)
     trace_cfg = TopkTraceConfig.from_env(out_dir=Path(out_dir), enabled=True, **trace_options)
     torch.manual_seed(spec.seed)
@@ -201,3 +211,71 @@ def _run_batch(model: Transformer, tracer: TopkTracer, batch: list[Request], dev
             loop.step()
     finally:
         tracer.end_batch()
+
+
+def _transformers_model(config: str, n_layers: int | None, device: str, dtype: torch.dtype | None):
+    """transformers' DeepSeek-V3.2 with random weights: CPU-sized (``small``) or V3.2's per-head dims
+    with 16 local heads (``v32``, TP 8 simulated), dense MLPs, ``n_layers`` layers (default 2)."""
+    from align_mock.frameworks.base import Case
+    from align_mock.frameworks.hf import make_config
+    from transformers import AutoModelForCausalLM
+
+    if config not in ("small", "v32"):
+        raise ValueError(f"unknown config {config!r} for the transformers engine: use small or v32")
+    layers = n_layers or 2
+    hf_cfg = make_config(Case(op="dsa", phase="generation", kv_len=1, config=config, tp=1 if config == "small" else 8,
+                              device=device, overrides=(("num_hidden_layers", layers),
+                                                        ("first_k_dense_replace", layers))))
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or torch.float32)
+    try:
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(hf_cfg).eval()
+    finally:
+        torch.set_default_dtype(old)
+    return model, hf_cfg
+
+
+def _run_transformers(out_dir: Path, spec: WorkloadSpec, config: str, n_layers: int | None, batch_size: int,
+                      device: str, dtype: torch.dtype | None, progress, trace_options: dict) -> RunResult:
+    """The workload on transformers' own model: one ``generate()`` per batch (DynamicCache, eager
+    decode), the tracer on its indexers' forward hooks."""
+    from align.trace.topk.engines import attach_engine
+
+    import transformers
+
+    trace_cfg = TopkTraceConfig.from_env(out_dir=out_dir, enabled=True, **trace_options)
+    torch.manual_seed(spec.seed)
+    model, hf_cfg = _transformers_model(config, n_layers, device, dtype)
+    max_len = named_config(config).max_seq_len  # the same lengths as the mock engine's workload
+    requests = make_requests(spec, hf_cfg.vocab_size, max_len, trace_cfg.block_size)
+    batches = plan_batches(requests, batch_size)
+    meta = {
+        "model": {"engine": "transformers", "transformers": transformers.__version__, "class": type(model).__name__,
+                  "config": config, "layers_built": hf_cfg.num_hidden_layers, "index_topk": hf_cfg.index_topk,
+                  "heads": hf_cfg.num_attention_heads, "dtype": str(next(model.parameters()).dtype), "device": device},
+        "workload": {**dataclasses.asdict(spec), "batch_size": batch_size, "batches": len(batches)},
+        "runner": "align.trace.workload (transformers generate(), DynamicCache, eager decode)",
+        "blocks": "logical: token position // block_size (transformers' DynamicCache is contiguous, no block table)",
+    }
+    tracer = TopkTracer(trace_cfg, meta)
+    start = time.perf_counter()
+    try:
+        for req in requests:
+            tracer.add_request(req.request_id, **req.info())
+        with attach_engine(tracer, model), torch.no_grad():
+            for done, batch in enumerate(batches, 1):
+                steps = max(r.output_len for r in batch)
+                tokens = torch.as_tensor(np.stack([r.tokens for r in batch]), dtype=torch.long, device=device)
+                tracer.begin_batch([r.request_id for r in batch], batch[0].prompt_len, [r.output_len for r in batch])
+                try:  # generate's first token comes from the prefill: steps decode forwards after it
+                    model.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=steps + 1,
+                                   min_new_tokens=steps + 1, do_sample=False, pad_token_id=0, eos_token_id=None)
+                finally:
+                    tracer.end_batch()
+                if progress is not None:
+                    progress(done, len(batches))
+    finally:
+        summary = tracer.close()
+    return RunResult(out_dir, requests, len(batches), summary, time.perf_counter() - start)
+
