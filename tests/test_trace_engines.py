@@ -137,3 +137,29 @@ def test_cli_runs_the_workload_on_transformers_own_model(tmp_path):
     assert (df["n_selected"] <= meta["model"]["index_topk"]).all()
     bad = run_align("trace", "topk", "run", "--engine", "vllm", "--out", str(tmp_path / "u"))
     assert bad.returncode == 2 and "unknown engine 'vllm'" in bad.stderr
+
+
+def test_the_committed_h200_trace_of_transformers_shows_sparsity(tmp_path):
+    """profiles/examples/trace_hf (capture.sh on the H200): transformers' own DeepSeek-V3.2, V3.2's dims,
+    top-2048, under generate(). It loads back, its summary equals the recomputation from the shards,
+    and every decode step past position 2047 selects 2048 of its visible tokens, a share below 1."""
+    import json
+    import tarfile
+
+    from align.trace.topk import load_summary, recompute_summary
+
+    base = ROOT / "profiles" / "examples" / "trace_hf"
+    with tarfile.open(base / "topk_trace.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    out = tmp_path / "topk"
+    df = load_trace(out)
+    meta = json.loads((out / "run_meta.json").read_text())
+    assert meta["model"]["engine"] == "transformers" and meta["model"]["index_topk"] == 2048
+    assert meta["model"]["device"] == "cuda" and meta["model"]["dtype"] == "torch.bfloat16"
+    assert load_summary(out)["stats"] == recompute_summary(df)
+    assert json.loads((base / "summary.json").read_text()) == load_summary(out)
+    visible = df["position"] + 1
+    sparse = df[visible > 2048]
+    assert len(sparse) > 100 and (sparse["n_selected"] == 2048).all()
+    assert (df.loc[visible <= 2048, "n_selected"] == visible[visible <= 2048]).all()  # all visible, below top-k
+    assert (sparse["n_selected"] / (sparse["position"] + 1)).min() < 0.7
