@@ -163,3 +163,34 @@ def test_the_committed_h200_trace_of_transformers_shows_sparsity(tmp_path):
     assert len(sparse) > 100 and (sparse["n_selected"] == 2048).all()
     assert (df.loc[visible <= 2048, "n_selected"] == visible[visible <= 2048]).all()  # all visible, below top-k
     assert (sparse["n_selected"] / (sparse["position"] + 1)).min() < 0.7
+
+
+def test_seed_field_names_round_trip(tmp_path, monkeypatch):
+    """--schema seed writes seed 003's names (request_id / step_idx / layer_id / selected_token_pos,
+    logical_block_id, token_pos); run_meta.json maps them; load_trace reads them back as align's,
+    equal to the same seeded run written with align's names."""
+    import json
+
+    from align.trace.topk import load_summary, recompute_summary
+
+    from .conftest import run_align
+
+    runs = {}
+    for names in ("align", "seed"):
+        out = tmp_path / names
+        r = run_align("trace", "topk", "run", "--out", str(out), "--requests", "4", "--length-scale", "0.1",
+                      "--schema", names, "-f", "json")
+        assert r.returncode == 0, r.stderr
+        runs[names] = out
+    line = json.loads((runs["seed"] / "topk_shard_00000.jsonl").read_text().splitlines()[0])
+    assert {"request_id", "step_idx", "layer_id", "selected_token_pos", "logical_block_id", "token_pos"} <= set(line)
+    assert not {"layer", "step", "topk", "blocks", "position"} & set(line)
+    meta = json.loads((runs["seed"] / "run_meta.json").read_text())
+    assert meta["record_names"]["topk"] == "selected_token_pos" and meta["config"]["names"] == "seed"
+    a, b = (load_trace(runs[n]).drop(columns=["t_ns", "write_ns"]) for n in ("align", "seed"))
+    assert a.to_dict(orient="records") == b.to_dict(orient="records")
+    assert load_summary(runs["seed"])["stats"] == recompute_summary(load_trace(runs["seed"]))
+    monkeypatch.setenv("ALIGN_TOPK_TRACE_NAMES", "seed")
+    assert TopkTraceConfig.from_env(out_dir=tmp_path).names == "seed"
+    bad = run_align("trace", "topk", "run", "--out", str(tmp_path / "x"), "--schema", "nope")
+    assert bad.returncode == 2 and "unknown --schema 'nope'" in bad.stderr

@@ -983,6 +983,9 @@ def trace_topk_run(
     config: str = typer.Option("small", "--config", help="model config: small, demo or v32 (transformers: small or v32)"),
     engine: str = typer.Option("mock", "--engine", help="mock (align_mock's DSA model) or transformers (its own "
                                                         "DeepSeek-V3.2 under generate(), traced by hooks)"),
+    schema: Optional[str] = typer.Option(None, "--schema", help="record field names: align (default) or seed "
+                                                               "(seed 003's step_idx, layer_id, selected_token_pos, "
+                                                               "logical_block_id, token_pos)"),
     layers: Optional[int] = typer.Option(None, "--layers", help="decoder layers to build (default: the config's)"),
     batch_size: int = typer.Option(4, "--batch-size", help="requests of equal prompt length decoded together"),
     block_size: Optional[int] = typer.Option(None, "--block-size",
@@ -1006,6 +1009,8 @@ def trace_topk_run(
         raise AlignError(f"{out} is not an empty folder", "give a new --out (a trace is never appended to)")
     if dtype not in ("float32", "bfloat16"):
         raise AlignError(f"unknown --dtype {dtype!r}", "use float32 or bfloat16")
+    if schema not in (None, "align", "seed"):
+        raise AlignError(f"unknown --schema {schema!r}", "use align (align's field names) or seed (seed 003's)")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise AlignError(f"--device {device}: this torch sees no CUDA GPU", "use --device cpu")
     if not (device == "cpu" or device.startswith("cuda")):
@@ -1014,7 +1019,7 @@ def trace_topk_run(
         spec = WorkloadSpec(requests=requests, seed=seed, length_scale=length_scale, length_quantum=length_quantum)
         result = run_workload(out, spec, config=config, n_layers=layers, batch_size=batch_size, device=device,
                               dtype=getattr(torch, dtype), block_size=block_size, shard_size=shard_size,
-                              record_scores=scores, sample_every=every, engine=engine,
+                              record_scores=scores, sample_every=every, engine=engine, names=schema,
                               progress=(lambda done, total: err.print(f"batch {done}/{total}", end="\r"))
                               if fmt == Format.table else None)
     except ValueError as exc:

@@ -16,6 +16,11 @@ OFFSET_BINS = 4
 SHARD_GLOB = "topk_shard_*.jsonl"
 RECORD_COLUMNS = ["request_id", "layer", "step", "position", "n_selected", "topk", "scores", "blocks",
                   "tokens_per_block", "n_blocks", "offset_hist", "offset_mean", "n_masked", "t_ns", "write_ns"]
+# ``names = "seed"``: seed 003's field names for the record fields it names (its main line
+# request_id / step_idx / layer_id / selected_token_pos, and logical_block_id); the rest keep align's
+SEED_NAMES = {"layer": "layer_id", "step": "step_idx", "topk": "selected_token_pos", "blocks": "logical_block_id",
+              "position": "token_pos"}
+NAMINGS = ("align", "seed")
 # what the summary reads of each record, with its type
 REQUIRED = {"request_id": int, "layer": int, "step": int, "position": int, "n_selected": int, "n_blocks": int,
             "offset_hist": list}
@@ -41,8 +46,11 @@ class TopkTraceConfig:
     layers: tuple[int, ...] | None = None
     queue_size: int = 65536
     summary_interval_s: float = 1.0
+    names: str = "align"
 
     def __post_init__(self) -> None:
+        if self.names not in NAMINGS:
+            raise ValueError(f"TopkTraceConfig.names must be one of {', '.join(NAMINGS)}, got {self.names!r}")
         if self.out_dir is not None:
             self.out_dir = Path(self.out_dir)
         if self.layers is not None:
@@ -72,7 +80,7 @@ class TopkTraceConfig:
             "shard_size": ("_SHARD_SIZE", int), "record_scores": ("_SCORES", _parse_bool),
             "max_records": ("_MAX_RECORDS", int), "sample_every": ("_EVERY", int),
             "layers": ("_LAYERS", _parse_layers), "queue_size": ("_QUEUE", int),
-            "summary_interval_s": ("_SUMMARY_S", float),
+            "summary_interval_s": ("_SUMMARY_S", float), "names": ("_NAMES", str),
         }
         for name, (suffix, parse) in parsers.items():
             raw = env.get(ENV_PREFIX + suffix)

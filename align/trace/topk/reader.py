@@ -17,8 +17,8 @@ from align.trace.topk.records import recompute_summary
 
 
 # ---- reader --------------------------------------------------------------------------------------
-def read_jsonl(path: Path, bad: list[str] | None = None,
-               required: Mapping[str, type] | None = None) -> tuple[list[dict[str, Any]], int]:
+def read_jsonl(path: Path, bad: list[str] | None = None, required: Mapping[str, type] | None = None,
+               rename: Mapping[str, str] | None = None) -> tuple[list[dict[str, Any]], int]:
     """Complete lines of a JSONL file and the number of torn trailing pieces (0 or 1) left out.
 
     A line without its newline can only be the last one, torn by a kill inside a write. Any other
@@ -36,6 +36,8 @@ def read_jsonl(path: Path, bad: list[str] | None = None,
             rec = json.loads(raw)
             if not isinstance(rec, dict):
                 raise ValueError("not a JSON object")
+            if rename:
+                rec = {rename.get(k, k): v for k, v in rec.items()}
             wrong = [k for k, t in (required or {}).items()
                      if not isinstance(rec.get(k), t) or isinstance(rec.get(k), bool)]
             if wrong:
@@ -59,9 +61,16 @@ def load_trace(directory: str | Path) -> pd.DataFrame:
     directory = Path(directory)
     rows: list[dict[str, Any]] = []
     torn, bad = 0, []
+    # a trace written with the seed's field names (run_meta.json trace.names) reads back as align's
+    meta_path = directory / "run_meta.json"
+    try:
+        written = json.loads(meta_path.read_text()).get("record_names") if meta_path.exists() else None
+    except (ValueError, OSError, AttributeError):
+        written = None
+    back = {v: k for k, v in written.items()} if isinstance(written, dict) and written else None
     for path in sorted(directory.glob(SHARD_GLOB)):
         shard = int(path.stem.rsplit("_", 1)[1])
-        recs, cut = read_jsonl(path, bad, REQUIRED)
+        recs, cut = read_jsonl(path, bad, REQUIRED, back)
         torn += cut
         hist_ok = [len(r["offset_hist"]) == OFFSET_BINS and all(type(x) is int for x in r["offset_hist"])
                    for r in recs]

@@ -20,6 +20,7 @@ import pandas as pd
 
 from align.files import WriteFailed, write_text
 from align.trace.topk.config import OFFSET_BINS, SCHEMA, TopkTraceConfig, shard_name
+from align.trace.topk.config import SEED_NAMES
 from align.trace.topk.records import RunningStats, build_record
 
 
@@ -113,6 +114,8 @@ class TopkTraceWriter:
                      "config": config.to_dict(), "block_size": config.block_size,
                      "shard_size": config.shard_size, "offset_bins": OFFSET_BINS,
                      "versions": _versions(), **(dict(meta) if meta else {})}
+        if config.names == "seed":  # the seed's names in the records: align's -> written
+            self.meta["record_names"] = dict(SEED_NAMES)
         atomic_write_json(self.out_dir / "run_meta.json", self.meta)
         self._write_summary()
         if autostart:
@@ -198,7 +201,9 @@ class TopkTraceWriter:
                     rec = build_record(rid, layer, step, position, topk, self.config.block_size, scores=scores,
                                        n_masked=n_masked, t_ns=t_ns)
                     rec["write_ns"] = time.time_ns()
-                    by_shard.setdefault(rid // self.config.shard_size, []).append((rec, _dumps(rec)))
+                    line = _dumps(rec if self.config.names == "align" else
+                                  {SEED_NAMES.get(k, k): v for k, v in rec.items()})
+                    by_shard.setdefault(rid // self.config.shard_size, []).append((rec, line))
                 else:
                     request_lines.append(_dumps(payload))
             except Exception as exc:  # a bad item must not stop the trace: count it and go on
