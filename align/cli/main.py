@@ -993,6 +993,11 @@ def trace_topk_run(
     shard_size: Optional[int] = typer.Option(None, "--shard-size", help="requests per shard file (default 16)"),
     scores: Optional[bool] = typer.Option(None, "--scores/--no-scores", help="record the indexer scores"),
     every: Optional[int] = typer.Option(None, "--every", help="record every k-th decode step"),
+    dataset: str = typer.Option("mixed", "--dataset", help="request lengths: mixed (80 % chat, 20 % long context) "
+                                                         "or a public workload's: sharegpt, longbench_v2, ruler, "
+                                                         "burstgpt (align/data/workloads.toml)"),
+    rate: float = typer.Option(1.0, "--rate", help="requests per second of the data set's arrival process "
+                                                   "(sharegpt: Poisson, burstgpt: Gamma); recorded, not waited for"),
     length_scale: float = typer.Option(1.0, "--length-scale", help="multiply every prompt and output length"),
     length_quantum: int = typer.Option(1, "--length-quantum", help="round prompt lengths to a multiple (batching)"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
@@ -1016,7 +1021,8 @@ def trace_topk_run(
     if not (device == "cpu" or device.startswith("cuda")):
         raise AlignError(f"unknown --device {device!r}", "use cpu, cuda or cuda:N")
     try:
-        spec = WorkloadSpec(requests=requests, seed=seed, length_scale=length_scale, length_quantum=length_quantum)
+        spec = WorkloadSpec(requests=requests, seed=seed, length_scale=length_scale, length_quantum=length_quantum,
+                            dataset=dataset, rate=rate)
         result = run_workload(out, spec, config=config, n_layers=layers, batch_size=batch_size, device=device,
                               dtype=getattr(torch, dtype), block_size=block_size, shard_size=shard_size,
                               record_scores=scores, sample_every=every, engine=engine, names=schema,

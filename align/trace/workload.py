@@ -14,6 +14,11 @@ Requests (seeded, ``numpy.random.default_rng(seed)``):
   designed ``prefix_len`` and ``shared_prefix_tokens``, the complete blocks a prefix cache would
   share, found from the tokens by ``PrefixIndex`` (so accidental sharing counts too).
 
+Public workloads instead (``dataset``: sharegpt, longbench_v2, ruler, burstgpt): prompt and output
+lengths (and, for ShareGPT and BurstGPT, arrival times in ``requests.jsonl``) drawn from their
+published statistics, align/trace/datasets.py and align/data/workloads.toml (each number cited);
+the same scaling, caps and shared prefixes apply.
+
 Batching: the mock decodes a whole batch at one position (a single position tensor) and prefills
 without padding, so only requests with equal prompt lengths can share a batch. Requests join the
 open batch of their prompt length in arrival order, up to ``batch_size``; ``length_quantum`` > 1
@@ -60,6 +65,8 @@ class WorkloadSpec:
     prefix_fraction: tuple[float, float] = (0.3, 0.9)
     length_scale: float = 1.0
     length_quantum: int = 1
+    dataset: str = "mixed"       # or a public workload's lengths: sharegpt, longbench_v2, ruler, burstgpt
+    rate: float = 1.0            # mean requests per second of the data set's arrival process
 
     def __post_init__(self) -> None:
         if self.requests < 1:
@@ -69,6 +76,12 @@ class WorkloadSpec:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.length_scale <= 0 or self.length_quantum < 1:
             raise ValueError("length_scale must be > 0 and length_quantum >= 1")
+        from align.trace.datasets import DATASETS
+
+        if self.dataset != "mixed" and self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}: use mixed, {', '.join(DATASETS)}")
+        if self.rate <= 0:
+            raise ValueError(f"rate must be > 0, got {self.rate}")
 
 
 @dataclass
@@ -81,10 +94,12 @@ class Request:
     prefix_source: int | None = None
     prefix_len: int = 0
     shared_prefix_tokens: int = 0
+    arrival_s: float | None = None   # a data set's arrival time (seconds from the first request)
 
     def info(self) -> dict[str, Any]:
-        """The ``requests.jsonl`` line (everything but the tokens)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("request_id", "tokens")}
+        """The ``requests.jsonl`` line (everything but the tokens; the arrival time when there is one)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("request_id", "tokens") and not (k == "arrival_s" and v is None)}
 
 
 def _lognormal(rng: np.random.Generator, median: float, sigma: float, bounds: tuple[int, int]) -> int:
@@ -99,8 +114,18 @@ def make_requests(spec: WorkloadSpec, vocab_size: int, max_len: int, block_size:
     out_cap = max(1, max_len // 4)
     index = PrefixIndex(block_size)
     requests: list[Request] = []
+    clock = 0.0
     for rid in range(spec.requests):
-        if rng.random() < spec.long_fraction:
+        arrival = None
+        if spec.dataset != "mixed":
+            from align.trace.datasets import draw
+
+            d = draw(spec.dataset, rng, spec.rate)
+            kind, prompt, output = d.kind, d.prompt, d.output
+            if d.gap_s is not None:
+                clock = clock + d.gap_s if rid else 0.0
+                arrival = round(clock, 6)
+        elif rng.random() < spec.long_fraction:
             kind = "long"
             prompt = int(rng.integers(spec.long_prompt_range[0], spec.long_prompt_range[1] + 1))
             output = _lognormal(rng, spec.long_output_median, spec.long_output_sigma, spec.long_output_range)
@@ -122,7 +147,7 @@ def make_requests(spec: WorkloadSpec, vocab_size: int, max_len: int, block_size:
                 tokens[:plen] = src.tokens[:plen]
                 source = src.request_id
         shared = index.add(tokens) * block_size
-        requests.append(Request(rid, kind, prompt, output, tokens, source, plen, shared))
+        requests.append(Request(rid, kind, prompt, output, tokens, source, plen, shared, arrival))
     return requests
 
 
