@@ -26,3 +26,6 @@ def test_notebook_runs(path, monkeypatch):
     if path.name == "02_ops.ipynb":  # per forward, the E2E attention launches what the mock launches
         side = namespace["side"]
         assert (side["count_per_forward"] == side["count_per_forward_mock"]).all()
+    if path.name == "03_topk.ipynb":  # transformers' trace: sparse past top-k, blocks and overlap plotted
+        assert len(namespace["sparse"]) > 100 and (namespace["sparse"]["share"] < 1).all()
+        assert len(namespace["overlap"]) == len(namespace["requests"])
