@@ -15,7 +15,8 @@ ENV_PREFIX = "ALIGN_TOPK_TRACE"
 OFFSET_BINS = 4
 SHARD_GLOB = "topk_shard_*.jsonl"
 RECORD_COLUMNS = ["request_id", "layer", "step", "position", "n_selected", "topk", "scores", "blocks",
-                  "tokens_per_block", "n_blocks", "offset_hist", "offset_mean", "n_masked", "t_ns", "write_ns"]
+                  "tokens_per_block", "n_blocks", "offset_hist", "offset_mean", "n_masked", "t_ns", "step_ns",
+                  "write_ns"]
 # ``names = "seed"``: seed 003's field names for the record fields it names (its main line
 # request_id / step_idx / layer_id / selected_token_pos, and logical_block_id); the rest keep align's
 SEED_NAMES = {"layer": "layer_id", "step": "step_idx", "topk": "selected_token_pos", "blocks": "logical_block_id",

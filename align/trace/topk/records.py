@@ -15,7 +15,8 @@ from align.trace.topk.config import OFFSET_BINS
 
 # ---- records -------------------------------------------------------------------------------------
 def build_record(request_id: int, layer: int, step: int, position: int, topk: Any, block_size: int, *,
-                 scores: Any = None, n_masked: int = 0, t_ns: int | None = None) -> dict[str, Any]:
+                 scores: Any = None, n_masked: int = 0, t_ns: int | None = None,
+                 step_ns: int | None = None) -> dict[str, Any]:
     """One trace record from the selected positions of one (request, layer, step): sorted positions,
     their KV blocks and where inside the blocks they fall. Pure, so tests can rebuild records."""
     pos = np.asarray(topk, dtype=np.int64).reshape(-1)
@@ -36,6 +37,8 @@ def build_record(request_id: int, layer: int, step: int, position: int, topk: An
         "offset_hist": hist.tolist(), "offset_mean": float(offsets.mean()) if pos.size else 0.0,
         "n_masked": int(n_masked), "t_ns": int(time.time_ns() if t_ns is None else t_ns),
     })
+    if step_ns is not None:  # the decode step's wall time (the seed's C latency placeholder)
+        rec["step_ns"] = int(step_ns)
     return rec
 
 

@@ -44,6 +44,9 @@ class TopkTracer:
         self._accepted = 0
         self._pending: queue.Queue[Any] = queue.Queue(maxsize=config.queue_size)
         self._resolver: threading.Thread | None = None
+        # per layer, the previous decode step's (batch, position, time or CUDA event): step_ns
+        self._batch_no = 0
+        self._last: dict[int, tuple[int, int, Any]] = {}
 
     def begin_batch(self, request_ids: Sequence[int], start_pos: int, steps: Sequence[int] | int) -> None:
         """Row ``i`` of the next decode steps is request ``request_ids[i]``; the step at ``start_pos``
@@ -54,6 +57,7 @@ class TopkTracer:
             raise ValueError(f"{len(counts)} step counts for {len(self._request_ids)} requests")
         self._steps = counts
         self._start = int(start_pos)
+        self._batch_no += 1
 
     def end_batch(self) -> None:
         self._request_ids, self._steps = [], []
@@ -74,13 +78,24 @@ class TopkTracer:
         chosen = topk_indices[:, -1]
         # an engine's indexer may hand over its indices only (align.trace.topk.engines): no scores
         values = scores[:, -1].gather(-1, chosen) if cfg.record_scores and scores is not None else None
-        batch = (list(self._request_ids), list(self._steps), self._start)
+        batch = (list(self._request_ids), list(self._steps), self._start, self._batch_no)
         if getattr(chosen, "is_cuda", False):
             self._defer(layer, start_pos, chosen, values, batch)
             return
         position = int(start_pos.reshape(-1)[0]) if hasattr(start_pos, "reshape") else int(start_pos)
+        t_ns = time.time_ns()
+        step_ns = self._step_ns(layer, batch[3], position, t_ns, lambda prev: t_ns - prev)
         self._resolve(layer, position, _numpy(chosen), None if values is None else _numpy(values.float()), batch,
-                      time.time_ns())
+                      t_ns, step_ns)
+
+    def _step_ns(self, layer: int, batch_no: int, position: int, now: Any, since) -> int | None:
+        """Wall time of one decode step as this layer sees it: from its call at the previous position of
+        the same batch to this one (host clock on the CPU, CUDA events on the GPU); None for a first step."""
+        prev = self._last.get(layer)
+        self._last[layer] = (batch_no, position, now)
+        if prev is None or prev[0] != batch_no or prev[1] != position - 1:
+            return None
+        return int(since(prev[2]))
 
     def _defer(self, layer: int, start_pos: Any, chosen: Any, values: Any, batch: tuple) -> None:
         import torch
@@ -92,7 +107,7 @@ class TopkTracer:
         pos = to_host(start_pos.reshape(-1)[:1]) if hasattr(start_pos, "reshape") else int(start_pos)
         item = (layer, pos, to_host(chosen), None if values is None else to_host(values.float()), batch,
                 time.time_ns())
-        event = torch.cuda.Event()
+        event = torch.cuda.Event(enable_timing=True)  # also times the decode step (step_ns)
         event.record()
         if self._resolver is None:
             self._resolver = threading.Thread(target=self._resolve_loop, name="topk-trace-resolver", daemon=True)
@@ -111,15 +126,18 @@ class TopkTracer:
             try:
                 event.synchronize()  # releases the GIL: the decode thread keeps launching
                 position = pos if isinstance(pos, int) else int(pos[0])
-                self._resolve(layer, position, chosen.numpy(), None if values is None else values.numpy(), batch, t_ns)
+                step_ns = self._step_ns(layer, batch[3], position, event,
+                                        lambda prev: prev.elapsed_time(event) * 1e6)  # ms -> ns
+                self._resolve(layer, position, chosen.numpy(), None if values is None else values.numpy(), batch, t_ns,
+                              step_ns)
             except Exception as exc:  # a bad item must not stop the trace
                 self.writer._error(exc)
 
     def _resolve(self, layer: int, position: int, picked: np.ndarray, values: np.ndarray | None, batch: tuple,
-                 t_ns: int) -> None:
+                 t_ns: int, step_ns: int | None = None) -> None:
         """Host-side rows of one hook call -> writer records (sampling, step limits, max_records)."""
         cfg = self.config
-        request_ids, steps, start = batch
+        request_ids, steps, start, _ = batch
         step = position - start
         if step < 0 or step % cfg.sample_every:
             return
@@ -132,7 +150,7 @@ class TopkTracer:
             keep = picked[r] <= position
             self.writer.record(request_ids[r], layer, step, position, picked[r][keep],
                                scores=None if values is None else values[r][keep],
-                               n_masked=int(keep.size - keep.sum()), t_ns=t_ns)
+                               n_masked=int(keep.size - keep.sum()), t_ns=t_ns, step_ns=step_ns)
             self._accepted += 1
 
     @contextlib.contextmanager

@@ -123,11 +123,12 @@ class TopkTraceWriter:
 
     # producer side: never blocks
     def record(self, request_id: int, layer: int, step: int, position: int, topk: Any, *, scores: Any = None,
-               n_masked: int = 0, t_ns: int | None = None) -> bool:
-        """Enqueue one (request, layer, step) selection; ``topk`` is a host sequence/array. Returns
-        False when the item was dropped (queue full, or writer closed)."""
+               n_masked: int = 0, t_ns: int | None = None, step_ns: int | None = None) -> bool:
+        """Enqueue one (request, layer, step) selection; ``topk`` is a host sequence/array; ``step_ns``
+        the decode step's wall time where known. Returns False when the item was dropped (queue full,
+        or writer closed)."""
         item = ("rec", (int(request_id), int(layer), int(step), int(position), topk, scores, int(n_masked),
-                        time.time_ns() if t_ns is None else int(t_ns)))
+                        time.time_ns() if t_ns is None else int(t_ns), step_ns))
         return self._offer(item, int(request_id), "records")
 
     def add_request(self, request_id: int, **info: Any) -> bool:
@@ -197,9 +198,9 @@ class TopkTraceWriter:
         for kind, payload in items:
             try:
                 if kind == "rec":
-                    rid, layer, step, position, topk, scores, n_masked, t_ns = payload
+                    rid, layer, step, position, topk, scores, n_masked, t_ns, step_ns = payload
                     rec = build_record(rid, layer, step, position, topk, self.config.block_size, scores=scores,
-                                       n_masked=n_masked, t_ns=t_ns)
+                                       n_masked=n_masked, t_ns=t_ns, step_ns=step_ns)
                     rec["write_ns"] = time.time_ns()
                     line = _dumps(rec if self.config.names == "align" else
                                   {SEED_NAMES.get(k, k): v for k, v in rec.items()})
