@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Long contexts: transformers' own DeepSeek-V3.2 (V3.2's per-head dims, 16 local heads, top-2048, two
+# layers, random weights, bf16) under generate(), on RULER-shaped requests (--dataset ruler: budgets of
+# 4k-128k tokens split into input and each task's output) at 1/16 of their length, so contexts run up to
+# 8k tokens, four times the top-k (the indexer's fp32 scores of an 8k prefill take 17 GB; 16k would take
+# 68 GB); their outputs scale alike, 2-8 tokens. On a machine with a CUDA GPU and transformers >= 5.23 (its wheel in .whl/):
+#   profiles/examples/trace_hf_long/capture.sh [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+OUT_DIR=${1:-profiles/examples/trace_hf_long}
+PY=${PYTHON:-python3}
+[ -n "${ALIGN_GPU_ENV_DONE:-}" ] || . scripts/gpu-env.sh
+mkdir -p "$OUT_DIR"
+TOPK=$(mktemp -d)/topk
+$PY -m align trace topk run --engine transformers --dataset ruler --config v32 --layers 2 --requests 24 --seed 0 \
+  --length-scale 0.0625 --batch-size 1 --block-size 64 --shard-size 4 --device cuda --dtype bfloat16 --format json \
+  --out "$TOPK" > "$OUT_DIR/run.json"
+$PY -m align trace topk summary "$TOPK" --format json > "$OUT_DIR/topk_summary_cli.json"
+cp "$TOPK"/run_meta.json "$TOPK"/summary.json "$TOPK"/requests.jsonl "$OUT_DIR/"
+tar -C "$(dirname "$TOPK")" -czf "$OUT_DIR/topk_trace.tar.gz" topk
+ls -la "$OUT_DIR"
