@@ -216,3 +216,27 @@ def test_each_decode_step_carries_its_wall_time(tmp_path):
     for (_, _), g in df.groupby(["request_id", "layer"]):
         t = g["t_ns"].to_numpy()
         assert (g["step_ns"].to_numpy()[1:] == t[1:] - t[:-1]).all()
+
+
+def test_the_committed_long_context_h200_trace(tmp_path):
+    """profiles/examples/trace_hf_long (capture.sh on the H200): RULER-shaped requests at contexts up
+    to 8k, four times the top-k: steps near 8k select a quarter of the visible tokens; every step after
+    a batch's first carries its GPU wall time (CUDA events); the summary equals the recomputation."""
+    import json
+    import tarfile
+
+    from align.trace.topk import load_requests, load_summary, recompute_summary
+
+    base = ROOT / "profiles" / "examples" / "trace_hf_long"
+    with tarfile.open(base / "topk_trace.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    out = tmp_path / "topk"
+    df = load_trace(out)
+    meta = json.loads((out / "run_meta.json").read_text())
+    assert meta["workload"]["dataset"] == "ruler" and meta["model"]["engine"] == "transformers"
+    assert set(load_requests(out)["kind"]) == {"ruler"}
+    assert load_summary(out)["stats"] == recompute_summary(df)
+    assert df["position"].max() >= 8000 and (df["n_selected"] <= 2048).all()
+    share = df["n_selected"] / (df["position"] + 1)
+    assert share.min() <= 0.26
+    assert df.loc[df["step"] == 0, "step_ns"].isna().all() and (df.loc[df["step"] > 0, "step_ns"] > 0).all()
