@@ -208,19 +208,28 @@ def run_workload(out_dir: str | Path, spec: WorkloadSpec | None = None, *, confi
         "workload": {**dataclasses.asdict(spec), "batch_size": batch_size, "batches": len(batches)},
         "runner": "align.trace.workload (eager decode)",
     }
+    return _trace_batches(Path(out_dir), trace_cfg, meta, requests, batches, lambda t: t.attach(model),
+                          lambda t, batch: _run_batch(model, t, batch, device), progress)
+
+
+def _trace_batches(out_dir: Path, trace_cfg: TopkTraceConfig, meta: dict, requests: list[Request],
+                   batches: list[list[Request]], attach: Callable, run_batch: Callable,
+                   progress: Callable[[int, int], None] | None) -> RunResult:
+    """Register the requests, run every batch with the tracer installed (``attach(tracer)``, a context
+    manager) and close the trace: the same for every engine."""
     tracer = TopkTracer(trace_cfg, meta)
     start = time.perf_counter()
     try:
         for req in requests:
             tracer.add_request(req.request_id, **req.info())
-        with tracer.attach(model), torch.no_grad():
+        with attach(tracer), torch.no_grad():
             for done, batch in enumerate(batches, 1):
-                _run_batch(model, tracer, batch, device)
+                run_batch(tracer, batch)
                 if progress is not None:
                     progress(done, len(batches))
     finally:
         summary = tracer.close()
-    return RunResult(Path(out_dir), requests, len(batches), summary, time.perf_counter() - start)
+    return RunResult(out_dir, requests, len(batches), summary, time.perf_counter() - start)
 
 
 def _run_batch(model: Transformer, tracer: TopkTracer, batch: list[Request], device: str) -> None:
@@ -283,24 +292,18 @@ def _run_transformers(out_dir: Path, spec: WorkloadSpec, config: str, n_layers: 
         "runner": "align.trace.workload (transformers generate(), DynamicCache, eager decode)",
         "blocks": "logical: token position // block_size (transformers' DynamicCache is contiguous, no block table)",
     }
-    tracer = TopkTracer(trace_cfg, meta)
-    start = time.perf_counter()
-    try:
-        for req in requests:
-            tracer.add_request(req.request_id, **req.info())
-        with attach_engine(tracer, model), torch.no_grad():
-            for done, batch in enumerate(batches, 1):
-                steps = max(r.output_len for r in batch)
-                tokens = torch.as_tensor(np.stack([r.tokens for r in batch]), dtype=torch.long, device=device)
-                tracer.begin_batch([r.request_id for r in batch], batch[0].prompt_len, [r.output_len for r in batch])
-                try:  # generate's first token comes from the prefill: steps decode forwards after it
-                    model.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=steps + 1,
-                                   min_new_tokens=steps + 1, do_sample=False, pad_token_id=0, eos_token_id=None)
-                finally:
-                    tracer.end_batch()
-                if progress is not None:
-                    progress(done, len(batches))
-    finally:
-        summary = tracer.close()
-    return RunResult(out_dir, requests, len(batches), summary, time.perf_counter() - start)
+    return _trace_batches(out_dir, trace_cfg, meta, requests, batches, lambda t: attach_engine(t, model),
+                          lambda t, batch: _generate_batch(model, t, batch, device), progress)
 
+
+def _generate_batch(model, tracer: TopkTracer, batch: list[Request], device: str) -> None:
+    """One batch under transformers' generate(): its first token comes from the prefill, then as many
+    decode forwards as the batch's longest output."""
+    steps = max(r.output_len for r in batch)
+    tokens = torch.as_tensor(np.stack([r.tokens for r in batch]), dtype=torch.long, device=device)
+    tracer.begin_batch([r.request_id for r in batch], batch[0].prompt_len, [r.output_len for r in batch])
+    try:
+        model.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=steps + 1,
+                       min_new_tokens=steps + 1, do_sample=False, pad_token_id=0, eos_token_id=None)
+    finally:
+        tracer.end_batch()

@@ -12,13 +12,8 @@ cd "$(dirname "$0")/../../.."
 OUT_DIR=${1:-profiles/examples/trace}
 PY=${PYTHON:-python3}
 [ -n "${ALIGN_GPU_ENV_DONE:-}" ] || . scripts/gpu-env.sh
-mkdir -p "$OUT_DIR"
-TOPK=$(mktemp -d)/topk
-$PY -m align trace topk run --out "$TOPK" --config demo --layers 2 --requests 16 --seed 0 \
+profiles/examples/trace/topk_run.sh "$OUT_DIR" --config demo --layers 2 --requests 16 --seed 0 \
   --length-scale 0.25 --block-size 64 --shard-size 4 --device cuda --dtype bfloat16
-$PY -m align trace topk summary "$TOPK" --format json > "$OUT_DIR/topk_summary_cli.json"
-cp "$TOPK"/run_meta.json "$TOPK"/summary.json "$TOPK"/requests.jsonl "$OUT_DIR/"
-tar -C "$(dirname "$TOPK")" -czf "$OUT_DIR/topk_trace.tar.gz" topk
 $PY -m align trace modules --profiler --layer 'layers\.1$' --out "$OUT_DIR/modules_dsa_e2e.json" --format json \
   -- $PY mock/examples/dsa_e2e.py --eager --layers 2 > "$OUT_DIR/modules_dsa_e2e_tables.json"
 $PY -m pytest -q -p no:cacheprovider tests/test_trace_modules.py tests/test_trace_topk.py tests/test_mock_layers.py \

@@ -8,14 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 OUT_DIR=${1:-profiles/examples/trace_hf_long}
-PY=${PYTHON:-python3}
 [ -n "${ALIGN_GPU_ENV_DONE:-}" ] || . scripts/gpu-env.sh
-mkdir -p "$OUT_DIR"
-TOPK=$(mktemp -d)/topk
-$PY -m align trace topk run --engine transformers --dataset ruler --config v32 --layers 2 --requests 24 --seed 0 \
-  --length-scale 0.0625 --batch-size 1 --block-size 64 --shard-size 4 --device cuda --dtype bfloat16 --format json \
-  --out "$TOPK" > "$OUT_DIR/run.json"
-$PY -m align trace topk summary "$TOPK" --format json > "$OUT_DIR/topk_summary_cli.json"
-cp "$TOPK"/run_meta.json "$TOPK"/summary.json "$TOPK"/requests.jsonl "$OUT_DIR/"
-tar -C "$(dirname "$TOPK")" -czf "$OUT_DIR/topk_trace.tar.gz" topk
-ls -la "$OUT_DIR"
+profiles/examples/trace/topk_run.sh "$OUT_DIR" --engine transformers --dataset ruler --config v32 --layers 2 \
+  --requests 24 --seed 0 --length-scale 0.0625 --batch-size 1 --block-size 64 --shard-size 4 --device cuda \
+  --dtype bfloat16
