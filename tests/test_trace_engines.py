@@ -15,13 +15,29 @@ if not hasattr(transformers, "DeepseekV32Config"):
     pytest.skip("transformers >= 5.23 has DeepSeek-V3.2", allow_module_level=True)
 
 from align.errors import AlignError  # noqa: E402
-from align.trace.topk import TopkTraceConfig, TopkTracer, load_trace  # noqa: E402
+from align.trace.topk import TopkTraceConfig, TopkTracer, load_summary, load_trace  # noqa: E402
 from align.trace.topk.engines import attach_engine, load_hooks  # noqa: E402
 
 from .conftest import ROOT  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "mock" / "examples"))
 import hf_models  # noqa: E402
+
+
+def committed_trace(base, tmp_path):
+    """A committed GPU trace unpacked: (folder, records, run_meta); its summary is checked to equal the
+    recomputation from its shards on the way."""
+    import json
+    import tarfile
+
+    from align.trace.topk import load_summary, recompute_summary
+
+    with tarfile.open(base / "topk_trace.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    out = tmp_path / "topk"
+    df = load_trace(out)
+    assert load_summary(out)["stats"] == recompute_summary(df)
+    return out, df, json.loads((out / "run_meta.json").read_text())
 
 
 def small_dsa(layers: int = 2):
@@ -144,19 +160,11 @@ def test_the_committed_h200_trace_of_transformers_shows_sparsity(tmp_path):
     top-2048, under generate(). It loads back, its summary equals the recomputation from the shards,
     and every decode step past position 2047 selects 2048 of its visible tokens, a share below 1."""
     import json
-    import tarfile
-
-    from align.trace.topk import load_summary, recompute_summary
 
     base = ROOT / "profiles" / "examples" / "trace_hf"
-    with tarfile.open(base / "topk_trace.tar.gz") as tar:
-        tar.extractall(tmp_path, filter="data")
-    out = tmp_path / "topk"
-    df = load_trace(out)
-    meta = json.loads((out / "run_meta.json").read_text())
+    out, df, meta = committed_trace(base, tmp_path)
     assert meta["model"]["engine"] == "transformers" and meta["model"]["index_topk"] == 2048
     assert meta["model"]["device"] == "cuda" and meta["model"]["dtype"] == "torch.bfloat16"
-    assert load_summary(out)["stats"] == recompute_summary(df)
     assert json.loads((base / "summary.json").read_text()) == load_summary(out)
     visible = df["position"] + 1
     sparse = df[visible > 2048]
@@ -222,20 +230,11 @@ def test_the_committed_long_context_h200_trace(tmp_path):
     """profiles/examples/trace_hf_long (capture.sh on the H200): RULER-shaped requests at contexts up
     to 8k, four times the top-k: steps near 8k select a quarter of the visible tokens; every step after
     a batch's first carries its GPU wall time (CUDA events); the summary equals the recomputation."""
-    import json
-    import tarfile
+    from align.trace.topk import load_requests
 
-    from align.trace.topk import load_requests, load_summary, recompute_summary
-
-    base = ROOT / "profiles" / "examples" / "trace_hf_long"
-    with tarfile.open(base / "topk_trace.tar.gz") as tar:
-        tar.extractall(tmp_path, filter="data")
-    out = tmp_path / "topk"
-    df = load_trace(out)
-    meta = json.loads((out / "run_meta.json").read_text())
+    out, df, meta = committed_trace(ROOT / "profiles" / "examples" / "trace_hf_long", tmp_path)
     assert meta["workload"]["dataset"] == "ruler" and meta["model"]["engine"] == "transformers"
     assert set(load_requests(out)["kind"]) == {"ruler"}
-    assert load_summary(out)["stats"] == recompute_summary(df)
     assert df["position"].max() >= 8000 and (df["n_selected"] <= 2048).all()
     share = df["n_selected"] / (df["position"] + 1)
     assert share.min() <= 0.26
