@@ -49,6 +49,11 @@ class Forwards:
     cold: dict[str, int] = field(default_factory=dict)
 
 
+# how a kernel was launched, as the kernel table records it (launch_details)
+LAUNCH_COLUMNS = ["gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ", "registersPerThread",
+                  "staticSharedMemory", "dynamicSharedMemory"]
+
+
 class OpView:
     """GPU work of one profile with everything needed to cut it by op, forward and phase."""
 
@@ -301,14 +306,16 @@ class OpView:
         out[rng >= 0] = texts[rng[rng >= 0]]
         return out
 
-    def launch_calls(self, items: pd.DataFrame) -> pd.Series:
-        """How long the CUDA API call behind each launch of ``items`` took (kernel launch, or
-        ``cudaGraphLaunch`` for a replayed node), ns, by launch row; launches whose call was not
-        traced are left out. Kept from the projection's one pass over the runtime table."""
-        launches = np.unique(items.loc[items["launch"] >= 0, "launch"].to_numpy())
-        ns = self._launch_api_ns[launches] if len(launches) else np.empty(0, np.int32)
-        keep = ns >= 0
-        return pd.Series(ns[keep].astype(np.int64), index=launches[keep])
+    def call_ns(self, launch: np.ndarray) -> np.ndarray:
+        """How long the CUDA API call behind each launch row took (kernel launch, or ``cudaGraphLaunch``
+        for a replayed node), ns; NaN where there is no launch or its call was not traced. Kept from
+        the projection's one pass over the runtime table."""
+        out = np.full(len(launch), np.nan)
+        ok = launch >= 0
+        ns = self._launch_api_ns[launch[ok]].astype(float)
+        ns[ns < 0] = np.nan
+        out[ok] = ns
+        return out
 
     def range_names(self, items: pd.DataFrame, column: str = "op_range") -> np.ndarray:
         """Name of the range in ``column`` of each item (an index into the profile's ranges), "" for none."""
@@ -326,8 +333,7 @@ class OpView:
     def launch_details(self, items: pd.DataFrame) -> pd.DataFrame:
         """Each kernel of ``items`` as it was launched: grid and block (x, y, z), registers per
         thread, static and dynamic shared memory (bytes); rows for memcpy/memset are left out."""
-        cols = ["gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ", "registersPerThread",
-                "staticSharedMemory", "dynamicSharedMemory"]
+        cols = LAUNCH_COLUMNS
         sel = items[(items["kind"] == 0) & (items["launch"] >= 0)]
         have = self.profile.schema.columns(KERNEL_TABLE) if self.profile.schema.has(KERNEL_TABLE) else set()
         if sel.empty or not {"gridX", "blockX", "correlationId", "globalPid"} <= have:

@@ -56,6 +56,11 @@ E2EPidOpt = typer.Option(None, "--pid", help="E2E side: only this process")
 E2EDeviceOpt = typer.Option(None, "--device", help="E2E side: only this GPU")
 E2ERankOpt = typer.Option(None, "--rank", help="E2E side: only this rank, or all (every rank, compared one by one "
                                                  "and summarised: spread across ranks, the outlier rank)")
+# verdict and report: known differences, judged harmless
+AcceptOpt = typer.Option([], "--accept", metavar="FAMILY",
+                         help="a known difference judged harmless: this kernel family (or PHASE:FAMILY) leaves the "
+                              "checks and is listed (repeatable; needs --reason)")
+ReasonOpt = typer.Option(None, "--reason", help="why the --accept families are harmless (recorded)")
 # every mock-vs-E2E command (diff, verdict, report) takes these, declared once: (name, annotation, option)
 PAIR_OPTIONS = [
     ("phase", "Optional[str]", PairPhaseOpt), ("mock_range", "Optional[str]", MockRangeOpt),
@@ -166,32 +171,39 @@ def _say_pairing(cmp, table: bool, details: bool = True) -> None:
     stdout in table format, else as lines on stderr (stdout stays what a script parses); with
     ``details``, comparability, launch mode, ranks and launch shapes as lines on stderr too (a report
     has them on its page)."""
-    from align.compare.verdict import pairing_lines, pairing_view, rank_lines
+    from align.compare.verdict import pairing_lines, pairing_view
 
     if cmp.op_reason:
         err.print(cmp.op_reason, markup=False)
-    c = cmp.comparability if details else None
-    if c is not None:
-        err.print(c.line(), markup=False)
-        for w in c.warnings:
-            err.print(f"comparability: WARNING {w}", markup=False)
-    for r in (cmp.launch.to_dict(orient="records") if details else []):
-        err.print(f"launch: {r['phase']}: {'same, ' if r['same'] else 'DIFFERS: '}mock {r['mock']}, E2E {r['e2e']}",
-                  markup=False)
-    for line in (rank_lines(cmp.ranks) if details else []):
-        err.print(f"ranks: {line}", markup=False)
-    shapes = cmp.shapes if details else None
-    differ = shapes[~shapes["same"].astype(bool)].to_dict(orient="records") if details and len(shapes) else []
-    for r in differ[:10]:
-        err.print(f"shapes: {r['phase']}: {r['family']}: {r['cause']}", markup=False)
-    if len(differ) > 10:
-        err.print(f"shapes: {len(differ) - 10} more families launched with other shapes (see the report)", markup=False)
+    if details:
+        _say_details(cmp)
     if table:
         print_frame(pairing_view(cmp.pairing.table), Format.table, title="pairing: mock phases and E2E forwards",
                     max_width=70, main=False)
     else:
         for line in pairing_lines(cmp.pairing.table):
             err.print(f"pairing: {line}", markup=False)
+
+
+def _say_details(cmp) -> None:
+    """Comparability, launch mode, ranks and the families launched with other shapes, on stderr."""
+    from align.compare.verdict import rank_lines
+
+    if cmp.comparability is not None:
+        err.print(cmp.comparability.line(), markup=False)
+        for w in cmp.comparability.warnings:
+            err.print(f"comparability: WARNING {w}", markup=False)
+    for r in cmp.launch.to_dict(orient="records"):
+        err.print(f"launch: {r['phase']}: {'same, ' if r['same'] else 'DIFFERS: '}mock {r['mock']}, E2E {r['e2e']}",
+                  markup=False)
+    for line in rank_lines(cmp.ranks):
+        err.print(f"ranks: {line}", markup=False)
+    shapes = cmp.shapes
+    differ = shapes[~shapes["same"].astype(bool)].to_dict(orient="records") if len(shapes) else []
+    for r in differ[:10]:
+        err.print(f"shapes: {r['phase']}: {r['family']}: {r['cause']}", markup=False)
+    if len(differ) > 10:
+        err.print(f"shapes: {len(differ) - 10} more families launched with other shapes (see the report)", markup=False)
 
 
 # ---- nsys ----------------------------------------------------------------------------------
@@ -679,10 +691,8 @@ def verdict(
     mock: Optional[str] = typer.Option(None, "--mock", help="mock profile: file or store name"),
     e2e: Optional[str] = typer.Option(None, "--e2e", help="E2E profile: file or store name"),
     bench: Optional[Path] = typer.Option(None, "--bench", help="align bench --format json result"),
-    accept: list[str] = typer.Option([], "--accept", metavar="FAMILY",
-                                     help="a known difference judged harmless: this kernel family (or "
-                                          "PHASE:FAMILY) leaves the checks and is listed (repeatable; needs --reason)"),
-    reason: Optional[str] = typer.Option(None, "--reason", help="why the --accept families are harmless (recorded)"),
+    accept: list[str] = AcceptOpt,
+    reason: Optional[str] = ReasonOpt,
     pair: PairArgs = None,
     fmt: VerdictFormat = typer.Option(VerdictFormat.table, "--format", "-f", help="table, json or md"),
 ) -> None:
@@ -724,9 +734,8 @@ def report(
     output: Path = typer.Option(Path("align-report.html"), "--output", "-o", help="HTML file to write"),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="also write a Markdown summary here"),
     bench: Optional[Path] = typer.Option(None, "--bench", help="align bench --format json result"),
-    accept: list[str] = typer.Option([], "--accept", metavar="FAMILY",
-                                     help="a known difference judged harmless (repeatable; needs --reason)"),
-    reason: Optional[str] = typer.Option(None, "--reason", help="why the --accept families are harmless"),
+    accept: list[str] = AcceptOpt,
+    reason: Optional[str] = ReasonOpt,
     pair: PairArgs = None,
 ) -> None:
     """Write a self-contained HTML report (checklist, pairing, plots, tables) and optionally a Markdown summary.

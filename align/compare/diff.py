@@ -67,10 +67,7 @@ def _check_config(cfg: dict, where) -> None:
         if (v < low if closed else v <= low) or (high is not None and v > high):
             span = f"{'>=' if closed else '>'} {low}" + (f" and <= {high}" if high is not None else "")
             raise AlignError(f"[{section}] {key} = {v!r} in {where} is out of range", f"use a value {span}")
-    for family, why in cfg.get("accept", {}).items():
-        if not isinstance(why, str) or not why.strip():
-            raise AlignError(f"[accept] {family!r} in {where} has no reason",
-                             f'write "{family}" = "why this difference is harmless"')
+    check_accept(cfg.get("accept", {}), f"[accept] of {where}")
     if not isinstance(cfg["verdict"].get("graph", True), bool):
         raise AlignError(f"[verdict] graph = {cfg['verdict']['graph']!r} in {where} is not true or false",
                          "write graph = true (check the launch mode) or graph = false")
@@ -84,6 +81,14 @@ def _check_config(cfg: dict, where) -> None:
             raise AlignError(f"[{section}] {key} = {v!r} in {where} is not a regex string", "write it in quotes")
 
 
+def check_accept(accept: dict, where: str) -> None:
+    """Every known difference comes with its reason (the config's [accept], or verdict's ``accept``)."""
+    for family, why in accept.items():
+        if not isinstance(why, str) or not why.strip():
+            raise AlignError(f"{family!r} in {where} has no reason",
+                             f'write "{family}" = "why this difference is harmless"')
+
+
 @dataclass
 class Side:
     """One profile cut to the op: its GPU work (``items``, phases relabelled to the comparison keys
@@ -95,6 +100,11 @@ class Side:
     items: pd.DataFrame
     range_used: str
     forwards: Forwards | None = None
+
+    def kept_items(self) -> pd.DataFrame:
+        """The GPU work of the forwards the comparison kept (after warm-up and --skip)."""
+        fw = self.forwards.forwards
+        return self.items[self.items["forward"].isin(set(fw.loc[fw["kept"], "forward"]))]
 
 
 def side_view(side: ProfileSide, registry: Registry, store=None, name: str = "short") -> OpView:
@@ -302,8 +312,8 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: in
                          "process with the op's forwards",
                          "compare it as it is (leave the rank out), or pass the export of a multi-process run")
     if phase is not None:
-        present = sorted({_base(k) for k in keys})
-        keys = [k for k in keys if _base(k) == phase]
+        present = sorted({base_phase(k) for k in keys})
+        keys = [k for k in keys if base_phase(k) == phase]
         if not keys:
             raise AlignError(f"no {phase} forwards to compare in {m.path} and {e.path}",
                              f"phases paired here: {', '.join(present) or 'none'}; pass one of them as {arg('phase')} "
@@ -337,7 +347,7 @@ def rank_summary(table: pd.DataFrame) -> pd.DataFrame:
     if tot.empty:
         return pd.DataFrame(columns=cols)
     rows = []
-    for ph, g in tot.groupby(tot["phase"].map(_base), sort=False):
+    for ph, g in tot.groupby(tot["phase"].map(base_phase), sort=False):
         med = float(g["e2e_ns"].median())
         dev = (g["e2e_ns"] - med) / med * 100 if med else g["e2e_ns"] * 0.0
         spread = float((g["e2e_ns"].max() - g["e2e_ns"].min()) / med * 100) if med else 0.0
@@ -349,7 +359,7 @@ def rank_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def _base(key: str) -> str:
+def base_phase(key: str) -> str:
     """``generation (rank 0)`` -> ``generation``."""
     return key.split(" (", 1)[0]
 

@@ -18,14 +18,12 @@ COLUMNS = ["phase", "mode", "forwards", "kernels", "graph_kernels", "graph_launc
 
 def launch_modes(side) -> "pd.DataFrame":
     """One row per phase of a compared side (``compare.diff.Side`` with its forwards)."""
-    fw = side.forwards.forwards
-    kept = set(fw.loc[fw["kept"], "forward"])
-    items = side.items[side.items["forward"].isin(kept)]
+    items = side.kept_items()
     if items.empty:
         return pd.DataFrame(columns=COLUMNS)
     if side.view is not None:
         launch = items["launch"].to_numpy()
-        dur = side.view.launch_calls(items).reindex(launch).to_numpy(float)
+        dur = side.view.call_ns(launch)
     else:  # a side built by hand, without its profile: one launch per kernel, no API times
         launch = items["launch"].to_numpy() if "launch" in items else np.arange(len(items))
         dur = np.full(len(items), np.nan)

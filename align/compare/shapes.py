@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from align.attribute.ops import LAUNCH_COLUMNS
 from align.lazy import pd
 
 COLUMNS = ["phase", "family", "same", "mock", "e2e", "cause", "beyond"]
@@ -20,8 +21,7 @@ MAX_SHOWN = 3  # distinct shapes shown per side
 
 def _shape_rows(side) -> "pd.DataFrame":
     """Kernels of the side's kept forwards with their family, phase and launch configuration."""
-    fw = side.forwards.forwards
-    items = side.items[side.items["forward"].isin(set(fw.loc[fw["kept"], "forward"]))].reset_index(drop=True)
+    items = side.kept_items().reset_index(drop=True)
     if items.empty or side.view is None:
         return pd.DataFrame()
     det = side.view.launch_details(items)
@@ -79,14 +79,10 @@ def compare_shapes(mock, e2e, token_kernels: list[str] | None = None) -> "pd.Dat
     return pd.DataFrame(out, columns=COLUMNS)
 
 
-SHAPE_COLUMNS = ["gridX", "gridY", "gridZ", "blockX", "blockY", "blockZ", "registersPerThread",
-                 "staticSharedMemory", "dynamicSharedMemory"]
-
-
 def _by_family(rows: "pd.DataFrame") -> tuple[dict, dict]:
     """(phase, family) -> distinct (grid, config) launches, most launched first; and -> kernel names.
     One grouping over all kernels: a few distinct shapes per family, however many kernels."""
-    counts = rows.fillna({c: -1 for c in SHAPE_COLUMNS[6:]}).groupby(["phase", "family"] + SHAPE_COLUMNS,
+    counts = rows.fillna({c: -1 for c in LAUNCH_COLUMNS[6:]}).groupby(["phase", "family"] + LAUNCH_COLUMNS,
                                                                       sort=False, observed=True).size()
     counts = counts.sort_values(ascending=False, kind="stable")
     shapes: dict = {}

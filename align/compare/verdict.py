@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from align.compare.diff import Comparison, compare
-from align.compare.pairing import plain_rows
+from align.compare.diff import Comparison, base_phase, check_accept, compare
+from align.compare.pairing import NAMED, plain_rows
 from align.errors import AlignError, arg
 
 MAX_LISTED = 6
@@ -123,8 +123,8 @@ def accepted_table(cmp: Comparison) -> pd.DataFrame:
     fam = cmp.table[cmp.table["family"] != "TOTAL"]
     rows = []
     for key, reason in accept.items():
-        phase, family = (key.split(":", 1) if key.split(":", 1)[0] in PHASE_WORDS else (None, key))
-        hit = fam[(fam["family"] == family) & ((fam["phase"].map(_base_phase) == phase) if phase else True)]
+        phase, family = (key.split(":", 1) if key.split(":", 1)[0] in NAMED else (None, key))
+        hit = fam[(fam["family"] == family) & ((fam["phase"].map(base_phase) == phase) if phase else True)]
         if hit.empty:
             rows.append({"phase": phase, "family": family, "difference": "not found in this comparison",
                          "reason": reason, "found": False})
@@ -133,14 +133,6 @@ def accepted_table(cmp: Comparison) -> pd.DataFrame:
                     f"{r['status']} (mock {r['mock_count']:g} / E2E {r['e2e_count']:g} per forward)")
             rows.append({"phase": r["phase"], "family": family, "difference": what, "reason": reason, "found": True})
     return pd.DataFrame(rows, columns=["phase", "family", "difference", "reason", "found"])
-
-
-PHASE_WORDS = ("context", "generation", "mixed")
-
-
-def _base_phase(key: str) -> str:
-    """``generation (rank 0)`` -> ``generation``."""
-    return key.split(" (", 1)[0]
 
 
 def pairing_lines(table: pd.DataFrame) -> list[str]:
@@ -313,9 +305,7 @@ def _shape_words(cmp: Comparison) -> str:
     differ = t[~t["same"].astype(bool)] if len(t) else t
     if differ.empty:
         return ""
-    listed = [f"{r['phase']}:{r['family']} ({r['cause']})" for r in differ.to_dict(orient="records")]
-    more = f" and {len(listed) - MAX_LISTED} more" if len(listed) > MAX_LISTED else ""
-    return f"; launch shapes differ in {len(listed)} families: {', '.join(listed[:MAX_LISTED])}{more}"
+    return f"; launch shapes differ in {len(differ)} families: {_with_causes(differ)}"
 
 
 def _shapes_check(cmp: Comparison, tolerance: float) -> dict:
@@ -330,12 +320,16 @@ def _shapes_check(cmp: Comparison, tolerance: float) -> dict:
     if off.empty:
         return _check("shapes", True, value, tolerance,
                       "the mock's kernels run at the E2E run's problem size (grids within its span)")
-    listed = [f"{r['phase']}:{r['family']} ({r['cause']})" for r in off.to_dict(orient="records")]
-    more = f" and {len(listed) - MAX_LISTED} more" if len(listed) > MAX_LISTED else ""
     return _check("shapes", False, value, tolerance,
-                  f"{len(listed)} families launched for another problem size than the E2E run's: "
-                  f"{', '.join(listed[:MAX_LISTED])}{more}", [f"{r['phase']}:{r['family']}"
-                                                             for r in off.to_dict(orient="records")])
+                  f"{len(off)} families launched for another problem size than the E2E run's: {_with_causes(off)}",
+                  [f"{r['phase']}:{r['family']}" for r in off.to_dict(orient="records")])
+
+
+def _with_causes(rows: pd.DataFrame) -> str:
+    """``phase:family (cause), ...`` of shape rows, the first MAX_LISTED and how many more."""
+    listed = [f"{r['phase']}:{r['family']} ({r['cause']})" for r in rows.to_dict(orient="records")]
+    more = f" and {len(listed) - MAX_LISTED} more" if len(listed) > MAX_LISTED else ""
+    return ", ".join(listed[:MAX_LISTED]) + more
 
 
 def _graph_check(launch: pd.DataFrame) -> dict:
@@ -381,9 +375,7 @@ def verdict(mock=None, e2e=None, op: str | None = None, bench: str | os.PathLike
             raise AlignError("no profiles given", f"pass {arg('mock')} and {arg('e2e')}, or {arg('op')} to use the newest stored ones")
         mock, e2e, chosen = newest_pair(store, op, mock, e2e)
     cmp = compare(mock, e2e, op=op, store=store, **options)
-    for family, why in (accept or {}).items():
-        if not isinstance(why, str) or not why.strip():
-            raise AlignError(f"accepting {family!r} needs a reason", f"pass {arg('accept')}={{{family!r}: 'why'}}")
+    check_accept(accept or {}, arg("accept"))
     cmp.config = {**cmp.config, "accept": {**cmp.config.get("accept", {}), **(accept or {})}}
     v = judge(cmp, _read_bench(bench) if bench is not None else None)
     v.chosen = chosen
