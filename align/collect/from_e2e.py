@@ -48,11 +48,13 @@ class E2ePoints:
 
 
 def token_rule(spec: OpSpec, token_kernels: list[str] | None = None) -> re.Pattern:
+    from align.ops.registry import alternation
+
     patterns = token_kernels if token_kernels is not None else spec.token_kernels
     if not patterns:
         raise AlignError(f"op {spec.name} names no kernel whose grid shows the query tokens",
                          f"add token_kernels = ['REGEX'] under [ops.{spec.name}.from_e2e] in collect.toml")
-    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+    return alternation(patterns, f"[ops.{spec.name}.from_e2e] token_kernels", "fix collect.toml")
 
 
 def e2e_points(profile, spec: OpSpec, *, e2e_range: str | None = None, select: dict | None = None,
@@ -70,8 +72,7 @@ def e2e_points(profile, spec: OpSpec, *, e2e_range: str | None = None, select: d
     items = cut.items[cut.items["forward"] >= 0]
     rule = token_rule(spec)
     tok = items[(items["kind"] == 0) & items["name"].astype(str).str.contains(rule)]
-    shapes = view.shapes(tok)
-    grid_x = shapes.str.extract(r"^grid (\d+),")[0].dropna().astype("int64")
+    grid_x = view.launch_details(tok)["gridX"].dropna().astype("int64")  # one block per query token
     tokens = grid_x.groupby(tok.loc[grid_x.index, "forward"]).agg(lambda s: int(s.mode().iloc[0]))
     first = items.groupby("forward", sort=False).head(1)
     fw = pd.DataFrame({"forward": first["forward"].to_numpy(), "pid": first["pid"].to_numpy(),

@@ -10,9 +10,8 @@ block, register count or shared memory means another tile or kernel configuratio
 
 from __future__ import annotations
 
-import re
-
 from align.attribute.ops import LAUNCH_COLUMNS
+from align.ops.registry import alternation
 from align.lazy import pd
 
 COLUMNS = ["phase", "family", "same", "mock", "e2e", "cause", "beyond"]
@@ -50,7 +49,7 @@ def compare_shapes(mock, e2e, token_kernels: list[str] | None = None) -> "pd.Dat
     a, b = _shape_rows(mock), _shape_rows(e2e)
     if a.empty or b.empty:
         return pd.DataFrame(columns=COLUMNS)
-    tokens = re.compile("|".join(f"(?:{p})" for p in token_kernels), re.I) if token_kernels else None
+    tokens = alternation(token_kernels or [], "token_kernels", "fix collect.toml")
     shapes_a, names_a = _by_family(a)
     shapes_b, names_b = _by_family(b)
     out = []

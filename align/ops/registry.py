@@ -29,8 +29,8 @@ class OpSpec:
     shared: bool = False
 
     def __post_init__(self) -> None:
-        self._range_re = _alternation(self.nvtx, f"op {self.name} nvtx")
-        self._kernel_re = _alternation([p for ps in self.kernels.values() for p in ps], f"op {self.name} kernels")
+        self._range_re = alternation(self.nvtx, f"op {self.name} nvtx")
+        self._kernel_re = alternation([p for ps in self.kernels.values() for p in ps], f"op {self.name} kernels")
 
     def matches_range(self, text: str) -> bool:
         return bool(self._range_re and self._range_re.search(text))
@@ -168,19 +168,20 @@ def function_name(kernel_name: str) -> str:
     return s.strip().replace("{anonymous}", "<unnamed>") or kernel_name
 
 
-def _compile(pattern: str, what: str) -> re.Pattern:
+def _compile(pattern: str, what: str, fix: str = "fix the ops file") -> re.Pattern:
     try:
         return re.compile(pattern, re.IGNORECASE)
     except re.error as exc:
-        raise AlignError(f"bad regex in {what}: {pattern!r} ({exc})", "fix the ops file") from None
+        raise AlignError(f"bad regex in {what}: {pattern!r} ({exc})", fix) from None
 
 
-def _alternation(patterns: list[str], what: str) -> re.Pattern | None:
+def alternation(patterns: list[str], what: str, fix: str = "fix the ops file") -> re.Pattern | None:
+    """One case-insensitive regex matching any of ``patterns`` (None for none); a bad one is named."""
     if not patterns:
         return None
     for p in patterns:
-        _compile(p, what)
-    return _compile("|".join(f"(?:{p})" for p in patterns), what)
+        _compile(p, what, fix)
+    return _compile("|".join(f"(?:{p})" for p in patterns), what, fix)
 
 
 OP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
