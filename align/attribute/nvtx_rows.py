@@ -119,11 +119,18 @@ class PlainRanges:
         return c
 
 
-def plain_ranges(profile: Profile) -> PlainRanges:
+def range_rows(profile: Profile) -> list[tuple]:
+    """The rows of :func:`range_query` (``RANGE_COLUMNS``), their times and threads checked to be
+    integers (a damaged export is one line, not a traceback)."""
     query = range_query(profile)
     rows = profile.engine.rows(query)[1] if query else []
     if not all(type(r[1]) is int and type(r[2]) is int and type(r[4]) is int for r in rows):
         damaged(profile)
+    return rows
+
+
+def plain_ranges(profile: Profile) -> PlainRanges:
+    rows = range_rows(profile)
     rows.sort(key=lambda r: (r[4], r[1], -r[2]))  # stable: ties keep table order
     gtid = [r[4] for r in rows]
     start = [r[1] for r in rows]

@@ -16,9 +16,7 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from align.profile.reader import Profile
-from align.attribute.nvtx_rows import range_query
-
-NO_RANGE = -1
+from align.attribute.nvtx_rows import NO_RANGE, range_query
 
 
 @dataclass

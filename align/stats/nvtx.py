@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from align.lazy import pd
 
-from align.attribute.nvtx_rows import range_query
+from align.attribute.nvtx_rows import range_rows
 from align.numbers import plain_stats, round_tenth
 from align.profile.reader import Profile
 from align.rows import Rows
@@ -24,12 +24,10 @@ DTYPES = {"time_pct": "float64", "total_ns": "int64", "instances": "int64", "avg
 def nvtx_sum_rows(profile: Profile) -> Rows:
     """Per (range name, style): total, instances, avg, med, min, max and stddev of the ranges'
     durations, and their share of all range time; ranges that never ended are left out, as nsys does."""
-    query = range_query(profile)
     groups: dict[tuple[str, str], list[int]] = {}
-    if query:
-        for _, start, end, open_end, *_, domain, text, style in profile.engine.rows(query)[1]:
-            if not open_end:
-                groups.setdefault((f"{domain}:{text}", style), []).append(end - start)
+    for _, start, end, open_end, *_, domain, text, style in range_rows(profile):
+        if not open_end:
+            groups.setdefault((f"{domain}:{text}", style), []).append(end - start)
     whole = sum(sum(v) for v in groups.values())
     out = []
     for (name, style), durations in groups.items():
