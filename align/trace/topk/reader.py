@@ -61,7 +61,7 @@ def load_trace(directory: str | Path) -> pd.DataFrame:
     directory = Path(directory)
     rows: list[dict[str, Any]] = []
     torn, bad = 0, []
-    # a trace written with the seed's field names (run_meta.json trace.names) reads back as align's
+    # a trace written with the seed's field names (run_meta.json record_names) reads back as align's
     meta_path = directory / "run_meta.json"
     try:
         written = json.loads(meta_path.read_text()).get("record_names") if meta_path.exists() else None
