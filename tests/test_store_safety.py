@@ -69,11 +69,18 @@ def test_store_that_is_a_file(tmp_path):
     assert f.read_text() == "not a folder"
 
 
-def _start_capture(store: Path, name: str) -> subprocess.Popen:
+def _start_capture(store: Path, name: str, cmd: list[str] = SLEEPER) -> subprocess.Popen:
     env = {**os.environ, "ALIGN_STORE": str(store)}
     return subprocess.Popen([sys.executable, "-m", "align", "profile", "mock", "--name", name, "--overwrite",
-                             "--trace", "nvtx,osrt", "--quiet", "--", *SLEEPER], env=env, stdout=subprocess.PIPE,
+                             "--trace", "nvtx,osrt", "--quiet", "--", *cmd], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def _held_until(release: Path) -> list[str]:
+    """A program that runs until ``release`` exists (2 minutes at most): a capture that is surely
+    still going while the test acts, however slow the machine."""
+    return [sys.executable, "-c", "import os, sys, time\nend = time.time() + 120\n"
+            "while not os.path.exists(sys.argv[1]) and time.time() < end:\n    time.sleep(0.05)", str(release)]
 
 
 def _wait_for(path: Path, timeout: float = 60) -> None:
@@ -85,17 +92,19 @@ def _wait_for(path: Path, timeout: float = 60) -> None:
 
 @pytest.mark.nsys
 def test_one_capture_per_entry_at_a_time(nsys, tmp_path):
-    first = _start_capture(tmp_path, "same")
+    release = tmp_path / "release"
+    first = _start_capture(tmp_path, "same", _held_until(release))
     try:
         _wait_for(tmp_path / "same" / "meta.json")
         r = run_align("profile", "mock", "--name", "same", "--overwrite", "--store", str(tmp_path), "--",
                       sys.executable, "-c", "pass")
         assert r.returncode == 2 and f"being captured by process {first.pid}" in r.stderr, r.stderr
     finally:
+        release.touch()
         out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     meta = json.loads((tmp_path / "same" / "meta.json").read_text())
-    assert meta["status"] == "ok" and "time.sleep(6)" in meta["command_line"]
+    assert meta["status"] == "ok" and str(release) in meta["command_line"]  # the first capture's own command
     assert (tmp_path / "same" / "nsys.log").read_text().count("$ ") == 2  # nsys profile and export: one capture
     assert not (tmp_path / ".same.lock").exists()
 
