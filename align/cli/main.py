@@ -1009,6 +1009,15 @@ def trace_topk_run(
                                                    "(sharegpt: Poisson, burstgpt: Gamma); recorded, not waited for"),
     length_scale: float = typer.Option(1.0, "--length-scale", help="multiply every prompt and output length"),
     length_quantum: int = typer.Option(1, "--length-quantum", help="round prompt lengths to a multiple (batching)"),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens",
+                                                 help="generate until EOS, at most N tokens; N <= 0: until EOS or "
+                                                      "--max-seq-len (default: each request's drawn output length)"),
+    eos_token: Optional[int] = typer.Option(None, "--eos-token", help="EOS token id (default: the model's, 1)"),
+    max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len",
+                                              help="cap of prompt + output tokens (default: the config's)"),
+    prefill_chunk: Optional[int] = typer.Option(None, "--prefill-chunk",
+                                                help="transformers: prefill long prompts N tokens at a time "
+                                                     "(the indexer's fp32 scores of a whole 16k prompt take 68 GB)"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 or bfloat16"),
     fmt: Format = FormatOpt,
@@ -1035,6 +1044,8 @@ def trace_topk_run(
         result = run_workload(out, spec, config=config, n_layers=layers, batch_size=batch_size, device=device,
                               dtype=getattr(torch, dtype), block_size=block_size, shard_size=shard_size,
                               record_scores=scores, sample_every=every, engine=engine, names=schema,
+                              max_new_tokens=max_new_tokens, eos_token=eos_token, max_seq_len=max_seq_len,
+                              prefill_chunk=prefill_chunk,
                               progress=(lambda done, total: err.print(f"batch {done}/{total}", end="\r"))
                               if fmt == Format.table else None)
     except ValueError as exc:

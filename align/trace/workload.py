@@ -25,6 +25,13 @@ open batch of their prompt length in arrival order, up to ``batch_size``; ``leng
 rounds prompt lengths to a multiple so that batches actually form. A batch decodes as many steps
 as its longest output; each row is recorded for its own ``output_len`` steps only. The decode is
 eager (``DecodeLoop(..., use_cuda_graph=False)``): the trace hook does not run on graph replays.
+
+Generation length (``Generation``): by default each request decodes its drawn ``output_len`` steps,
+EOS ignored. With ``max_new_tokens`` set, every request instead generates until it emits the EOS
+token or reaches the cap: ``max_new_tokens`` tokens when > 0, the model's length (``max_seq_len``)
+when <= 0, as seed 003 defines it. A row that emitted EOS is no longer recorded while the rest of
+its batch goes on; ``requests.jsonl`` then holds what ran: ``output_len`` (decode steps),
+``generated_tokens`` (EOS included), ``finish`` (``eos`` or ``length``) and ``drawn_output_len``.
 """
 
 from __future__ import annotations
@@ -168,6 +175,62 @@ def plan_batches(requests: list[Request], batch_size: int) -> list[list[Request]
     return batches
 
 
+@dataclass(frozen=True)
+class Generation:
+    """How long a request generates: its drawn ``output_len`` (``max_new_tokens`` None, EOS ignored),
+    or until ``eos_token`` capped at ``max_new_tokens`` tokens (> 0) or at ``max_len`` (<= 0)."""
+
+    max_new_tokens: int | None = None
+    eos_token: int = 1
+    max_len: int = 0
+
+    @property
+    def until_eos(self) -> bool:
+        return self.max_new_tokens is not None
+
+    def steps(self, batch: list[Request]) -> list[int]:
+        """Decode steps each row may run at most (the first token comes from the prefill)."""
+        if not self.until_eos:
+            return [r.output_len for r in batch]
+        tokens = self.max_new_tokens if self.max_new_tokens > 0 else self.max_len - batch[0].prompt_len
+        if tokens < 1:
+            raise ValueError(f"prompt of {batch[0].prompt_len} tokens leaves no room to generate within "
+                             f"max_seq_len {self.max_len}")
+        return [tokens - 1] * len(batch)
+
+
+class _Stops:
+    """One batch's rows that emitted EOS: ``see(tokens, j)`` is shown each row's ``j``-th generated
+    token (0: the prefill's); a row whose token is EOS ran ``j`` decode steps and the tracer is told
+    to record no more of it."""
+
+    def __init__(self, tracer: TopkTracer, gen: Generation, batch: list[Request], steps: list[int]) -> None:
+        self.tracer, self.gen, self.batch, self.cap = tracer, gen, batch, steps
+        self.ended: dict[int, int] = {}
+
+    def see(self, tokens: list[int], j: int) -> None:
+        for row, token in enumerate(tokens):
+            if token == self.gen.eos_token and row not in self.ended:
+                self.ended[row] = j
+                self.tracer.finish_row(row, j)
+
+    @property
+    def all_ended(self) -> bool:
+        return len(self.ended) == len(self.batch)
+
+    def outcome(self) -> dict[int, dict[str, Any]]:
+        """Per request id, the lengths as run (``requests.jsonl`` fields); empty without EOS."""
+        if not self.gen.until_eos:
+            return {}
+        out = {}
+        for row, req in enumerate(self.batch):
+            steps = self.ended.get(row, self.cap[row])
+            out[req.request_id] = {"output_len": steps, "generated_tokens": steps + 1,
+                                   "finish": "eos" if row in self.ended else "length",
+                                   "drawn_output_len": req.output_len}
+        return out
+
+
 @dataclass
 class RunResult:
     out_dir: Path
@@ -183,48 +246,76 @@ ENGINES = ("mock", "transformers")
 def run_workload(out_dir: str | Path, spec: WorkloadSpec | None = None, *, config: str = "small",
                  n_layers: int | None = None, batch_size: int = 4, device: str = "cpu",
                  dtype: torch.dtype | None = None, progress: Callable[[int, int], None] | None = None,
-                 engine: str = "mock", **trace_options: Any) -> RunResult:
+                 engine: str = "mock", max_new_tokens: int | None = None, eos_token: int | None = None,
+                 max_seq_len: int | None = None, prefill_chunk: int | None = None,
+                 **trace_options: Any) -> RunResult:
     """Build the model (seeded weights), run prefill + eager decode for every batch and write the
     trace to ``out_dir``. ``engine``: ``mock`` (align_mock's DSA model, its trace hook) or
     ``transformers`` (transformers' own DeepseekV32ForCausalLM under its own ``generate()``, traced
-    through forward hooks on its indexer, align.trace.topk.engines). ``trace_options`` are
-    ``TopkTraceConfig`` fields (block_size, shard_size, record_scores, ...); they win over
-    ``ALIGN_TOPK_TRACE_*`` variables. ``progress(done, total)`` is called after each batch."""
+    through forward hooks on its indexer, align.trace.topk.engines). ``max_new_tokens`` and
+    ``eos_token`` (default: the model's, 1) choose generation until EOS (``Generation``);
+    ``max_seq_len`` caps prompt + output (default: the config's); ``prefill_chunk`` (transformers)
+    prefills long prompts in chunks of that many tokens, so the indexer's scores of a chunk, not of
+    the whole prompt, fill the device. ``trace_options`` are ``TopkTraceConfig`` fields (block_size,
+    shard_size, record_scores, ...); they win over ``ALIGN_TOPK_TRACE_*`` variables.
+    ``progress(done, total)`` is called after each batch."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: use {' or '.join(ENGINES)}")
+    if prefill_chunk is not None and (engine != "transformers" or prefill_chunk < 1):
+        raise ValueError("a prefill chunk is for the transformers engine and must be >= 1 token")
     spec = spec or WorkloadSpec()
     if engine == "transformers":
         return _run_transformers(Path(out_dir), spec, config, n_layers, batch_size, device, dtype, progress,
-                                 trace_options)
+                                 trace_options, max_new_tokens, eos_token, max_seq_len, prefill_chunk)
     cfg = named_config(config)
+    if max_seq_len is not None and max_seq_len > cfg.max_seq_len:
+        raise ValueError(f"max_seq_len {max_seq_len} is beyond the mock model's {cfg.max_seq_len} (config {config})")
     trace_cfg = TopkTraceConfig.from_env(out_dir=Path(out_dir), enabled=True, **trace_options)
     torch.manual_seed(spec.seed)
     model = Transformer(cfg, n_layers, "dsa", device=device, dtype=dtype).eval()
-    requests = make_requests(spec, cfg.vocab_size, cfg.max_seq_len, trace_cfg.block_size)
+    max_len = max_seq_len or cfg.max_seq_len
+    gen = Generation(max_new_tokens, 1 if eos_token is None else eos_token, max_len)
+    requests = make_requests(spec, cfg.vocab_size, max_len, trace_cfg.block_size)
     batches = plan_batches(requests, batch_size)
     meta = {
         "model": {"config": config, **dataclasses.asdict(cfg), "layers_built": len(model.layers),
                   "index_topk": cfg.index_topk, "dtype": str(model.embed.weight.dtype), "device": device},
-        "workload": {**dataclasses.asdict(spec), "batch_size": batch_size, "batches": len(batches)},
+        "workload": {**dataclasses.asdict(spec), "batch_size": batch_size, "batches": len(batches),
+                     "max_seq_len": max_len},
+        "generation": _generation_meta(gen),
         "runner": "align.trace.workload (eager decode)",
     }
     return _trace_batches(Path(out_dir), trace_cfg, meta, requests, batches, lambda t: t.attach(model),
-                          lambda t, batch: _run_batch(model, t, batch, device), progress)
+                          lambda t, batch: _run_batch(model, t, batch, device, gen), progress)
+
+
+def _generation_meta(gen: Generation) -> dict[str, Any]:
+    if not gen.until_eos:
+        return {"until": "drawn output_len (EOS ignored)"}
+    return {"until": "eos", "eos_token": gen.eos_token, "max_new_tokens": gen.max_new_tokens,
+            "cap": f"{gen.max_new_tokens} tokens" if gen.max_new_tokens > 0 else f"max_seq_len {gen.max_len}"}
 
 
 def _trace_batches(out_dir: Path, trace_cfg: TopkTraceConfig, meta: dict, requests: list[Request],
                    batches: list[list[Request]], attach: Callable, run_batch: Callable,
                    progress: Callable[[int, int], None] | None) -> RunResult:
-    """Register the requests, run every batch with the tracer installed (``attach(tracer)``, a context
-    manager) and close the trace: the same for every engine."""
+    """Run every batch with the tracer installed (``attach(tracer)``, a context manager), register
+    each batch's requests with the lengths they ran (``run_batch`` returns them; ``finish: error``
+    for a batch that raised), and close the trace: the same for every engine."""
     tracer = TopkTracer(trace_cfg, meta)
     start = time.perf_counter()
     try:
-        for req in requests:
-            tracer.add_request(req.request_id, **req.info())
         with attach(tracer), torch.no_grad():
             for done, batch in enumerate(batches, 1):
-                run_batch(tracer, batch)
+                ran: dict[int, dict[str, Any]] = {}
+                try:
+                    ran = run_batch(tracer, batch)
+                except BaseException:
+                    ran = {r.request_id: {"finish": "error"} for r in batch}
+                    raise
+                finally:
+                    for req in sorted(batch, key=lambda r: r.request_id):
+                        tracer.add_request(req.request_id, **{**req.info(), **ran.get(req.request_id, {})})
                 if progress is not None:
                     progress(done, len(batches))
     finally:
@@ -232,19 +323,29 @@ def _trace_batches(out_dir: Path, trace_cfg: TopkTraceConfig, meta: dict, reques
     return RunResult(out_dir, requests, len(batches), summary, time.perf_counter() - start)
 
 
-def _run_batch(model: Transformer, tracer: TopkTracer, batch: list[Request], device: str) -> None:
+def _run_batch(model: Transformer, tracer: TopkTracer, batch: list[Request], device: str,
+               gen: Generation) -> dict[int, dict[str, Any]]:
     prompt_len = batch[0].prompt_len
-    steps = max(r.output_len for r in batch)
+    caps = gen.steps(batch)
+    steps = max(caps)
     tokens = torch.as_tensor(np.stack([r.tokens for r in batch]), dtype=torch.long, device=device)
     model.setup_caches(len(batch), prompt_len + steps)
-    tracer.begin_batch([r.request_id for r in batch], prompt_len, [r.output_len for r in batch])
+    tracer.begin_batch([r.request_id for r in batch], prompt_len, caps)
+    stops = _Stops(tracer, gen, batch, caps)
     try:
         first = model.prefill(tokens).argmax(-1, keepdim=True)
         loop = DecodeLoop(model, first, prompt_len, use_cuda_graph=False)
-        for _ in range(steps):
+        if gen.until_eos:
+            stops.see(first[:, 0].tolist(), 0)
+        for j in range(1, steps + 1):
+            if stops.all_ended:
+                break
             loop.step()
+            if gen.until_eos:
+                stops.see(loop.tokens[:, 0].tolist(), j)
     finally:
         tracer.end_batch()
+    return stops.outcome()
 
 
 def _transformers_model(config: str, n_layers: int | None, device: str, dtype: torch.dtype | None):
@@ -271,7 +372,9 @@ def _transformers_model(config: str, n_layers: int | None, device: str, dtype: t
 
 
 def _run_transformers(out_dir: Path, spec: WorkloadSpec, config: str, n_layers: int | None, batch_size: int,
-                      device: str, dtype: torch.dtype | None, progress, trace_options: dict) -> RunResult:
+                      device: str, dtype: torch.dtype | None, progress, trace_options: dict,
+                      max_new_tokens: int | None, eos_token: int | None, max_seq_len: int | None,
+                      prefill_chunk: int | None) -> RunResult:
     """The workload on transformers' own model: one ``generate()`` per batch (DynamicCache, eager
     decode), the tracer on its indexers' forward hooks."""
     from align.trace.topk.engines import attach_engine
@@ -281,29 +384,64 @@ def _run_transformers(out_dir: Path, spec: WorkloadSpec, config: str, n_layers: 
     trace_cfg = TopkTraceConfig.from_env(out_dir=out_dir, enabled=True, **trace_options)
     torch.manual_seed(spec.seed)
     model, hf_cfg = _transformers_model(config, n_layers, device, dtype)
-    max_len = named_config(config).max_seq_len  # the same lengths as the mock engine's workload
+    # the same lengths as the mock engine's workload unless told; transformers' model itself goes further
+    max_len = max_seq_len or named_config(config).max_seq_len
+    if max_len > hf_cfg.max_position_embeddings:
+        raise ValueError(f"max_seq_len {max_len} is beyond the model's {hf_cfg.max_position_embeddings} positions")
+    gen = Generation(max_new_tokens, hf_cfg.eos_token_id if eos_token is None else eos_token, max_len)
     requests = make_requests(spec, hf_cfg.vocab_size, max_len, trace_cfg.block_size)
     batches = plan_batches(requests, batch_size)
     meta = {
         "model": {"engine": "transformers", "transformers": transformers.__version__, "class": type(model).__name__,
                   "config": config, "layers_built": hf_cfg.num_hidden_layers, "index_topk": hf_cfg.index_topk,
                   "heads": hf_cfg.num_attention_heads, "dtype": str(next(model.parameters()).dtype), "device": device},
-        "workload": {**dataclasses.asdict(spec), "batch_size": batch_size, "batches": len(batches)},
+        "workload": {**dataclasses.asdict(spec), "batch_size": batch_size, "batches": len(batches),
+                     "max_seq_len": max_len},
+        "generation": {**_generation_meta(gen), "prefill_chunk": prefill_chunk},
         "runner": "align.trace.workload (transformers generate(), DynamicCache, eager decode)",
-        "blocks": "logical: token position // block_size (transformers' DynamicCache is contiguous, no block table)",
+        "blocks": "logical: token position // block_size (transformers' DynamicCache is contiguous, no block "
+                  "table; its paged cache (continuous batching) rejects DeepSeek-V3.2's indexed_attention layers)",
     }
     return _trace_batches(out_dir, trace_cfg, meta, requests, batches, lambda t: attach_engine(t, model),
-                          lambda t, batch: _generate_batch(model, t, batch, device), progress)
+                          lambda t, batch: _generate_batch(model, t, batch, device, gen, prefill_chunk), progress)
 
 
-def _generate_batch(model, tracer: TopkTracer, batch: list[Request], device: str) -> None:
+def _generate_batch(model, tracer: TopkTracer, batch: list[Request], device: str, gen: Generation,
+                    prefill_chunk: int | None) -> dict[int, dict[str, Any]]:
     """One batch under transformers' generate(): its first token comes from the prefill, then as many
-    decode forwards as the batch's longest output."""
-    steps = max(r.output_len for r in batch)
+    decode forwards as the batch's longest output, or until every row emitted EOS. With
+    ``prefill_chunk``, all but the prompt's last token go through the model in chunks first, into the
+    cache that generate() then continues (it prefills only the uncached rest)."""
+    from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
+
+    caps = gen.steps(batch)
+    prompt_len = batch[0].prompt_len
     tokens = torch.as_tensor(np.stack([r.tokens for r in batch]), dtype=torch.long, device=device)
-    tracer.begin_batch([r.request_id for r in batch], batch[0].prompt_len, [r.output_len for r in batch])
+    tracer.begin_batch([r.request_id for r in batch], prompt_len, caps)
+    stops = _Stops(tracer, gen, batch, caps)
+
+    class SeeEos(StoppingCriteria):
+        """Shows each new token to ``stops``; never stops generation itself (generate()'s EOS does)."""
+
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+            stops.see(input_ids[:, -1].tolist(), input_ids.shape[1] - prompt_len - 1)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    new = max(caps) + 1
+    if gen.until_eos:
+        length = dict(max_new_tokens=new, eos_token_id=gen.eos_token, stopping_criteria=StoppingCriteriaList([SeeEos()]))
+    else:
+        length = dict(max_new_tokens=new, min_new_tokens=new, eos_token_id=None)
     try:
-        model.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=steps + 1,
-                       min_new_tokens=steps + 1, do_sample=False, pad_token_id=0, eos_token_id=None)
+        cache = None
+        if prefill_chunk is not None and prompt_len - 1 > prefill_chunk:
+            cache = DynamicCache(config=model.config)
+            for a in range(0, prompt_len - 1, prefill_chunk):
+                b = min(a + prefill_chunk, prompt_len - 1)
+                model(input_ids=tokens[:, a:b], attention_mask=torch.ones_like(tokens[:, :b]), past_key_values=cache,
+                      use_cache=True, logits_to_keep=1)
+        model.generate(tokens, attention_mask=torch.ones_like(tokens), past_key_values=cache, do_sample=False,
+                       pad_token_id=0, **length)
     finally:
         tracer.end_batch()
+    return stops.outcome()

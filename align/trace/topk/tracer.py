@@ -59,6 +59,11 @@ class TopkTracer:
         self._start = int(start_pos)
         self._batch_no += 1
 
+    def finish_row(self, row: int, steps: int) -> None:
+        """Row ``row`` ended after ``steps`` decode steps (it emitted EOS): later steps of it are not
+        recorded, though the engine may go on computing the row until the whole batch ends."""
+        self._steps[row] = min(self._steps[row], int(steps))
+
     def end_batch(self) -> None:
         self._request_ids, self._steps = [], []
 
