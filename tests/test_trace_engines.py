@@ -239,3 +239,189 @@ def test_the_committed_long_context_h200_trace(tmp_path):
     share = df["n_selected"] / (df["position"] + 1)
     assert share.min() <= 0.26
     assert df.loc[df["step"] == 0, "step_ns"].isna().all() and (df.loc[df["step"] > 0, "step_ns"] > 0).all()
+
+
+def _greedy_tokens(engine: str, spec, batch_size: int, new: int) -> list[tuple[list[int], list[list[int]]]]:
+    """The tokens each batch of a workload generates greedily (EOS ignored), built exactly as
+    run_workload builds the model and requests: (request ids, per row the generated tokens)."""
+    import numpy as np
+
+    from align.trace.workload import _transformers_model, make_requests, plan_batches
+    from align_mock.config import named_config
+    from align_mock.model import DecodeLoop, Transformer
+
+    torch.manual_seed(spec.seed)
+    if engine == "transformers":
+        model, hf_cfg = _transformers_model("small", None, "cpu", None)
+        vocab = hf_cfg.vocab_size
+    else:
+        cfg = named_config("small")
+        model, vocab = Transformer(cfg, None, "dsa", device="cpu").eval(), cfg.vocab_size
+    out = []
+    for batch in plan_batches(make_requests(spec, vocab, named_config("small").max_seq_len, 64), batch_size):
+        tokens = torch.as_tensor(np.stack([r.tokens for r in batch]), dtype=torch.long)
+        with torch.no_grad():
+            if engine == "transformers":
+                gen = model.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=new,
+                                     min_new_tokens=new, do_sample=False, pad_token_id=0, eos_token_id=None)
+                rows = gen[:, tokens.shape[1]:].tolist()
+            else:
+                model.setup_caches(len(batch), tokens.shape[1] + new)
+                first = model.prefill(tokens).argmax(-1, keepdim=True)
+                loop = DecodeLoop(model, first, tokens.shape[1], use_cuda_graph=False)
+                steps = [first[:, 0].tolist()]
+                for _ in range(new - 1):
+                    loop.step()
+                    steps.append(loop.tokens[:, 0].tolist())
+                rows = [list(r) for r in zip(*steps)]
+        out.append(([r.request_id for r in batch], rows))
+    return out
+
+
+@pytest.mark.parametrize("engine", ["transformers", "mock"])
+def test_generation_until_eos_stops_each_row_at_its_eos(tmp_path, engine):
+    """--max-new-tokens N (seed 003's until-EOS generation): a row that emits EOS as its j-th generated
+    token has exactly j decode steps recorded and finish "eos" in requests.jsonl, while the rest of its
+    batch runs on to its own EOS or the cap. EOS is a token the greedy run really generates (found by
+    running the same seeded workload without EOS first), so the stop is the engine's own."""
+    from align.trace.topk import load_requests, load_summary, recompute_summary
+    from align.trace.workload import WorkloadSpec, run_workload
+
+    spec = WorkloadSpec(requests=4, seed=0, length_scale=0.1, length_quantum=8)
+    new = 10
+    batches = _greedy_tokens(engine, spec, 2, new)
+    ids, rows = next((ids, rows) for ids, rows in batches if len(ids) == 2)
+    eos = rows[0][4]
+    first = {rid: (row.index(eos) if eos in row else None) for ids_, rows_ in batches for rid, row in zip(ids_, rows_)}
+    assert first[ids[0]] <= 4
+    run_workload(tmp_path / "t", spec, config="small", batch_size=2, engine=engine, max_new_tokens=new, eos_token=eos)
+    reqs = load_requests(tmp_path / "t").set_index("request_id")
+    df = load_trace(tmp_path / "t")
+    layers = df["layer"].nunique()
+    for rid, j in first.items():
+        steps = new - 1 if j is None else j
+        assert reqs.loc[rid, "finish"] == ("length" if j is None else "eos")
+        assert reqs.loc[rid, "output_len"] == steps and reqs.loc[rid, "generated_tokens"] == steps + 1
+        assert sorted(df.loc[df["request_id"] == rid, "step"]) == sorted(list(range(steps)) * layers)
+    assert "eos" in set(reqs["finish"])
+    assert load_summary(tmp_path / "t")["stats"] == recompute_summary(df)
+
+
+def test_until_eos_or_the_model_length(tmp_path):
+    """--max-new-tokens 0: until EOS or --max-seq-len (the seed's semantics): with an EOS never generated,
+    each request fills prompt + generated tokens to the cap exactly."""
+    import json
+
+    from align.trace.topk import load_requests
+
+    from .conftest import run_align
+
+    out = tmp_path / "t"
+    r = run_align("trace", "topk", "run", "--engine", "transformers", "--out", str(out), "--requests", "3",
+                  "--length-scale", "0.2", "--max-new-tokens", "0", "--max-seq-len", "80", "--eos-token", "-1",
+                  "-f", "json")
+    assert r.returncode == 0, r.stderr
+    reqs = load_requests(out)
+    assert (reqs["prompt_len"] + reqs["generated_tokens"] == 80).all() and set(reqs["finish"]) == {"length"}
+    meta = json.loads((out / "run_meta.json").read_text())
+    assert meta["generation"] == {"until": "eos", "eos_token": -1, "max_new_tokens": 0, "cap": "max_seq_len 80",
+                                  "prefill_chunk": None}
+    for args, says in ((["--engine", "transformers", "--max-seq-len", "999999"], "beyond the model's"),
+                       (["--engine", "mock", "--max-seq-len", "4096"], "beyond the mock model's"),
+                       (["--engine", "mock", "--prefill-chunk", "64"], "prefill chunk is for the transformers")):
+        bad = run_align("trace", "topk", "run", "--out", str(tmp_path / "bad"), *args)
+        assert bad.returncode == 2 and says in bad.stderr, bad.stderr
+
+
+def test_chunked_prefill_traces_the_same_decode(tmp_path):
+    """--prefill-chunk (long prompts on a bounded device): all but the prompt's last token go through
+    transformers' model in chunks of at most N tokens, in order, into the cache that generate() then
+    continues with the last token alone; the decode records land at the same requests, layers, steps and
+    positions as with one whole prefill. The selected tokens are not compared: in this small random
+    model 16 of 174 prompt queries have the k-th and (k+1)-th index scores exactly equal (ReLU zeros
+    over 4 index heads), and topk breaks such ties differently for other shapes."""
+    from align.trace.workload import WorkloadSpec, run_workload
+
+    spec = WorkloadSpec(requests=4, seed=1, length_scale=0.3)
+    calls = []
+
+    def spy(module, args, out):
+        if type(module).__name__ == "DeepseekV32Indexer" and module.layer_idx == 0:
+            calls.append((args[0].shape[1], int(args[4][0, 0])))  # query length, first position
+
+    runs = {}
+    for name, chunk in (("whole", None), ("chunked", 16)):
+        calls.clear()
+        handle = torch.nn.modules.module.register_module_forward_hook(spy)
+        try:
+            result = run_workload(tmp_path / name, spec, config="small", engine="transformers", prefill_chunk=chunk)
+        finally:
+            handle.remove()
+        runs[name] = (load_trace(tmp_path / name).sort_values(["request_id", "layer", "step"]).reset_index(drop=True),
+                      list(calls))
+    keys = ["request_id", "layer", "step", "position", "n_selected"]
+    (a, whole_calls), (b, chunked_calls) = runs["whole"], runs["chunked"]
+    assert len(a) > 50 and a[keys].equals(b[keys])
+    prompts = [r.prompt_len for r in result.requests]
+    assert max(prompts) > 2 * 16
+    assert [c for c in whole_calls if c[0] > 1] == [(p, 0) for p in prompts]  # one prefill call each
+    starts = [i for i, c in enumerate(chunked_calls) if c[1] == 0] + [len(chunked_calls)]
+    for p, lo, hi in zip(prompts, starts, starts[1:]):  # one batch per request here, in request order
+        chunks = [(min(16, p - 1 - a_), a_) for a_ in range(0, p - 1, 16)] + [(1, p - 1)]
+        steps = hi - lo - len(chunks)
+        assert chunked_calls[lo:hi] == chunks + [(1, p + s_) for s_ in range(steps)] and steps > 0
+
+
+def test_dots3_note_indexer_is_one_more_entry(tmp_path):
+    """transformers' dots3_note (its DSA layers' Dots3NoteTextIndexer, interleaved RoPE) was added as
+    one [[engines]] entry: a small random model records every layer and decode step, top-k 16 of 41+
+    visible tokens, each the indices its indexer returned."""
+    from transformers import Dots3NoteForCausalLM, Dots3NoteTextConfig
+
+    cfg = Dots3NoteTextConfig(vocab_size=1000, hidden_size=256, intermediate_size=512, moe_intermediate_size=64,
+                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, n_routed_experts=4,
+                              num_experts_per_tok=2, n_group=2, topk_group=1, n_shared_experts=1, kv_lora_rank=32,
+                              q_lora_rank=64, qk_rope_head_dim=16, v_head_dim=32, qk_nope_head_dim=32, head_dim=48,
+                              index_topk=16, index_head_dim=32, index_n_heads=4, use_sliding_window=False,
+                              max_position_embeddings=512, shared_experts_intermediate_size=64, pad_token_id=0,
+                              bos_token_id=2, eos_token_id=1)
+    torch.manual_seed(0)
+    model = Dots3NoteForCausalLM(cfg).eval()
+    used = []
+    # Dots3NoteAttention passes position_ids=None: the step's key count comes from its cache instead
+    grabs = [m.register_forward_hook(lambda m, a, kw, o: used.append(
+        (m.layer_idx, kw["past_key_values"].layers[m.layer_idx].indexer_keys.shape[1] - 1, o.clone()))
+        if a[0].shape[1] == 1 else None, with_kwargs=True)
+        for m in model.modules() if type(m).__name__ == "Dots3NoteTextIndexer"]
+    tracer = TopkTracer(TopkTraceConfig(out_dir=tmp_path))
+    tokens = torch.randint(3, 1000, (1, 40))
+    with attach_engine(tracer, model) as hook, torch.no_grad():
+        assert hook.name == "transformers.dots3_note"
+        tracer.begin_batch([5], 40, 3)
+        model.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=4, min_new_tokens=4,
+                       do_sample=False, pad_token_id=0, eos_token_id=None)
+    for g in grabs:
+        g.remove()
+    tracer.close()
+    df = load_trace(tmp_path).set_index(["layer", "step"])
+    assert len(grabs) == 2 and len(used) == len(df) == 2 * 3
+    for layer, pos, out in used:
+        rec = df.loc[(layer, pos - 40)]
+        assert rec["topk"] == sorted(int(i) for i in out[0, 0]) and rec["n_selected"] == 16 < pos + 1
+
+
+def test_researched_engines_are_cited_and_named_when_met(tmp_path):
+    """vLLM's and SGLang's hook points are data ([[researched]]): every field filled and cited; a model
+    holding one of those classes (here a stand-in module of that name) gets a one-line error that names
+    the engine and where its top-k lives, not "no indexer found"."""
+    from align.trace.topk.engines import RESEARCHED_FIELDS, researched
+
+    found = researched()
+    assert {e["name"] for e in found.values()} >= {"vllm.deepseek_v32", "sglang.dsa_indexer"}
+    assert all(e[f] for e in found.values() for f in RESEARCHED_FIELDS)
+    vllm = next(cls for cls, e in found.items() if e["name"] == "vllm.deepseek_v32")
+    stand_in = type(vllm.rsplit(".", 1)[1], (torch.nn.Module,), {"__module__": vllm.rsplit(".", 1)[0]})
+    with pytest.raises(AlignError, match=r"vLLM 0\.33\.0.*researched but not attachable yet: its top-k is "
+                                         r"request-local token positions"):
+        with attach_engine(TopkTracer(TopkTraceConfig(out_dir=tmp_path)), torch.nn.Sequential(stand_in())):
+            pass

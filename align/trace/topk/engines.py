@@ -31,10 +31,22 @@ class EngineHook:
     position_arg: int
     indices_are: str
     source: str
+    mask_arg: int | None = None
+
+    def position(self, args: tuple, kwargs: dict) -> Any:
+        """The step's positions [B]: the position argument, or where the engine passes None there, the
+        last one its mask ``[B, S, T]`` can see (T - 1: a contiguous cache holding the step's key)."""
+        positions = args[self.position_arg] if len(args) > self.position_arg else kwargs.get("position_ids")
+        if positions is not None:
+            return positions[:, -1]
+        mask = args[self.mask_arg] if self.mask_arg is not None and len(args) > self.mask_arg else None
+        if mask is None:
+            raise AlignError(f"{self.name}: the indexer got no positions", "give its entry a mask_arg "
+                             "(align/data/topk_hooks.toml)")
+        return mask.shape[-1] - 1
 
     def matches(self, module: Any) -> bool:
-        t = type(module)
-        return f"{t.__module__}.{t.__qualname__}" == self.cls
+        return _class_path(module) == self.cls
 
 
 def load_hooks(path: str | None = None) -> dict[str, EngineHook]:
@@ -53,8 +65,30 @@ def load_hooks(path: str | None = None) -> dict[str, EngineHook]:
                              "see the fields documented in align/data/topk_hooks.toml")
         out[e["name"]] = EngineHook(name=e["name"], cls=e["class"], output=e["output"], layer_attr=e["layer_attr"],
                                     query_arg=int(e["query_arg"]), position_arg=int(e["position_arg"]),
-                                    indices_are=e["indices_are"], source=e["source"])
+                                    indices_are=e["indices_are"], source=e["source"],
+                                    mask_arg=None if e.get("mask_arg") is None else int(e["mask_arg"]))
     return out
+
+
+RESEARCHED_FIELDS = ("name", "engine", "hook_class", "topk_from", "indices_are", "decode", "request_ids", "blocks",
+                     "eager", "source")
+
+
+def researched() -> dict[str, dict[str, str]]:
+    """Hook points of engines that cannot run here (vLLM, SGLang), researched but not attachable:
+    ``[[researched]]`` of align/data/topk_hooks.toml, by class."""
+    out = {}
+    for e in datafiles.builtin("topk_hooks").get("researched", []):
+        missing = [f for f in RESEARCHED_FIELDS if not e.get(f)]
+        if missing:
+            raise AlignError(f"researched hook entry {e.get('name', '?')!r} lacks {', '.join(missing)}",
+                             "complete it in align/data/topk_hooks.toml")
+        out[e["hook_class"]] = e
+    return out
+
+
+def _class_path(module: Any) -> str:
+    return f"{type(module).__module__}.{type(module).__qualname__}"
 
 
 def find_indexers(model: Any, hooks: dict[str, EngineHook]) -> tuple[EngineHook, list[Any]]:
@@ -63,6 +97,13 @@ def find_indexers(model: Any, hooks: dict[str, EngineHook]) -> tuple[EngineHook,
         found = [m for m in model.modules() if hook.matches(m)]
         if found:
             return hook, found
+    known = researched()
+    for m in model.modules():
+        entry = known.get(_class_path(m))
+        if entry is not None:
+            raise AlignError(f"{entry['engine']}'s indexer ({entry['name']}) is researched but not attachable yet: "
+                             f"its top-k is {entry['indices_are'].split(';')[0]}",
+                             "see its [[researched]] entry in align/data/topk_hooks.toml for where to hook")
     classes = ", ".join(h.cls.rsplit(".", 1)[-1] for h in hooks.values())
     raise AlignError(f"no DSA indexer module of a known engine in {type(model).__name__} (looked for {classes})",
                      "add an [[engines]] entry for its indexer class (align/data/topk_hooks.toml)")
@@ -78,8 +119,7 @@ def attach_engine(tracer: TopkTracer, model: Any, hooks: dict[str, EngineHook] |
         query = args[hook.query_arg] if len(args) > hook.query_arg else None
         if query is None or query.shape[1] != 1:
             return  # a prefill (or a chunk of one): decode steps only
-        positions = args[hook.position_arg] if len(args) > hook.position_arg else kwargs.get("position_ids")
-        tracer(getattr(module, hook.layer_attr, None), positions[:, -1], output, None)
+        tracer(getattr(module, hook.layer_attr, None), hook.position(args, kwargs), output, None)
 
     handles = [m.register_forward_hook(on_forward, with_kwargs=True) for m in modules]
     try:
