@@ -5,7 +5,8 @@ hooks (align.trace.topk.engines), timed in the same run with the modes interleav
 Reported: median decode-step time and its ratio to the untraced step.
 
     python bench/trace_overhead_hf.py [--config small|v32] [--device cpu|cuda] [--batch 4] [--prompt 4096]
-                                      [--steps 32] [--rounds 3] [--layers 2] [--format md|json]
+                                      [--steps 32] [--rounds 3] [--layers 2] [--prefill-chunk 4096]
+                                      [--format md|json]
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def run_round(model, mode: str, args, tmp: Path, round_no: int) -> list[float]:
     times = []
     with (attach_engine(tracer, model) if tracer else contextlib.nullcontext()), torch.no_grad():
         cache = DynamicCache(config=model.config)
-        out = model(input_ids=tokens, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        for a in range(0, args.prompt, args.prefill_chunk):  # the indexer's fp32 scores of one chunk at a time
+            out = model(input_ids=tokens[:, a:a + args.prefill_chunk], past_key_values=cache, use_cache=True,
+                        logits_to_keep=1)
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
         if tracer:
             tracer.begin_batch(list(range(args.batch)), args.prompt, args.steps)
@@ -68,6 +71,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--prefill-chunk", type=int, default=4096, help="prompt tokens per prefill forward")
     ap.add_argument("--format", default="md", choices=["md", "json"])
     args = ap.parse_args()
     dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if args.device.startswith("cuda")
@@ -88,7 +92,7 @@ def main() -> None:
 
     head = (f"device={args.device} torch={torch.__version__} transformers={transformers.__version__} "
             f"config={args.config} dtype={dtype} layers={args.layers} batch={args.batch} prompt={args.prompt} "
-            f"steps={args.steps} rounds={args.rounds} index_topk={cfg.index_topk} heads={cfg.num_attention_heads}")
+            f"steps={args.steps} rounds={args.rounds} prefill_chunk={args.prefill_chunk} index_topk={cfg.index_topk} heads={cfg.num_attention_heads}")
     if args.format == "json":
         print(json.dumps({"setup": head, "rows": rows}, indent=2))
         return
