@@ -425,3 +425,26 @@ def test_researched_engines_are_cited_and_named_when_met(tmp_path):
                                          r"request-local token positions"):
         with attach_engine(TopkTracer(TopkTraceConfig(out_dir=tmp_path)), torch.nn.Sequential(stand_in())):
             pass
+
+
+def test_the_committed_32k_context_h200_trace(tmp_path):
+    """profiles/examples/trace_hf_32k (capture.sh on the H200): RULER-shaped requests at contexts up to
+    32k, sixteen times the top-k, prefilled 2048 tokens at a time, each generating until EOS or 48
+    tokens. Steps near 32k select 1/16 of the visible tokens; every request's records stop where
+    requests.jsonl says it ended (one emitted EOS on the GPU); the summary equals the recomputation."""
+    from align.trace.topk import load_requests
+
+    out, df, meta = committed_trace(ROOT / "profiles" / "examples" / "trace_hf_32k", tmp_path)
+    assert meta["generation"] == {"until": "eos", "eos_token": 1, "max_new_tokens": 48, "cap": "48 tokens",
+                                  "prefill_chunk": 2048}
+    assert meta["model"]["device"] == "cuda" and meta["workload"]["max_seq_len"] == 32768
+    assert df["position"].max() >= 32000 and (df["n_selected"] == (df["position"] + 1).clip(upper=2048)).all()
+    assert (df["n_selected"] / (df["position"] + 1)).min() < 0.0625 + 1e-3
+    reqs = load_requests(out).set_index("request_id")
+    layers = meta["model"]["layers_built"]
+    counts = df.groupby("request_id")["step"].agg(["count", "max"])
+    assert (counts["count"] == layers * reqs["output_len"]).all() and (counts["max"] == reqs["output_len"] - 1).all()
+    assert set(reqs["finish"]) <= {"eos", "length"}
+    assert (reqs.loc[reqs["finish"] == "length", "generated_tokens"] == 48).all()
+    assert (reqs.loc[reqs["finish"] == "eos", "generated_tokens"] < 48).all()
+    assert (df.loc[df["step"] > 0, "step_ns"] > 0).all()
