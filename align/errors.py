@@ -39,6 +39,10 @@ class AlignError(Exception):
     def __str__(self) -> str:
         return self.render()
 
+    def __reduce__(self):
+        # raised in a Dask worker and re-raised in the client: keep the class and the hint
+        return type(self), (self.message, self.hint)
+
     def render(self, flag: Callable[[str, str], str | None] | None = None) -> str:
         """The one line; ``flag`` words a marked parameter (name, value) as the CLI flag that sets it."""
         text = f"{self.message}: {self.hint}" if self.hint else self.message

@@ -47,6 +47,9 @@ class Forwards:
     forwards: pd.DataFrame
     skipped: dict[str, int] = field(default_factory=dict)
     cold: dict[str, int] = field(default_factory=dict)
+    # per kept forward and family: kernels (count) and GPU time (latency_ns); what `families` is the
+    # median of, so several reports' forwards can be pooled (align.scale.analyses)
+    by_forward: pd.DataFrame | None = None
 
 
 # how a kernel was launched, as the kernel table records it (launch_details)
@@ -458,7 +461,7 @@ def per_forward(items: pd.DataFrame, skip: int = 0, auto_skip: bool = True, phas
         families.insert(5, "share_pct", (100 * families["latency_per_forward_ns"] / total).round(1))
         families = families.sort_values(["phase", "latency_per_forward_ns"], ascending=[True, False], kind="stable")
     return Forwards(families=families.reset_index(drop=True), forwards=fw.reset_index(drop=True),
-                    skipped=skipped, cold=cold)
+                    skipped=skipped, cold=cold, by_forward=fam)
 
 
 def _variant_mix(rows: pd.DataFrame, n_fw: pd.Series) -> dict[tuple, str]:

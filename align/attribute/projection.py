@@ -151,21 +151,7 @@ class Projection:
 
     def gpu_proj_sum(self) -> pd.DataFrame:
         """The numbers of ``nsys stats --report nvtx_gpu_proj_sum``, one row per (range name, style)."""
-        t = self.range_table()
-        if t.empty:
-            return pd.DataFrame(columns=list(PROJ_SUM_HEADER))
-        stats = group_stats(t, ["name", "style"], "proj_duration")
-        extra = t.groupby(["name", "style"], sort=False).agg(
-            total_range_ns=("range_duration", "sum"), total_gpu_ops=("gpu_ops", "sum"),
-            avg_gpu_ops=("gpu_ops", "mean"), avg_level=("level", "mean"), avg_children=("children", "mean"))
-        df = stats.join(extra).reset_index()
-        for c in ("avg_gpu_ops", "avg_level", "avg_children"):
-            df[c] = df[c].map(round_tenth).astype("float64")
-        df = df.rename(columns={"name": "range", "total": "total_proj_ns", "count": "instances",
-                                "avg": "proj_avg_ns", "med": "proj_med_ns", "min": "proj_min_ns",
-                                "max": "proj_max_ns", "stddev": "proj_stddev_ns"})
-        df = df.sort_values(["total_proj_ns", "range", "style"], ascending=[False, True, True], kind="stable")
-        return df[list(PROJ_SUM_HEADER)].reset_index(drop=True)
+        return proj_sum_of(self.range_table())
 
     def kern_sum(self, name: str = "demangled") -> pd.DataFrame:
         """The rows of ``nsys stats --report nvtx_kern_sum``: kernels per (range, thread, kernel name);
@@ -247,3 +233,25 @@ def nvtx_gpu_proj_sum(profile: Profile) -> pd.DataFrame:
 
 def nvtx_kern_sum(profile: Profile, name: str = "demangled") -> pd.DataFrame:
     return Projection(profile).kern_sum(name)
+
+
+PROJ_SUM_INPUT = ["name", "style", "proj_duration", "range_duration", "gpu_ops", "level", "children"]
+
+
+def proj_sum_of(t: pd.DataFrame) -> pd.DataFrame:
+    """``nvtx_gpu_proj_sum`` rows from range-table rows (:meth:`Projection.range_table`, at least
+    ``PROJ_SUM_INPUT``): of one report, or of several concatenated."""
+    if t.empty:
+        return pd.DataFrame(columns=list(PROJ_SUM_HEADER))
+    stats = group_stats(t, ["name", "style"], "proj_duration")
+    extra = t.groupby(["name", "style"], sort=False).agg(
+        total_range_ns=("range_duration", "sum"), total_gpu_ops=("gpu_ops", "sum"),
+        avg_gpu_ops=("gpu_ops", "mean"), avg_level=("level", "mean"), avg_children=("children", "mean"))
+    df = stats.join(extra).reset_index()
+    for c in ("avg_gpu_ops", "avg_level", "avg_children"):
+        df[c] = df[c].map(round_tenth).astype("float64")
+    df = df.rename(columns={"name": "range", "total": "total_proj_ns", "count": "instances",
+                            "avg": "proj_avg_ns", "med": "proj_med_ns", "min": "proj_min_ns",
+                            "max": "proj_max_ns", "stddev": "proj_stddev_ns"})
+    df = df.sort_values(["total_proj_ns", "range", "style"], ascending=[False, True, True], kind="stable")
+    return df[list(PROJ_SUM_HEADER)].reset_index(drop=True)

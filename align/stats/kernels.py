@@ -15,7 +15,7 @@ from align.errors import AlignError, ProfileError
 from align.profile.reader import Profile
 from align.rows import Rows
 from align.profile.schema import KERNEL_TABLE, string_join
-from align.numbers import round_tenth
+from align.numbers import group_stats, round_tenth
 
 NAME_COLUMNS = {"demangled": "demangledName", "short": "shortName", "mangled": "mangledName"}
 
@@ -65,12 +65,7 @@ def kernel_rows(profile: Profile, name: str = "demangled", by_launch: bool = Fal
     if not profile.has_kernels:
         return Rows(columns)
 
-    kcols = profile.schema.columns(KERNEL_TABLE)
-    name_col = NAME_COLUMNS[name]
-    name_expr = f"coalesce({name_col}, demangledName)" if name_col in kcols else "demangledName"
-    launch = ("printf('%4d %4d %4d', gridX, gridY, gridZ)", "printf('%4d %4d %4d', blockX, blockY, blockZ)")
-    key_cols = f"{name_expr} AS name_id" + (f", {launch[0]} AS grid, {launch[1]} AS block" if by_launch else "")
-    key = "name_id" + (", grid, block" if by_launch else "")
+    key_cols, key = _key(profile, name, by_launch)
     filt = f"WHERE {where}" if where else ""
     d = f'SELECT {key_cols}, "end" - start AS dur FROM {KERNEL_TABLE} {filt}'
     if profile.engine.duck is not None:
@@ -130,6 +125,57 @@ FROM ({agg}) AS a {string_join("s", "a.name_id")}
     table = Rows(columns, out).sort([(k, ascending if k == col else k in ("instances", "name", "grid", "block"))
                                      for k in keys])
     return table.head(limit) if limit else table  # 0: all, as on the command line
+
+
+def _key(profile: Profile, name: str, by_launch: bool) -> tuple[str, str]:
+    """The SELECT columns naming a kernel (its string id, with grid and block by launch) and their names."""
+    kcols = profile.schema.columns(KERNEL_TABLE)
+    name_col = NAME_COLUMNS[name]
+    name_expr = f"coalesce({name_col}, demangledName)" if name_col in kcols else "demangledName"
+    launch = ("printf('%4d %4d %4d', gridX, gridY, gridZ)", "printf('%4d %4d %4d', blockX, blockY, blockZ)")
+    key_cols = f"{name_expr} AS name_id" + (f", {launch[0]} AS grid, {launch[1]} AS block" if by_launch else "")
+    return key_cols, "name_id" + (", grid, block" if by_launch else "")
+
+
+def kernel_durations(profile: Profile, name: str = "demangled", by_launch: bool = False,
+                     where: str | None = None) -> pd.DataFrame:
+    """Every kernel's duration (``dur``, ns) under the key :func:`kernel_rows` groups by (``name``,
+    with ``grid`` and ``block`` by launch): what several reports' summaries are combined from."""
+    if name not in NAME_COLUMNS:
+        raise AlignError(f"unknown name kind {name!r}", f"use one of {', '.join(NAME_COLUMNS)}")
+    cols = ["name", "grid", "block", "dur"] if by_launch else ["name", "dur"]
+    if not profile.has_kernels:
+        return pd.DataFrame(columns=cols)
+    key_cols, _ = _key(profile, name, by_launch)
+    filt = f"WHERE {where}" if where else ""
+    d = profile.engine.frame(f'SELECT {key_cols}, "end" - start AS dur FROM {KERNEL_TABLE} {filt}')
+    names = dict(profile.engine.rows("SELECT id, value FROM StringIds")[1])
+    d["name"] = d.pop("name_id").map(names)
+    d["dur"] = d["dur"].astype("int64")
+    return d[cols]
+
+
+def summarize_durations(d: pd.DataFrame, sort: str = "total", limit: int | None = None) -> pd.DataFrame:
+    """:func:`kernel_rows`'s summary, computed from :func:`kernel_durations` rows (of one report or of
+    several together), rounded and ordered as nsys does."""
+    by_launch = "grid" in d.columns
+    keys = ["name", "grid", "block"] if by_launch else ["name"]
+    columns = SUMMARY_COLUMNS if by_launch else [c for c in SUMMARY_COLUMNS if c not in ("grid", "block")]
+    if d.empty:
+        return pd.DataFrame(columns=columns)
+    st = group_stats(d, keys, "dur").reset_index()
+    whole = int(st["total"].sum())
+    st["time_pct"] = (st["total"] * 100.0 / whole).map(round_tenth) if whole else None
+    out = st.rename(columns={"total": "total_ns", "count": "instances", "avg": "avg_ns", "med": "med_ns",
+                             "min": "min_ns", "max": "max_ns", "stddev": "stddev_ns"})
+    for c in ("total_ns", "instances", "min_ns", "max_ns"):
+        out[c] = out[c].astype("int64")
+    col, ascending = SORT_KEYS[sort]
+    order = list(dict.fromkeys([col, "total_ns", "instances", "name"] + (["grid", "block"] if by_launch else [])))
+    out = out.sort_values(order, ascending=[ascending if k == col else k in ("instances", "name", "grid", "block")
+                                            for k in order], kind="stable")
+    out = out[columns].reset_index(drop=True)
+    return out.head(limit) if limit else out
 
 
 def to_nsys_csv_frame(summary: pd.DataFrame | Rows) -> pd.DataFrame | Rows:

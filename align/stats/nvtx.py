@@ -24,10 +24,20 @@ DTYPES = {"time_pct": "float64", "total_ns": "int64", "instances": "int64", "avg
 def nvtx_sum_rows(profile: Profile) -> Rows:
     """Per (range name, style): total, instances, avg, med, min, max and stddev of the ranges'
     durations, and their share of all range time; ranges that never ended are left out, as nsys does."""
+    return sum_rows_of(range_durations(profile))
+
+
+def range_durations(profile: Profile) -> dict[tuple[str, str], list[int]]:
+    """The durations of the ranges that ended, per (``domain:text``, style): what one report's, or
+    several reports' (their lists joined), :func:`sum_rows_of` is made of."""
     groups: dict[tuple[str, str], list[int]] = {}
     for _, start, end, open_end, *_, domain, text, style in range_rows(profile):
         if not open_end:
             groups.setdefault((f"{domain}:{text}", style), []).append(end - start)
+    return groups
+
+
+def sum_rows_of(groups: dict[tuple[str, str], list[int]]) -> Rows:
     whole = sum(sum(v) for v in groups.values())
     out = []
     for (name, style), durations in groups.items():
