@@ -53,12 +53,13 @@ def split_case(spec: OpSpec, case: tuple) -> tuple[str, tuple, str, str | None]:
     return phase, tuple(items), str(perf), device
 
 
-def run_case(spec: OpSpec, module, phase: str, args: tuple, path: Path, *, device: str, dtype, gpu: str,
-             warmups: int, runs: int, use_graph: bool, measure_power: bool, version: str,
-             before_write: Callable[[], None] | None = None) -> Result:
-    """Build the op for one case, time it, and append its row to ``path`` (aiconfigurator's row:
-    framework, version, device, op_name, kernel_source, the builder's describe() fields, latency in
-    ms, power and its limit when measured)."""
+def measure_case(spec: OpSpec, module, phase: str, args: tuple, *, device: str, dtype, gpu: str,
+                 warmups: int, runs: int, use_graph: bool, measure_power: bool, version: str
+                 ) -> tuple[Result, tuple[dict, dict, tuple[float, float] | None]]:
+    """Build the op for one case and time it: the timing, and the row's parts for
+    :func:`align.collect.writers.append_row` (aiconfigurator's row: framework, version, device,
+    op_name, kernel_source, the builder's describe() fields, latency in ms, power and its limit when
+    measured)."""
     call = module.build(phase, *args, device=device, dtype=dtype)
     res = benchmark(call, device=device, warmups=warmups, runs=runs, use_graph=use_graph,
                     min_duration_s=1.0 if measure_power else 0.0)
@@ -67,10 +68,19 @@ def run_case(spec: OpSpec, module, phase: str, args: tuple, path: Path, *, devic
     base = {"framework": framework_label(spec, module), "version": version, "device": gpu,
             "op_name": spec.phases[phase].op_name, "kernel_source": spec.kernel_source}
     power = (res.power, res.power_limit) if measure_power and res.power is not None else None
+    return res, (base, items, power)
+
+
+def run_case(spec: OpSpec, module, phase: str, args: tuple, path: Path, *, device: str, dtype, gpu: str,
+             warmups: int, runs: int, use_graph: bool, measure_power: bool, version: str,
+             before_write: Callable[[], None] | None = None) -> Result:
+    """:func:`measure_case`, then append its row to ``path``."""
+    res, row = measure_case(spec, module, phase, args, device=device, dtype=dtype, gpu=gpu, warmups=warmups,
+                            runs=runs, use_graph=use_graph, measure_power=measure_power, version=version)
     if before_write is not None:
         before_write()
     try:
-        writers.append_row(path, base, items, power)
+        writers.append_row(path, *row)
     except OSError as exc:
         raise RowNotWritten(f"cannot write {path}: {exc.strerror or exc}") from exc
     return res

@@ -307,28 +307,37 @@ def plan(op: str, phases: list[str], subset: dict | None, out: Path, settings: S
 def collect(op: str, phases: list[str] | None = None, gpus: int | None = None, out: Path = Path("collect"),
             resume: bool = False, subset: dict | None = None, settings: Settings | None = None,
             retry_failed: bool = False, forced: bool = False, progress: bool = True, store=None,
-            gated: bool = True, say=None) -> Summary:
+            gated: bool = True, say=None, scheduler: str | None = None) -> Summary:
     """Collect ``op`` over its grid into ``out``; see the module docstring for the guarantees.
     ``gated`` applies :func:`gate` (the op's newest verdict in ``store`` must pass, unless
     ``forced``); ``gated=False`` skips it (a test of the machinery, say) and records nothing forced.
-    ``say(line)`` hears the gate's line before the first case runs."""
+    ``say(line)`` hears the gate's line before the first case runs. ``scheduler`` (or
+    ``$ALIGN_SCHEDULER``): a Dask scheduler whose GPU workers run the cases (align.scale.collect)
+    instead of one local process per GPU."""
+    from align.scale.cluster import scheduler_address
+
     settings = settings or Settings()
     out = Path(out)
     spec0 = spec_of(op, settings)
     phases = phases or list(spec0.phases)
     check_subset(spec0, phases, subset)  # bad input before the gate
+    address = scheduler_address(scheduler)
+    if address is not None and gpus is not None:
+        raise AlignError(f"{arg('gpus', str(gpus))} is for local workers; a Dask cluster runs a case per GPU worker",
+                         f"leave out {arg('gpus')}, or {arg('scheduler')} for one host")
     obeyed = gate(op, store, forced) if gated else None
     if obeyed and say is not None:
         say(obeyed)
-    devices = _devices(gpus)  # before anything is written: a bad --gpus leaves no folder behind
+    devices = _devices(gpus) if address is None else [address]  # before anything is written
     with CollectorLock(out):
         summary = _collect(op, phases, devices, out, resume, subset, settings, retry_failed,
-                           forced and gated and spec0.gated, progress)
+                           forced and gated and spec0.gated, progress, address)
     summary.gate = obeyed
     return summary
 
 
-def _collect(op, phases, devices, out, resume, subset, settings, retry_failed, forced, progress) -> Summary:
+def _collect(op, phases, devices, out, resume, subset, settings, retry_failed, forced, progress,
+             address: str | None = None) -> Summary:
     repaired: list[str] = []
     spec, cases, skipped, done_keys = plan(op, phases, subset, out, settings, repaired)
     module = spec.module()
@@ -352,7 +361,11 @@ def _collect(op, phases, devices, out, resume, subset, settings, retry_failed, f
     ck.data["skipped"] = {c.id: why for c, why in skipped}
     ck.save()
     summary = Summary(out=out, skipped=skipped, already_done=already, repaired=repaired)
-    if todo:
+    if todo and address is not None:
+        from align.scale.collect import run_on_dask
+
+        run_on_dask(op, todo, address, out, settings, ck, summary, progress, spec, done_keys)
+    elif todo:
         _run(op, todo, devices, out, settings, ck, summary, progress)
     summary.tables = finalize(out, spec, settings, cases, forced)
     return summary
@@ -404,23 +417,29 @@ def _run(op, todo, devices, out, settings, ck, summary, progress) -> None:
                                                     "that case runs again, every row written is kept")
             finished += 1
             bar.advance(task)
-            if kind == "done":
-                summary.done += 1
-                ck.data["failed"].pop(cid, None)
-                # how the row was measured (graph or eager, clocks, throttling, power): align collect --check
-                log = Path(out) / STATE / CASES_LOG
-                try:
-                    writers.append_jsonl(log, {"case": cid, "time": writers.now_utc(), **payload})
-                except OSError as exc:
-                    raise WriteFailed(f"cannot write {log}: {exc.strerror or exc}",
-                                      "free space or fix the folder's rights, then --resume: every row written "
-                                      "is kept") from None
-            else:
-                summary.failed += 1
-                ck.data["failed"][cid] = payload
-            ck.save()
+            record_outcome(out, ck, summary, cid, kind, payload)
     for p in procs.values():
         p.join(timeout=30)
+
+
+def record_outcome(out: Path, ck: Checkpoint, summary: Summary, cid: str, kind: str, payload: dict) -> None:
+    """A finished case in the run's records: ``done`` (its row already in its perf file) goes to the
+    cases log, ``failed`` to the checkpoint."""
+    if kind == "done":
+        summary.done += 1
+        ck.data["failed"].pop(cid, None)
+        # how the row was measured (graph or eager, clocks, throttling, power): align collect --check
+        log = Path(out) / STATE / CASES_LOG
+        try:
+            writers.append_jsonl(log, {"case": cid, "time": writers.now_utc(), **payload})
+        except OSError as exc:
+            raise WriteFailed(f"cannot write {log}: {exc.strerror or exc}",
+                              "free space or fix the folder's rights, then --resume: every row written "
+                              "is kept") from None
+    else:
+        summary.failed += 1
+        ck.data["failed"][cid] = payload
+    ck.save()
 
 
 def finalize(out: Path, spec: OpSpec, settings: Settings, cases: list[Case], forced: bool) -> dict:
