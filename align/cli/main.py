@@ -35,6 +35,11 @@ WideOpt = typer.Option(False, "--wide", help="table: every column and whole name
 ColumnsOpt = typer.Option(None, "--columns", metavar="A,B,...", help="only these columns of the main table, "
                                                                     "in this order (every format)")
 PidOpt = typer.Option(None, "--pid", help="only this process (see align processes)")
+SchedulerOpt = typer.Option(None, "--scheduler", metavar="ADDRESS",
+                            help="Dask scheduler that runs one task per report (default: $ALIGN_SCHEDULER, else a "
+                                 "local cluster when there are several reports)")
+WorkersOpt = typer.Option(None, "--workers", help="local cluster size: worker processes (default: one per CPU, at most "
+                                                  "one per report)")
 DeviceOpt = typer.Option(None, "--device", help="only this GPU")
 RankOpt = typer.Option(None, "--rank", help="only this rank (the process on GPU RANK)")
 StoreOpt = typer.Option(None, "--store", help="profile store folder (default: $ALIGN_STORE or ./profiles)",
@@ -139,6 +144,42 @@ def _store(store: Optional[Path]):
     from align.store import Store
 
     return Store(store)
+
+
+def _reports(refs: list[str], store: Optional[Path], scheduler: Optional[str]) -> tuple[Optional[str], Optional[list[str]]]:
+    """(ref, None) for one report answered in this process as ever; (None, paths) for several (or
+    with a Dask scheduler): the exports ``refs`` name, folders and globs expanded."""
+    import os
+
+    one = refs[0] if len(refs) == 1 else None
+    if one is not None and not any(c in one for c in "*?[") and not (
+            Path(one).is_dir() and not any((Path(one) / f).exists() for f in ("report.sqlite", "report.nsys-rep"))):
+        if scheduler is None and not os.environ.get("ALIGN_SCHEDULER"):
+            return one, None
+    from align.scale.cluster import scheduler_address
+    from align.scale.reports import expand
+
+    paths = expand(refs, _store(store))
+    if len(paths) == 1 and scheduler_address(scheduler) is None:
+        return paths[0], None
+    return None, paths
+
+
+def _dask(scheduler: Optional[str], workers: Optional[int], fmt) -> dict:
+    """The Dask keywords of align.scale's functions, with a progress line on a table's stderr."""
+    def progress(done: int, total: int) -> None:
+        err.print(f"reports {done}/{total}", end="\n" if done == total else "\r", markup=False)
+
+    return {"scheduler": scheduler, "workers": workers, "progress": progress if fmt == Format.table else None}
+
+
+def _print_many(many, fmt, title: str, limit: Optional[int], header: Optional[dict] = None, max_width: int = 70,
+                optional: Optional[list[str]] = None) -> None:
+    """Several reports' answer: the ALL rows, then each report's (``--limit`` rows of each)."""
+    df = many.table(limit)
+    print_frame(df, fmt, title=f"{title}: {len(many.reports)} reports (ALL: all together)",
+                csv_frame=df.rename(columns={"report": "Report", **(header or {})}), max_width=max_width,
+                optional=optional)
 
 
 def _phase_maps(mock_phase: list[str], e2e_phase: list[str], phase_map: Optional[Path]) -> dict:
@@ -436,7 +477,9 @@ def events(
 
 @app.command()
 def kernels(
-    profile: str = typer.Argument(..., help="profile file or store name"),
+    profiles: list[str] = typer.Argument(..., metavar="PROFILE...",
+                                         help="profile files or store names; several, a folder or a glob: one Dask "
+                                              "task each, combined"),
     name: str = typer.Option("demangled", "--name", help="demangled (nsys default), short or mangled"),
     by_launch: bool = typer.Option(False, "--by-launch", help="also group by grid and block (as nsys 2022.4 did)"),
     sort: str = typer.Option("total", "--sort", help="total, instances, avg, med, min, max, stddev or name"),
@@ -444,17 +487,28 @@ def kernels(
     pid: Optional[int] = PidOpt,
     device: Optional[int] = DeviceOpt,
     rank: Optional[int] = RankOpt,
+    scheduler: Optional[str] = SchedulerOpt,
+    workers: Optional[int] = WorkersOpt,
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
     wide: bool = WideOpt,
     columns: Optional[str] = ColumnsOpt,
 ) -> None:
-    """Per-kernel summary: the numbers of nsys stats --report cuda_gpu_kern_sum."""
+    """Per-kernel summary: the numbers of nsys stats --report cuda_gpu_kern_sum (of several reports:
+    each one's, and ALL of them together)."""
     set_view(wide, columns)
     from align.loader import load
     from align.profile.processes import gpu_filter
-    from align.stats.kernels import kernel_rows, to_nsys_csv_frame
+    from align.stats.kernels import NSYS_CSV_HEADER, kernel_rows, to_nsys_csv_frame
 
+    profile, many = _reports(profiles, store, scheduler)
+    if many is not None:
+        from align.scale.analyses import kernels_many
+
+        res = kernels_many(many, name=name, by_launch=by_launch, sort=sort,
+                           select={"pid": pid, "device": device, "rank": rank}, **_dask(scheduler, workers, fmt))
+        _print_many(res, fmt, "CUDA GPU kernel summary", limit, NSYS_CSV_HEADER, max_width=90)
+        return
     with load(profile, _store(store)) as p:
         if not p.has_kernels:
             raise AlignError(f"{p.path} has no CUDA kernel data",
@@ -480,13 +534,17 @@ def processes(profile: str = typer.Argument(..., help="profile file or store nam
 
 @app.command()
 def nvtx(
-    profile: str = typer.Argument(..., help="profile file or store name"),
+    profiles: list[str] = typer.Argument(..., metavar="PROFILE...",
+                                         help="profile files or store names; several, a folder or a glob: one Dask "
+                                              "task each, combined (the range summary only)"),
     kernels: bool = typer.Option(False, "--kernels", help="kernels per range (nsys's nvtx_kern_sum)"),
     trace: bool = typer.Option(False, "--trace", help="one row per range instance (nsys's nvtx_gpu_proj_trace)"),
     name: str = typer.Option("demangled", "--name", help="kernel names with --kernels: demangled or short"),
     cpu: bool = typer.Option(False, "--cpu", help="CPU-side range times (nsys's nvtx_sum); the default when the "
                                                   "profile has no CUDA activity"),
     limit: Optional[int] = typer.Option(None, "--limit", "-l", min=0, help="print only the first N rows (0: all)"),
+    scheduler: Optional[str] = SchedulerOpt,
+    workers: Optional[int] = WorkersOpt,
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
     wide: bool = WideOpt,
@@ -502,6 +560,17 @@ def nvtx(
         raise AlignError("--kernels, --trace and --cpu are different views", "pick one")
     if name not in ("demangled", "short"):
         raise AlignError(f"unknown --name {name!r}", "use demangled or short")
+    profile, many = _reports(profiles, store, scheduler)
+    if many is not None:
+        if kernels or trace:
+            raise AlignError("--kernels and --trace take one report", "leave them out for the range summary of several")
+        from align.scale.analyses import nvtx_many
+        from align.stats.nvtx import NVTX_SUM_HEADER
+
+        res, kind = nvtx_many(many, cpu=cpu, **_dask(scheduler, workers, fmt))
+        title = "NVTX range summary (CPU)" if kind == "cpu" else "NVTX GPU projection summary"
+        _print_many(res, fmt, title, limit, NVTX_SUM_HEADER if kind == "cpu" else PROJ_SUM_HEADER)
+        return
     with load(profile, _store(store)) as p:
         if not p.has_nvtx:
             raise AlignError(f"{p.path} has no NVTX data", "mark ranges with NVTX and profile with --trace nvtx")
@@ -545,7 +614,10 @@ def nvtx(
 
 @app.command()
 def ops(
-    profile: Optional[str] = typer.Argument(None, help="profile file or store name (not needed with --list)"),
+    profiles: Optional[list[str]] = typer.Argument(None, metavar="[PROFILE...]",
+                                                   help="profile files or store names (not needed with --list); "
+                                                        "several, a folder or a glob with --op: one Dask task each, "
+                                                        "their forwards pooled"),
     op: Optional[str] = typer.Option(None, "--op", help="one op of the registry (see --list)"),
     range_pattern: Optional[str] = typer.Option(None, "--range", help="regex of the NVTX ranges that hold the op"),
     iter_range: Optional[str] = typer.Option(None, "--iter-range", help="iteration preset (trtllm, vllm, align) or regex"),
@@ -559,6 +631,8 @@ def ops(
     pid: Optional[int] = PidOpt,
     device: Optional[int] = DeviceOpt,
     rank: Optional[int] = RankOpt,
+    scheduler: Optional[str] = SchedulerOpt,
+    workers: Optional[int] = WorkersOpt,
     store: Optional[Path] = StoreOpt,
     fmt: Format = FormatOpt,
     wide: bool = WideOpt,
@@ -581,12 +655,25 @@ def ops(
                            for o in registry.ops])
         print_frame(df, fmt, title=f"ops ({', '.join(registry.sources)})", max_width=60)
         return
-    if profile is None:
+    if not profiles:
         raise AlignError("missing argument PROFILE", "align ops PROFILE [--op OP], or align ops --list")
     from align.attribute.ops import PHASES
 
     if phase and phase not in PHASES:
         raise AlignError(f"unknown phase {phase!r}", f"use {', '.join(PHASES[1:])} or all")
+    profile, many = _reports(profiles, store, scheduler)
+    if many is not None:
+        if (op is None and range_pattern is None) or items:
+            raise AlignError("several reports are answered per op, per forward",
+                             "give --op OP (or --range REGEX), without --kernels")
+        from align.scale.analyses import ops_many
+
+        res = ops_many(many, op=op, range_pattern=range_pattern, iter_range=iter_range, phase=phase, skip=skip,
+                       auto_skip=auto_skip, name=name, ops_file=ops_file,
+                       select={"pid": pid, "device": device, "rank": rank}, **_dask(scheduler, workers, fmt))
+        _print_many(res, fmt, f"{op or range_pattern}: per forward (median over kept forwards)", None,
+                    optional=["variants", "names", "method", "example"], max_width=60)
+        return
     with load(profile, _store(store)) as p:
         if not p.has_kernels:
             raise AlignError(f"{p.path} has no CUDA kernel data", "profile with --trace cuda on a GPU machine")
@@ -648,9 +735,12 @@ class VerdictFormat(str, enum.Enum):
 @with_pair_options
 def diff(
     mock: str = typer.Argument(..., help="mock profile: file or store name"),
-    e2e: str = typer.Argument(..., help="E2E profile: file or store name"),
+    e2es: list[str] = typer.Argument(..., metavar="E2E...", help="E2E profile: file or store name; several (one per "
+                                                                 "host, or runs), a folder or a glob: one Dask task each"),
     op: Optional[str] = typer.Option(None, "--op", help="op of the registry"),
     sequence: bool = typer.Option(False, "--sequence", help="also align one forward's kernel sequences"),
+    scheduler: Optional[str] = SchedulerOpt,
+    workers: Optional[int] = WorkersOpt,
     pair: PairArgs = None,
     fmt: DiffFormat = typer.Option(DiffFormat.table, "--format", "-f", help="table, csv, json, md or html"),
     wide: bool = WideOpt,
@@ -662,6 +752,22 @@ def diff(
     from align.compare.diff import compare
     from align.compare.sequence import aligned_sequences, representative_forward
 
+    e2e, many = _reports(e2es, pair.store, scheduler)
+    if many is not None:
+        if sequence or fmt in (DiffFormat.md, DiffFormat.html):
+            raise AlignError("several E2E reports are compared as tables", "leave out --sequence, use -f table|csv|json")
+        from align.scale.verdicts import diff_many
+
+        table, ranks, cmp_op = diff_many(mock, many, op=op, options=pair.compare_kwargs(),
+                                         **_dask(scheduler, workers, Format.table if fmt == DiffFormat.table else None))
+        print_frame(table, Format(fmt.value), title=f"mock {mock} vs {len(many)} E2E reports ({cmp_op})", max_width=50,
+                    optional=["variants", "example", "mock_ns"])
+        if fmt == DiffFormat.table and len(ranks):
+            from align.compare.verdict import rank_lines
+
+            for line in rank_lines(ranks):
+                err.print(f"ranks: {line}", markup=False)
+        return
     cmp = compare(mock, e2e, op=op, **pair.compare_kwargs())
     _say_pairing(cmp, fmt == DiffFormat.table)
     table = cmp.table
@@ -689,10 +795,13 @@ def diff(
 def verdict(
     op: Optional[str] = typer.Option(None, "--op", help="op of the registry (finds the newest stored profiles)"),
     mock: Optional[str] = typer.Option(None, "--mock", help="mock profile: file or store name"),
-    e2e: Optional[str] = typer.Option(None, "--e2e", help="E2E profile: file or store name"),
+    e2es: list[str] = typer.Option([], "--e2e", help="E2E profile: file or store name; repeat it, or give a folder "
+                                                     "or glob, for several (one per host, or runs): one Dask task each"),
     bench: Optional[Path] = typer.Option(None, "--bench", help="align bench --format json result"),
     accept: list[str] = AcceptOpt,
     reason: Optional[str] = ReasonOpt,
+    scheduler: Optional[str] = SchedulerOpt,
+    workers: Optional[int] = WorkersOpt,
     pair: PairArgs = None,
     fmt: VerdictFormat = typer.Option(VerdictFormat.table, "--format", "-f", help="table, json or md"),
 ) -> None:
@@ -700,6 +809,10 @@ def verdict(
     Without --mock/--e2e: the newest comparable stored pair of --op."""
     from align.compare.verdict import verdict as run_verdict
 
+    e2e, many = _reports(e2es, pair.store, scheduler) if e2es else (None, None)
+    if many is not None:
+        _verdict_many(mock, many, op, bench, _accepts(accept, reason), pair, scheduler, workers, fmt)
+        return
     v = run_verdict(mock, e2e, op=op, bench=bench, accept=_accepts(accept, reason), **pair.compare_kwargs())
     if v.chosen:
         err.print(f"pair: {v.chosen}", markup=False)
@@ -723,6 +836,33 @@ def verdict(
         _say_pairing(v.comparison, True)
         stdout.print(f"[bold {'green' if v.passed else 'red'}]{'PASS' if v.passed else 'FAIL'}[/]")
     raise typer.Exit(0 if v.passed else 1)
+
+
+def _verdict_many(mock, many: list[str], op, bench, accepted, pair: PairArgs, scheduler, workers, fmt) -> None:
+    """align verdict --e2e A --e2e B ...: one verdict per E2E report, every rank side by side, PASS only
+    when all pass (exit 0 pass, 1 fail)."""
+    from align.scale.verdicts import verdict_many
+
+    if mock is None:
+        raise AlignError("several E2E reports need the mock named", "pass --mock PROFILE")
+    kwargs = pair.compare_kwargs()
+    mv = verdict_many(mock, many, op=op, bench=bench, accept=accepted, store=kwargs["store"], options=kwargs,
+                      **_dask(scheduler, workers, Format.table if fmt == VerdictFormat.table else None))
+    err.print(f"recorded {mv.recorded}", markup=False)
+    if fmt == VerdictFormat.json:
+        import json as _json
+
+        sys.stdout.write(_json.dumps(mv.to_dict(), indent=2) + "\n")
+    elif fmt == VerdictFormat.md:
+        sys.stdout.write(mv.to_markdown())
+    else:
+        checks = mv.checks.assign(result=mv.checks["passed"].map({True: "pass", False: "FAIL"}))
+        print_frame(checks[["report", "name", "result", "reason"]], Format.table,
+                    title=f"align verdict ({mv.op}): mock {mock} vs {len(many)} E2E reports", max_width=100)
+        for line in mv.rank_lines():
+            stdout.print(f"ranks: {line}", markup=False)
+        stdout.print(f"[bold {'green' if mv.passed else 'red'}]{'PASS' if mv.passed else 'FAIL'}[/]")
+    raise typer.Exit(0 if mv.passed else 1)
 
 
 @app.command()
@@ -811,6 +951,10 @@ def collect(
     phase: Optional[str] = typer.Option(None, "--phase",
                                         help="context or generation (moe: all) (default: every phase of the op)"),
     gpus: Optional[int] = typer.Option(None, "--gpus", help="worker processes, one per GPU (default: all visible)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS",
+                                            help="Dask scheduler whose workers (one per GPU, resource GPU=1) run one "
+                                                 "case each; rows written here (default: $ALIGN_SCHEDULER, else local "
+                                                 "processes, one per GPU)"),
     out: Path = typer.Option(Path("collect"), "--out", help="output folder (aiconfigurator's data layout inside)"),
     resume: bool = typer.Option(False, "--resume", help="continue a collection in --out: skip finished cases"),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="with --resume, run failed cases again"),
@@ -895,7 +1039,7 @@ def collect(
     summary = run_collect(op, [phase] if phase else None, gpus=gpus, out=out, resume=resume,
                           subset=parse_subset(cases), settings=settings, retry_failed=retry_failed,
                           forced=force, progress=fmt == Format.table, store=_store(store),
-                          say=lambda line: err.print(line, markup=False))
+                          say=lambda line: err.print(line, markup=False), scheduler=scheduler)
     for note in summary.repaired:
         err.print(f"repaired: {note}", markup=False)
     data = {"out": str(summary.out), "done": summary.done, "failed": summary.failed,
