@@ -3,6 +3,7 @@
 # against the same grid collected on one GPU by align's local collector; rows compared one by one
 # (seed 001's 2 %). On a machine with two or more CUDA GPUs:
 #   bench/scale_gpu.sh OUT_DIR [OP]        OP default mla, the reduced grid of profiles/examples/collect
+#   (SCALE_GRID="--cases ..." replaces that grid)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: bench/scale_gpu.sh OUT_DIR [OP]}
@@ -10,7 +11,8 @@ OP=${2:-mla}
 PY=${PYTHON:-python3}
 [ -n "${ALIGN_GPU_ENV_DONE:-}" ] || ALIGN_WHEELS="${ALIGN_WHEELS:-.whl-dask}" . scripts/gpu-env.sh
 mkdir -p "$OUT"
-GRID=(--cases seq=1024,4096 --cases kv_len=2048,8192 --cases batch=1,8,32 --cases tp=1,8)
+# shellcheck disable=SC2206
+GRID=(${SCALE_GRID:---cases seq=1024,4096 --cases kv_len=2048,8192 --cases batch=1,8,32 --cases tp=1,8})
 STORE=$(mktemp -d)
 N=$(nvidia-smi --list-gpus | wc -l)
 nvidia-smi --query-gpu=index,name,driver_version,power.limit,clocks.max.sm --format=csv | tee "$OUT/gpu.csv"
