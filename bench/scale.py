@@ -29,9 +29,9 @@ SERIAL = """
 import sys
 from align.scale.analyses import kernels_task
 from align.stats.kernels import summarize_durations
-import pandas as pd
+from align.stats.kernels import merge_durations
 parts = [kernels_task(f, "demangled", False, {}) for f in sys.argv[1:]]
-summarize_durations(pd.concat([d for _, d in parts], ignore_index=True))
+summarize_durations(merge_durations([d for _, d in parts]))
 """
 SERIAL_VERDICT = """
 import sys

@@ -56,8 +56,8 @@ def label(path: str, paths: Sequence[str]) -> str:
 
 
 # ---- kernels -----------------------------------------------------------------------------------
-def kernels_task(path: str, name: str, by_launch: bool, select: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One report: its kernel summary (as ``align kernels``) and every kernel's duration."""
+def kernels_task(path: str, name: str, by_launch: bool, select: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
+    """One report: its kernel summary (as ``align kernels``) and every kernel's duration, per kernel."""
     from align.loader import load
     from align.profile.processes import gpu_filter
     from align.stats.kernels import kernel_durations, kernel_rows
@@ -75,11 +75,11 @@ def kernels_many(paths: Sequence[str], name: str = "demangled", by_launch: bool 
                  select: dict[str, Any] | None = None, **dask: Any) -> ManyReports:
     """``align kernels`` over several reports (``dask``: ``scheduler``, ``workers``, ``progress``)."""
     from align.scale.reports import map_reports
-    from align.stats.kernels import summarize_durations
+    from align.stats.kernels import merge_durations, summarize_durations
 
     results = map_reports(kernels_task, list(paths), name, by_launch, select or {}, **dask)
     per = pd.concat([rows.assign(report=label(p, paths)) for p, (rows, _) in zip(paths, results)], ignore_index=True)
-    overall = summarize_durations(pd.concat([d for _, d in results], ignore_index=True), sort=sort)
+    overall = summarize_durations(merge_durations([d for _, d in results]), by_launch=by_launch, sort=sort)
     return ManyReports(list(paths), per, overall)
 
 

@@ -71,8 +71,9 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
     if workers is not None and workers < 1:
         raise AlignError(f"{arg('workers', str(workers))}: no worker would run", f"pass {arg('workers')} 1 or more")
     n = workers or os.cpu_count() or 1
+    share = {"ALIGN_DUCKDB_THREADS": str(max(1, (os.cpu_count() or 1) // n))}  # the cores split, not multiplied
     with _quiet(), LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                resources=resources, silence_logs=logging.ERROR) as cluster, \
+                                resources=resources, silence_logs=logging.ERROR, env=share) as cluster, \
             Client(cluster, set_as_default=False) as client:
         yield client
 

@@ -9,13 +9,18 @@ standard deviation is the sample one (n-1), two-pass, as nsys computes them. Val
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from align.lazy import pd
 
 from align.errors import AlignError, ProfileError
 from align.profile.reader import Profile
 from align.rows import Rows
 from align.profile.schema import KERNEL_TABLE, string_join
-from align.numbers import group_stats, round_tenth
+from align.numbers import round_tenth
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NAME_COLUMNS = {"demangled": "demangledName", "short": "shortName", "mangled": "mangledName"}
 
@@ -138,38 +143,62 @@ def _key(profile: Profile, name: str, by_launch: bool) -> tuple[str, str]:
 
 
 def kernel_durations(profile: Profile, name: str = "demangled", by_launch: bool = False,
-                     where: str | None = None) -> pd.DataFrame:
-    """Every kernel's duration (``dur``, ns) under the key :func:`kernel_rows` groups by (``name``,
-    with ``grid`` and ``block`` by launch): what several reports' summaries are combined from."""
+                     where: str | None = None) -> dict[tuple, np.ndarray]:
+    """Every kernel's duration (ns, int64), grouped under the key :func:`kernel_rows` groups by
+    (``(name,)``, or ``(name, grid, block)`` by launch): what several reports' summaries are combined
+    from. Arrays, not a row per kernel, so they travel between processes as buffers."""
+    import numpy as np
+
     if name not in NAME_COLUMNS:
         raise AlignError(f"unknown name kind {name!r}", f"use one of {', '.join(NAME_COLUMNS)}")
-    cols = ["name", "grid", "block", "dur"] if by_launch else ["name", "dur"]
     if not profile.has_kernels:
-        return pd.DataFrame(columns=cols)
-    key_cols, _ = _key(profile, name, by_launch)
+        return {}
+    key_cols, key = _key(profile, name, by_launch)
     filt = f"WHERE {where}" if where else ""
     d = profile.engine.frame(f'SELECT {key_cols}, "end" - start AS dur FROM {KERNEL_TABLE} {filt}')
-    names = dict(profile.engine.rows("SELECT id, value FROM StringIds")[1])
-    d["name"] = d.pop("name_id").map(names)
-    d["dur"] = d["dur"].astype("int64")
-    return d[cols]
-
-
-def summarize_durations(d: pd.DataFrame, sort: str = "total", limit: int | None = None) -> pd.DataFrame:
-    """:func:`kernel_rows`'s summary, computed from :func:`kernel_durations` rows (of one report or of
-    several together), rounded and ordered as nsys does."""
-    by_launch = "grid" in d.columns
-    keys = ["name", "grid", "block"] if by_launch else ["name"]
-    columns = SUMMARY_COLUMNS if by_launch else [c for c in SUMMARY_COLUMNS if c not in ("grid", "block")]
     if d.empty:
+        return {}
+    names = dict(profile.engine.rows("SELECT id, value FROM StringIds")[1])
+    codes, uniques = pd.factorize(pd.MultiIndex.from_frame(d[key.split(", ")]) if by_launch else d["name_id"])
+    order = np.argsort(codes, kind="stable")
+    cuts = np.flatnonzero(np.diff(codes[order])) + 1
+    durs = d["dur"].to_numpy(np.int64)[order]
+    out = {}
+    for u, part in zip(uniques, np.split(durs, cuts)):
+        k = (names.get(u[0]), u[1], u[2]) if by_launch else (names.get(u),)
+        out[k] = part
+    return out
+
+
+def merge_durations(parts: list[dict[tuple, np.ndarray]]) -> dict[tuple, np.ndarray]:
+    """Several reports' :func:`kernel_durations` as one."""
+    import numpy as np
+
+    lists: dict[tuple, list] = {}
+    for part in parts:
+        for k, v in part.items():
+            lists.setdefault(k, []).append(v)
+    return {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in lists.items()}
+
+
+def summarize_durations(groups: dict[tuple, np.ndarray], by_launch: bool = False, sort: str = "total",
+                        limit: int | None = None) -> pd.DataFrame:
+    """:func:`kernel_rows`'s summary computed from :func:`kernel_durations` (of one report or of several
+    merged), rounded and ordered as nsys does."""
+    import numpy as np
+
+    columns = SUMMARY_COLUMNS if by_launch else [c for c in SUMMARY_COLUMNS if c not in ("grid", "block")]
+    if not groups:
         return pd.DataFrame(columns=columns)
-    st = group_stats(d, keys, "dur").reset_index()
-    whole = int(st["total"].sum())
-    st["time_pct"] = (st["total"] * 100.0 / whole).map(round_tenth) if whole else None
-    out = st.rename(columns={"total": "total_ns", "count": "instances", "avg": "avg_ns", "med": "med_ns",
-                             "min": "min_ns", "max": "max_ns", "stddev": "stddev_ns"})
-    for c in ("total_ns", "instances", "min_ns", "max_ns"):
-        out[c] = out[c].astype("int64")
+    rows = []
+    for k, v in groups.items():
+        rows.append({"name": k[0], "grid": k[1] if by_launch else None, "block": k[2] if by_launch else None,
+                     "total_ns": int(v.sum()), "instances": len(v), "avg_ns": round_tenth(float(v.mean())),
+                     "med_ns": round_tenth(float(np.median(v))), "min_ns": int(v.min()), "max_ns": int(v.max()),
+                     "stddev_ns": round_tenth(float(v.std(ddof=1))) if len(v) > 1 else 0.0})
+    out = pd.DataFrame(rows)
+    whole = int(out["total_ns"].sum())
+    out["time_pct"] = (out["total_ns"] * 100.0 / whole).map(round_tenth) if whole else None
     col, ascending = SORT_KEYS[sort]
     order = list(dict.fromkeys([col, "total_ns", "instances", "name"] + (["grid", "block"] if by_launch else [])))
     out = out.sort_values(order, ascending=[ascending if k == col else k in ("instances", "name", "grid", "block")
