@@ -5,7 +5,8 @@ over the files (the same per-report work, no Dask) against a local cluster of 1,
 processes; then a stand-in collection on a local cluster with a worker killed mid-run, counted for
 every case exactly once. Wall times are the median of --repeat runs of each command, in the same run.
 
-    python bench/scale.py [--reports 8] [--size 300000] [--workers 1,2] [--repeat 3] [--workdir DIR]
+    python bench/scale.py [--reports 8] [--size 300000] [--verdict-size N] [--workers 1,2] [--repeat 3]
+                          [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -50,15 +51,16 @@ def timed(cmd: list[str], repeat: int) -> dict:
             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
 
 
-def analyses(args, files: list[Path]) -> None:
+def analyses(args, files: list[Path], verdict_files: list[Path]) -> None:
     py = sys.executable
     names = [str(f) for f in files]
+    vnames = [str(f) for f in verdict_files]
     mock = str(EX / "hf_dsa_mock" / "report.sqlite")
     store = tempfile.mkdtemp()
     for what, serial, cli in (
             ("align kernels", [py, "-c", SERIAL, *names], [py, "-m", "align", "kernels", *names, "-f", "json"]),
-            ("align verdict", [py, "-c", SERIAL_VERDICT, mock, *names],
-             [py, "-m", "align", "verdict", "--mock", mock, *sum((["--e2e", n] for n in names), []), "--store", store,
+            ("align verdict", [py, "-c", SERIAL_VERDICT, mock, *vnames],
+             [py, "-m", "align", "verdict", "--mock", mock, *sum((["--e2e", n] for n in vnames), []), "--store", store,
               "-f", "json"])):
         base = timed(serial, args.repeat)
         print(f"| {what} | one process, files in turn (no Dask) | {base['seconds']:.2f} | 1.00 | {base['peak_rss_mb']:.0f} |")
@@ -105,29 +107,40 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reports", type=int, default=8)
     ap.add_argument("--size", type=int, default=300_000, help="approximate kernels per scaled-up report")
+    ap.add_argument("--verdict-size", type=int, default=None, help="kernels per report of the verdict (default --size)")
     ap.add_argument("--workers", default="1,2", help="local cluster sizes to time")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "align-bench-scale")
     args = ap.parse_args()
     args.workers = [int(w) for w in args.workers.split(",")]
     args.workdir.mkdir(parents=True, exist_ok=True)
-    one = scaled(EX / "hf_dsa_e2e" / "report.sqlite", args.size, args.workdir, "dsa")
-    files = []
-    for i in range(args.reports):  # separate files, as separate hosts' exports are
-        f = args.workdir / f"host{i}.sqlite"
-        if not f.exists():
-            f.write_bytes(one.read_bytes())
-        files.append(f)
+    def copies(size: int, tag: str) -> tuple[Path, list[Path]]:
+        one = scaled(EX / "hf_dsa_e2e" / "report.sqlite", size, args.workdir, "dsa")
+        files = []
+        for i in range(args.reports):  # separate files, as separate hosts' exports are
+            f = args.workdir / f"{tag}{i}_{size}.sqlite"
+            if not f.exists():
+                f.write_bytes(one.read_bytes())
+            files.append(f)
+        return one, files
+
+    one, files = copies(args.size, "host")
+    vone, vfiles = copies(args.verdict_size or args.size, "vhost")
     import platform
 
     import distributed
 
-    kernels = __import__("speed").count(one)
+    count = __import__("speed").count
+    from align.profile.engine import open_duckdb
+
+    duck = open_duckdb(one) is not None
+
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"distributed {distributed.__version__}; {args.reports} reports of {kernels:,} kernels "
-          f"({one.stat().st_size / 1e6:.0f} MB each), median of {args.repeat} runs\n")
+          f"distributed {distributed.__version__}, {'DuckDB' if duck else 'SQLite (no DuckDB)'}; "
+          f"{args.reports} reports of {count(one):,} kernels ({one.stat().st_size / 1e6:.0f} MB each) for kernels, "
+          f"of {count(vone):,} for verdict; median of {args.repeat} runs\n")
     print("| command | how | wall s | speed-up | peak RSS MB (largest process) |\n|---|---|---|---|---|")
-    analyses(args, files)
+    analyses(args, files, vfiles)
     print("\nStand-in collection (16 cases, 0.3 s each) on a local cluster of 3 GPU=1 workers, one killed mid-case:\n")
     r = killed_worker(3, 0.3)
     print("| " + " | ".join(r) + " |\n|" + "---|" * len(r) + "\n| " + " | ".join(str(v) for v in r.values()) + " |")
