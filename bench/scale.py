@@ -77,15 +77,20 @@ def killed_worker(workers: int, delay: float) -> dict:
     from align.collect import writers
 
     out = Path(tempfile.mkdtemp()) / "c"
+    # stand-in GPU workers: on a machine with GPUs they must not see them all (the collector refuses that)
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, resources={"GPU": 1},
-                      dashboard_address=":0") as cluster:
+                      dashboard_address=":0", env={"CUDA_VISIBLE_DEVICES": ""}) as cluster:
         env = {**os.environ, "ALIGN_COLLECT_CASE_DELAY": str(delay), "ALIGN_STORE": str(out.parent / "store")}
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "align", "collect", "--op", "standin", "--runs", "2",
                                  "--warmups", "1", "--out", str(out), "--scheduler", cluster.scheduler_address,
                                  "-f", "json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         with Client(cluster.scheduler_address, set_as_default=False) as client:
+            deadline = time.monotonic() + 120
             while not any(client.processing().values()):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    raise SystemExit(f"the collection ran no case: {proc.communicate()[1][-2000:]}")
                 time.sleep(0.05)
             busy = next(w for w, t in client.processing().items() if t)
             pid = client.run(os.getpid, workers=[busy])[busy]
