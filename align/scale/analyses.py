@@ -17,9 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from align.errors import AlignError
+from align.errors import AlignError, arg
 
 ALL = "ALL"
+NO_KERNELS = "profile the program's CUDA activity (align profile traces it by default) on a GPU machine"
 
 
 @dataclass
@@ -64,8 +65,7 @@ def kernels_task(path: str, name: str, by_launch: bool, select: dict[str, Any]) 
 
     with load(path) as p:
         if not p.has_kernels:
-            raise AlignError(f"{p.path} has no CUDA kernel data",
-                             "profile with --trace cuda (the default of align profile) on a GPU machine")
+            raise AlignError(f"{p.path} has no CUDA kernel data", NO_KERNELS)
         where = gpu_filter(p, **select)
         return kernel_rows(p, name=name, by_launch=by_launch, where=where).to_frame(), \
             kernel_durations(p, name, by_launch, where)
@@ -91,7 +91,8 @@ def nvtx_task(path: str, cpu: bool) -> tuple[pd.DataFrame, Any]:
 
     with load(path) as p:
         if not p.has_nvtx:
-            raise AlignError(f"{p.path} has no NVTX data", "mark ranges with NVTX and profile with --trace nvtx")
+            raise AlignError(f"{p.path} has no NVTX data",
+                             "mark ranges with NVTX and keep NVTX in the trace (align profile traces it by default)")
         if cpu or not p.has_cuda_api:
             from align.stats.nvtx import DTYPES, range_durations, sum_rows_of
 
@@ -115,7 +116,7 @@ def nvtx_many(paths: Sequence[str], cpu: bool = False, **dask: Any) -> tuple[Man
     if len(kinds) > 1:
         gpu = [label(p, paths) for p, (_, (k, _)) in zip(paths, results) if k == "gpu"]
         raise AlignError(f"some reports have CUDA activity ({', '.join(gpu[:3])}) and some do not",
-                         "pass --cpu for the CPU-side range times of all, or only reports with GPU work")
+                         f"pass {arg('cpu', 'True')} for the CPU-side range times of all, or only reports with GPU work")
     kind = kinds.pop()
     per = pd.concat([rows.assign(report=label(p, paths)) for p, (rows, _) in zip(paths, results)], ignore_index=True)
     if kind == "cpu":
@@ -147,12 +148,13 @@ def ops_task(path: str, op: str | None, range_pattern: str | None, iter_range: s
     registry = load_registry(ops_file)
     with load(path) as p:
         if not p.has_kernels:
-            raise AlignError(f"{p.path} has no CUDA kernel data", "profile with --trace cuda on a GPU machine")
+            raise AlignError(f"{p.path} has no CUDA kernel data", NO_KERNELS)
         view = OpView(p, registry, name=name, where=gpu_filter(p, **select))
         rows = view.op_items(op, range_pattern=range_pattern, iter_pattern=iter_range)
         if rows.empty:
             raise AlignError(f"no GPU work found for {op or range_pattern} in {p.path}",
-                             "check --op/--range against `align nvtx` range names, or pass --range REGEX")
+                             f"check {arg('op')}/{arg('range_pattern')} against `align nvtx` range names, or pass "
+                             f"{arg('range_pattern', 'REGEX')}")
         fw = view.per_forward(rows, skip=skip, auto_skip=auto_skip, phase=phase)
     kept = fw.forwards[fw.forwards["kept"]]
     return fw.families, fw.by_forward, {str(k): int(v) for k, v in kept.groupby("phase", observed=True).size().items()}

@@ -41,7 +41,8 @@ def require_dask() -> None:
     import importlib.util
 
     if importlib.util.find_spec("distributed") is None:
-        raise AlignError("several reports or a --scheduler need Dask's distributed scheduler, which is not installed",
+        raise AlignError(f"several reports or a {arg('scheduler')} need Dask's distributed scheduler, which is not "
+                         "installed",
                          "pip install 'align[dask]' (dask and distributed)")
 
 

@@ -69,8 +69,8 @@ def check_workers(client: Any) -> dict[str, dict]:
     gpu_workers = [w for w, d in info.items() if d.get("resources", {}).get(RESOURCE, 0) >= 1]
     if not gpu_workers:
         raise AlignError(f"no worker of the Dask scheduler offers the resource {RESOURCE}=1",
-                         "start one worker per GPU: CUDA_VISIBLE_DEVICES=i python -m distributed.cli.dask_worker "
-                         "ADDRESS --nthreads 1 --resources GPU=1 (scripts/dask-gpu-workers.sh)")
+                         "start one worker per GPU with scripts/dask-gpu-workers.sh ADDRESS (each sees only its GPU, "
+                         "runs one case at a time and offers GPU=1)")
     try:
         seen = client.run(_probe, workers=gpu_workers)
     except ImportError as exc:
