@@ -102,6 +102,20 @@ def test_a_user_entry_adds_an_engine(tmp_path):
         load_hooks(str(f))
 
 
+def _three_decode_steps(model, engine: str, out):
+    """One request of 40 random tokens through generate() with the tracer attached by ``engine``'s
+    entry: its first token from the prefill, then three decode steps recorded; the records."""
+    tracer = TopkTracer(TopkTraceConfig(out_dir=out))
+    tokens = torch.randint(3, 1000, (1, 40))
+    with attach_engine(tracer, model) as hook, torch.no_grad():
+        assert hook.name == engine
+        tracer.begin_batch([1], 40, 3)
+        model.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=4, min_new_tokens=4,
+                       do_sample=False, pad_token_id=0, eos_token_id=None)
+    tracer.close()
+    return load_trace(out)
+
+
 def test_glm5_indexer_is_the_same_entry_shape(tmp_path):
     """GLM-5's DSA (transformers' glm_moe_dsa, a small random model): its own entry attaches and
     records one decode step per layer and step, top-k 16 of 41+ visible tokens."""
@@ -114,15 +128,7 @@ def test_glm5_indexer_is_the_same_entry_shape(tmp_path):
                           index_n_heads=4, first_k_dense_replace=2, max_position_embeddings=512)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg).eval()
-    tracer = TopkTracer(TopkTraceConfig(out_dir=tmp_path))
-    tokens = torch.randint(3, 1000, (1, 40))
-    with attach_engine(tracer, model) as hook, torch.no_grad():
-        assert hook.name == "transformers.glm_moe_dsa"
-        tracer.begin_batch([1], 40, 3)
-        model.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=4, min_new_tokens=4,
-                       do_sample=False, pad_token_id=0, eos_token_id=None)
-    tracer.close()
-    df = load_trace(tmp_path)
+    df = _three_decode_steps(model, "transformers.glm_moe_dsa", tmp_path)
     assert sorted(zip(df["layer"], df["step"])) == [(layer, s) for layer in (0, 1) for s in range(3)]
     assert (df["n_selected"] == 16).all() and (df["position"] == 40 + df["step"]).all()
 
@@ -393,17 +399,9 @@ def test_dots3_note_indexer_is_one_more_entry(tmp_path):
         (m.layer_idx, kw["past_key_values"].layers[m.layer_idx].indexer_keys.shape[1] - 1, o.clone()))
         if a[0].shape[1] == 1 else None, with_kwargs=True)
         for m in model.modules() if type(m).__name__ == "Dots3NoteTextIndexer"]
-    tracer = TopkTracer(TopkTraceConfig(out_dir=tmp_path))
-    tokens = torch.randint(3, 1000, (1, 40))
-    with attach_engine(tracer, model) as hook, torch.no_grad():
-        assert hook.name == "transformers.dots3_note"
-        tracer.begin_batch([5], 40, 3)
-        model.generate(tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=4, min_new_tokens=4,
-                       do_sample=False, pad_token_id=0, eos_token_id=None)
+    df = _three_decode_steps(model, "transformers.dots3_note", tmp_path).set_index(["layer", "step"])
     for g in grabs:
         g.remove()
-    tracer.close()
-    df = load_trace(tmp_path).set_index(["layer", "step"])
     assert len(grabs) == 2 and len(used) == len(df) == 2 * 3
     for layer, pos, out in used:
         rec = df.loc[(layer, pos - 40)]
