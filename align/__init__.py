@@ -23,6 +23,12 @@ _EXPORTS = {
     "ProfileSide": "align.compare.side",
     "diff": "align.compare.diff",
     "verdict": "align.compare.verdict",
+    # several reports as Dask tasks (align.scale): the same questions, each report's answer and ALL
+    "kernels_many": "align.scale.analyses",
+    "nvtx_many": "align.scale.analyses",
+    "ops_many": "align.scale.analyses",
+    "diff_many": "align.scale.verdicts",
+    "verdict_many": "align.scale.verdicts",
     # `align.profile` is the subpackage; the capture function is exported as `capture`.
     "capture": ("align.capture.launch", "profile"),
     "find_nsys": ("align.capture.discover", "discover"),
