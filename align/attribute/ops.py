@@ -250,6 +250,16 @@ class OpView:
         return df
 
     # ---- one op --------------------------------------------------------------------------
+    def require_items(self, op: str | None = None, range_pattern: str | None = None,
+                      iter_pattern: str | None = None) -> pd.DataFrame:
+        """:meth:`op_items`, never empty: no GPU work for the op is an error that says where to look."""
+        rows = self.op_items(op, range_pattern=range_pattern, iter_pattern=iter_pattern)
+        if rows.empty:
+            raise AlignError(f"no GPU work found for {op or range_pattern} in {self.profile.path}",
+                             f"check {arg('op')}/{arg('range_pattern')} against `align nvtx` range names, or pass "
+                             f"{arg('range_pattern', 'REGEX')}")
+        return rows
+
     def op_items(self, op: str | None = None, range_pattern: str | None = None,
                  iter_pattern: str | None = None) -> pd.DataFrame:
         """The op's GPU work: one row per item with its method, forward key and phase.

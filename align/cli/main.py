@@ -510,10 +510,7 @@ def kernels(
         _print_many(res, fmt, "CUDA GPU kernel summary", limit, NSYS_CSV_HEADER, max_width=90)
         return
     with load(profile, _store(store)) as p:
-        if not p.has_kernels:
-            raise AlignError(f"{p.path} has no CUDA kernel data",
-                             "profile with --trace cuda (the default of align profile) on a GPU machine")
-        df = kernel_rows(p, name=name, by_launch=by_launch, sort=sort, limit=limit,
+        df = kernel_rows(p.require("kernels"), name=name, by_launch=by_launch, sort=sort, limit=limit,
                          where=gpu_filter(p, pid=pid, device=device, rank=rank))
     print_frame(df, fmt, title=f"CUDA GPU kernel summary: {profile}", csv_frame=to_nsys_csv_frame(df), max_width=90)
 
@@ -572,9 +569,7 @@ def nvtx(
         _print_many(res, fmt, title, limit, NVTX_SUM_HEADER if kind == "cpu" else PROJ_SUM_HEADER)
         return
     with load(profile, _store(store)) as p:
-        if not p.has_nvtx:
-            raise AlignError(f"{p.path} has no NVTX data", "mark ranges with NVTX and profile with --trace nvtx")
-        if not p.has_cuda_api and (kernels or trace):
+        if not p.require("nvtx").has_cuda_api and (kernels or trace):
             raise AlignError(f"{p.path} has no CUDA activity: --kernels and --trace project ranges onto GPU work",
                              "leave them out for the CPU-side range times, or profile a program that uses CUDA")
         if cpu or not p.has_cuda_api:
@@ -675,22 +670,17 @@ def ops(
                     optional=["variants", "names", "method", "example"], max_width=60)
         return
     with load(profile, _store(store)) as p:
-        if not p.has_kernels:
-            raise AlignError(f"{p.path} has no CUDA kernel data", "profile with --trace cuda on a GPU machine")
         from align.profile.processes import gpu_filter
 
-        view = OpView(p, registry, name=name, where=gpu_filter(p, pid=pid, device=device, rank=rank))
+        view = OpView(p.require("kernels"), registry, name=name, where=gpu_filter(p, pid=pid, device=device, rank=rank))
         if op is None and range_pattern is None:
             df = view.overview()
             if phase:
                 df = df[df["phase"] == phase]
             print_frame(df, fmt, title=f"GPU time by op: {profile}")
             return
-        rows = view.op_items(op, range_pattern=range_pattern, iter_pattern=iter_range)
+        rows = view.require_items(op, range_pattern=range_pattern, iter_pattern=iter_range)
         label = op or range_pattern
-        if rows.empty:
-            raise AlignError(f"no GPU work found for {label} in {p.path}",
-                             "check --op/--range against `align nvtx` range names, or pass --range REGEX")
         if items:
             cols = ["start", "duration", "phase", "forward", "method", "family", "name"]
             shown = rows[cols] if phase is None else rows[rows["phase"] == phase][cols]

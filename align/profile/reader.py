@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from align.lazy import np, pd
 
-from align.errors import ProfileError
+from align.errors import AlignError, ProfileError
 from align.profile import check
 from align.profile.engine import Engine
 from align.rows import Rows
@@ -116,6 +116,17 @@ class Profile:
     @property
     def has_cuda_api(self) -> bool:
         return self.schema.has(RUNTIME_TABLE)
+
+    def require(self, what: str) -> Profile:
+        """This profile, when it holds ``what`` (kernels or nvtx); else the one-line error that says how
+        to capture it."""
+        if what == "kernels" and not self.has_kernels:
+            raise AlignError(f"{self.path} has no CUDA kernel data",
+                             "profile the program's CUDA activity (align profile traces it by default) on a GPU machine")
+        if what == "nvtx" and not self.has_nvtx:
+            raise AlignError(f"{self.path} has no NVTX data",
+                             "mark ranges with NVTX and keep NVTX in the trace (align profile traces it by default)")
+        return self
 
     def sql(self, query: str, params: tuple | dict = ()) -> pd.DataFrame:
         """Run a read-only query; the escape hatch for anything the accessors do not cover."""

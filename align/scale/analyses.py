@@ -20,7 +20,6 @@ import pandas as pd
 from align.errors import AlignError, arg
 
 ALL = "ALL"
-NO_KERNELS = "profile the program's CUDA activity (align profile traces it by default) on a GPU machine"
 
 
 @dataclass
@@ -64,9 +63,7 @@ def kernels_task(path: str, name: str, by_launch: bool, select: dict[str, Any]) 
     from align.stats.kernels import kernel_durations, kernel_rows
 
     with load(path) as p:
-        if not p.has_kernels:
-            raise AlignError(f"{p.path} has no CUDA kernel data", NO_KERNELS)
-        where = gpu_filter(p, **select)
+        where = gpu_filter(p.require("kernels"), **select)
         return kernel_rows(p, name=name, by_launch=by_launch, where=where).to_frame(), \
             kernel_durations(p, name, by_launch, where)
 
@@ -90,10 +87,7 @@ def nvtx_task(path: str, cpu: bool) -> tuple[pd.DataFrame, Any]:
     from align.loader import load
 
     with load(path) as p:
-        if not p.has_nvtx:
-            raise AlignError(f"{p.path} has no NVTX data",
-                             "mark ranges with NVTX and keep NVTX in the trace (align profile traces it by default)")
-        if cpu or not p.has_cuda_api:
+        if cpu or not p.require("nvtx").has_cuda_api:
             from align.stats.nvtx import DTYPES, range_durations, sum_rows_of
 
             groups = range_durations(p)
@@ -147,14 +141,8 @@ def ops_task(path: str, op: str | None, range_pattern: str | None, iter_range: s
 
     registry = load_registry(ops_file)
     with load(path) as p:
-        if not p.has_kernels:
-            raise AlignError(f"{p.path} has no CUDA kernel data", NO_KERNELS)
-        view = OpView(p, registry, name=name, where=gpu_filter(p, **select))
-        rows = view.op_items(op, range_pattern=range_pattern, iter_pattern=iter_range)
-        if rows.empty:
-            raise AlignError(f"no GPU work found for {op or range_pattern} in {p.path}",
-                             f"check {arg('op')}/{arg('range_pattern')} against `align nvtx` range names, or pass "
-                             f"{arg('range_pattern', 'REGEX')}")
+        view = OpView(p.require("kernels"), registry, name=name, where=gpu_filter(p, **select))
+        rows = view.require_items(op, range_pattern=range_pattern, iter_pattern=iter_range)
         fw = view.per_forward(rows, skip=skip, auto_skip=auto_skip, phase=phase)
     kept = fw.forwards[fw.forwards["kept"]]
     return fw.families, fw.by_forward, {str(k): int(v) for k, v in kept.groupby("phase", observed=True).size().items()}
