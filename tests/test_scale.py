@@ -126,6 +126,10 @@ def test_nvtx_of_several_real_captures(nsys, tmp_path):
                 spans.setdefault(f"{domains.get(domain, '')}:{text}", []).append(d)
     every = rows[(rows["report"] == "ALL") & (rows["style"] == "PushPop")]
     assert len(every) == len(spans) > 3
+    # an error raised in a worker reaches the user as it would from one report: one line, its hint, exit 2
+    r = run_align("kernels", str(store / "one"), str(store / "two"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "has no CUDA kernel data: profile the program's CUDA activity" in r.stderr
     for _, r in every.iterrows():
         d = spans[r["range"]]
         assert (r["instances"], r["total_ns"], r["min_ns"], r["max_ns"]) == (len(d), sum(d), min(d), max(d))

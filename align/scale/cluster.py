@@ -74,14 +74,14 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
     n = workers or os.cpu_count() or 1
     share = {"ALIGN_DUCKDB_THREADS": str(max(1, (os.cpu_count() or 1) // n))}  # the cores split, not multiplied
     with _quiet(), LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                resources=resources, silence_logs=logging.ERROR, env=share) as cluster, \
+                                resources=resources, silence_logs=logging.CRITICAL, env=share) as cluster, \
             Client(cluster, set_as_default=False) as client:
         yield client
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Dask's own start-up and shutdown chatter stays off the user's stderr (errors still show)."""
+    """Dask's own chatter stays off the user's stderr: a task's error reaches the user as the command's own."""
     names = ("distributed", "distributed.nanny", "distributed.worker", "distributed.scheduler", "tornado")
     saved = {n: logging.getLogger(n).level for n in names}
     for n in names:
