@@ -208,8 +208,11 @@ class _Stops:
         self.tracer, self.gen, self.batch, self.cap = tracer, gen, batch, steps
         self.ended: dict[int, int] = {}
 
-    def see(self, tokens: list[int], j: int) -> None:
-        for row, token in enumerate(tokens):
+    def see(self, tokens: Any, j: int) -> None:
+        """``tokens``: each row's ``j``-th token (a tensor or list); nothing is read without EOS."""
+        if not self.gen.until_eos:
+            return
+        for row, token in enumerate(tokens.tolist() if hasattr(tokens, "tolist") else tokens):
             if token == self.gen.eos_token and row not in self.ended:
                 self.ended[row] = j
                 self.tracer.finish_row(row, j)
@@ -285,8 +288,8 @@ def run_workload(out_dir: str | Path, spec: WorkloadSpec | None = None, *, confi
         "generation": _generation_meta(gen),
         "runner": "align.trace.workload (eager decode)",
     }
-    return _trace_batches(Path(out_dir), trace_cfg, meta, requests, batches, lambda t: t.attach(model),
-                          lambda t, batch: _run_batch(model, t, batch, device, gen), progress)
+    return _trace_batches(Path(out_dir), trace_cfg, meta, requests, batches, gen, device, lambda t: t.attach(model),
+                          lambda tokens, steps, stops: _run_batch(model, tokens, steps, stops), progress)
 
 
 def _generation_meta(gen: Generation) -> dict[str, Any]:
@@ -297,23 +300,31 @@ def _generation_meta(gen: Generation) -> dict[str, Any]:
 
 
 def _trace_batches(out_dir: Path, trace_cfg: TopkTraceConfig, meta: dict, requests: list[Request],
-                   batches: list[list[Request]], attach: Callable, run_batch: Callable,
-                   progress: Callable[[int, int], None] | None) -> RunResult:
-    """Run every batch with the tracer installed (``attach(tracer)``, a context manager), register
-    each batch's requests with the lengths they ran (``run_batch`` returns them; ``finish: error``
-    for a batch that raised), and close the trace: the same for every engine."""
+                   batches: list[list[Request]], gen: Generation, device: str, attach: Callable,
+                   run_batch: Callable, progress: Callable[[int, int], None] | None) -> RunResult:
+    """Run every batch with the tracer installed (``attach(tracer)``, a context manager): the tracer
+    told which request each row holds, ``run_batch(tokens, steps, stops)`` decoding at most ``steps``
+    steps and showing each generated token to ``stops``; then register the batch's requests with the
+    lengths they ran (``finish: error`` for a batch that raised), and close the trace: the same for
+    every engine."""
     tracer = TopkTracer(trace_cfg, meta)
     start = time.perf_counter()
     try:
         with attach(tracer), torch.no_grad():
             for done, batch in enumerate(batches, 1):
                 ran: dict[int, dict[str, Any]] = {}
+                caps = gen.steps(batch)
+                stops = _Stops(tracer, gen, batch, caps)
+                tracer.begin_batch([r.request_id for r in batch], batch[0].prompt_len, caps)
                 try:
-                    ran = run_batch(tracer, batch)
+                    run_batch(torch.as_tensor(np.stack([r.tokens for r in batch]), dtype=torch.long, device=device),
+                              max(caps), stops)
+                    ran = stops.outcome()
                 except BaseException:
                     ran = {r.request_id: {"finish": "error"} for r in batch}
                     raise
                 finally:
+                    tracer.end_batch()
                     for req in sorted(batch, key=lambda r: r.request_id):
                         tracer.add_request(req.request_id, **{**req.info(), **ran.get(req.request_id, {})})
                 if progress is not None:
@@ -323,29 +334,18 @@ def _trace_batches(out_dir: Path, trace_cfg: TopkTraceConfig, meta: dict, reques
     return RunResult(out_dir, requests, len(batches), summary, time.perf_counter() - start)
 
 
-def _run_batch(model: Transformer, tracer: TopkTracer, batch: list[Request], device: str,
-               gen: Generation) -> dict[int, dict[str, Any]]:
-    prompt_len = batch[0].prompt_len
-    caps = gen.steps(batch)
-    steps = max(caps)
-    tokens = torch.as_tensor(np.stack([r.tokens for r in batch]), dtype=torch.long, device=device)
-    model.setup_caches(len(batch), prompt_len + steps)
-    tracer.begin_batch([r.request_id for r in batch], prompt_len, caps)
-    stops = _Stops(tracer, gen, batch, caps)
-    try:
-        first = model.prefill(tokens).argmax(-1, keepdim=True)
-        loop = DecodeLoop(model, first, prompt_len, use_cuda_graph=False)
-        if gen.until_eos:
-            stops.see(first[:, 0].tolist(), 0)
-        for j in range(1, steps + 1):
-            if stops.all_ended:
-                break
-            loop.step()
-            if gen.until_eos:
-                stops.see(loop.tokens[:, 0].tolist(), j)
-    finally:
-        tracer.end_batch()
-    return stops.outcome()
+def _run_batch(model: Transformer, tokens: torch.Tensor, steps: int, stops: _Stops) -> None:
+    """One batch on the mock: prefill, then eager decode steps until ``steps`` or every row's EOS."""
+    prompt_len = tokens.shape[1]
+    model.setup_caches(tokens.shape[0], prompt_len + steps)
+    first = model.prefill(tokens).argmax(-1, keepdim=True)
+    loop = DecodeLoop(model, first, prompt_len, use_cuda_graph=False)
+    stops.see(first[:, 0], 0)
+    for j in range(1, steps + 1):
+        if stops.all_ended:
+            break
+        loop.step()
+        stops.see(loop.tokens[:, 0], j)
 
 
 def _transformers_model(config: str, n_layers: int | None, device: str, dtype: torch.dtype | None):
@@ -402,46 +402,39 @@ def _run_transformers(out_dir: Path, spec: WorkloadSpec, config: str, n_layers: 
         "blocks": "logical: token position // block_size (transformers' DynamicCache is contiguous, no block "
                   "table; its paged cache (continuous batching) rejects DeepSeek-V3.2's indexed_attention layers)",
     }
-    return _trace_batches(out_dir, trace_cfg, meta, requests, batches, lambda t: attach_engine(t, model),
-                          lambda t, batch: _generate_batch(model, t, batch, device, gen, prefill_chunk), progress)
+    return _trace_batches(out_dir, trace_cfg, meta, requests, batches, gen, device, lambda t: attach_engine(t, model),
+                          lambda tokens, steps, stops: _generate_batch(model, tokens, steps, stops, prefill_chunk),
+                          progress)
 
 
-def _generate_batch(model, tracer: TopkTracer, batch: list[Request], device: str, gen: Generation,
-                    prefill_chunk: int | None) -> dict[int, dict[str, Any]]:
-    """One batch under transformers' generate(): its first token comes from the prefill, then as many
-    decode forwards as the batch's longest output, or until every row emitted EOS. With
-    ``prefill_chunk``, all but the prompt's last token go through the model in chunks first, into the
-    cache that generate() then continues (it prefills only the uncached rest)."""
+def _generate_batch(model, tokens: torch.Tensor, steps: int, stops: _Stops, prefill_chunk: int | None) -> None:
+    """One batch under transformers' generate(): its first token comes from the prefill, then ``steps``
+    decode forwards, or fewer when every row emitted EOS. With ``prefill_chunk``, all but the prompt's
+    last token go through the model in chunks first, into the cache that generate() then continues (it
+    prefills only the uncached rest)."""
     from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
-    caps = gen.steps(batch)
-    prompt_len = batch[0].prompt_len
-    tokens = torch.as_tensor(np.stack([r.tokens for r in batch]), dtype=torch.long, device=device)
-    tracer.begin_batch([r.request_id for r in batch], prompt_len, caps)
-    stops = _Stops(tracer, gen, batch, caps)
+    prompt_len = tokens.shape[1]
+    gen = stops.gen
 
     class SeeEos(StoppingCriteria):
         """Shows each new token to ``stops``; never stops generation itself (generate()'s EOS does)."""
 
         def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-            stops.see(input_ids[:, -1].tolist(), input_ids.shape[1] - prompt_len - 1)
+            stops.see(input_ids[:, -1], input_ids.shape[1] - prompt_len - 1)
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
-    new = max(caps) + 1
+    new = steps + 1
     if gen.until_eos:
         length = dict(max_new_tokens=new, eos_token_id=gen.eos_token, stopping_criteria=StoppingCriteriaList([SeeEos()]))
     else:
         length = dict(max_new_tokens=new, min_new_tokens=new, eos_token_id=None)
-    try:
-        cache = None
-        if prefill_chunk is not None and prompt_len - 1 > prefill_chunk:
-            cache = DynamicCache(config=model.config)
-            for a in range(0, prompt_len - 1, prefill_chunk):
-                b = min(a + prefill_chunk, prompt_len - 1)
-                model(input_ids=tokens[:, a:b], attention_mask=torch.ones_like(tokens[:, :b]), past_key_values=cache,
-                      use_cache=True, logits_to_keep=1)
-        model.generate(tokens, attention_mask=torch.ones_like(tokens), past_key_values=cache, do_sample=False,
-                       pad_token_id=0, **length)
-    finally:
-        tracer.end_batch()
-    return stops.outcome()
+    cache = None
+    if prefill_chunk is not None and prompt_len - 1 > prefill_chunk:
+        cache = DynamicCache(config=model.config)
+        for a in range(0, prompt_len - 1, prefill_chunk):
+            b = min(a + prefill_chunk, prompt_len - 1)
+            model(input_ids=tokens[:, a:b], attention_mask=torch.ones_like(tokens[:, :b]), past_key_values=cache,
+                  use_cache=True, logits_to_keep=1)
+    model.generate(tokens, attention_mask=torch.ones_like(tokens), past_key_values=cache, do_sample=False,
+                   pad_token_id=0, **length)
