@@ -395,7 +395,7 @@ def judge(cmp: Comparison, bench: dict | None = None) -> Verdict:
 
 def record(v: Verdict, store) -> Path:
     """Keep the verdict in the store: ``align collect`` refuses to collect an op whose newest
-    verdict did not pass."""
+    verdict did not pass. (Also align.scale's ManyVerdicts: one record for all its E2E reports.)"""
     import datetime as dt
 
     from align.ops.registry import valid_op_name

@@ -6,7 +6,6 @@ side, with the spread and outlier across all of them, and one PASS only when eve
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,9 +56,15 @@ class ManyVerdicts:
     recorded: Any = None
     ranks: pd.DataFrame = field(default_factory=pd.DataFrame)
 
+    chosen = None  # the reports are always given (compare.verdict.record reads it)
+
     @property
     def passed(self) -> bool:
         return all(r["passed"] for r in self.results)
+
+    @property
+    def e2e(self) -> list[str]:
+        return self.reports
 
     @property
     def checks(self) -> pd.DataFrame:
@@ -121,10 +126,7 @@ def verdict_many(mock: str, reports: Sequence[str], op: str | None = None, bench
     mv = ManyVerdicts(mock=str(mock), reports=list(reports), labels=labels, results=results, op=results[0]["op"],
                       ranks=_ranks(labels, [r["table"] for r in results]))
     if record_in_store:
-        from align.ops.registry import valid_op_name
+        from align.compare.verdict import record
 
-        store = store or Store()
-        when = dt.datetime.now(dt.timezone.utc)
-        rec = {**mv.to_dict(), "pair": {"mock": mv.mock, "e2e": mv.reports, "chosen": "given"}, "time": when.isoformat()}
-        mv.recorded = store.record_verdict(str(mv.op) if valid_op_name(mv.op) else "_ranges", rec, when)
+        mv.recorded = record(mv, store or Store())
     return mv
