@@ -149,20 +149,14 @@ def _store(store: Optional[Path]):
 def _reports(refs: list[str], store: Optional[Path], scheduler: Optional[str]) -> tuple[Optional[str], Optional[list[str]]]:
     """(ref, None) for one report answered in this process as ever; (None, paths) for several (or
     with a Dask scheduler): the exports ``refs`` name, folders and globs expanded."""
-    import os
-
-    one = refs[0] if len(refs) == 1 else None
-    if one is not None and not any(c in one for c in "*?[") and not (
-            Path(one).is_dir() and not any((Path(one) / f).exists() for f in ("report.sqlite", "report.nsys-rep"))):
-        if scheduler is None and not os.environ.get("ALIGN_SCHEDULER"):
-            return one, None
     from align.scale.cluster import scheduler_address
-    from align.scale.reports import expand
+    from align.scale.reports import expand, kind
 
+    local = scheduler_address(scheduler) is None
+    if local and len(refs) == 1 and kind(refs[0]) == "one":
+        return refs[0], None
     paths = expand(refs, _store(store))
-    if len(paths) == 1 and scheduler_address(scheduler) is None:
-        return paths[0], None
-    return None, paths
+    return (paths[0], None) if local and len(paths) == 1 else (None, paths)
 
 
 def _dask(scheduler: Optional[str], workers: Optional[int], fmt) -> dict:

@@ -17,20 +17,34 @@ from align.errors import AlignError
 EXPORT_SUFFIXES = (".sqlite", ".nsys-rep", ".qdstrm")
 
 
+def kind(ref: str | os.PathLike) -> str:
+    """What an input names: ``glob`` (a pattern), ``folder`` (of exports, not a store entry) or ``one``
+    (a file or store entry)."""
+    from align.store import REPORT, SQLITE
+
+    text = str(ref)
+    if any(c in text for c in "*?["):
+        return "glob"
+    if Path(text).is_dir() and not any((Path(text) / f).exists() for f in (SQLITE, REPORT)):
+        return "folder"
+    return "one"
+
+
 def expand(inputs: Sequence[str | os.PathLike], store=None) -> list[str]:
     """Each input as the exports it names, in order, without repeats: a file or store entry (as its
     absolute path, so a worker elsewhere opens the same file), a glob, or a folder of exports (a
     ``.nsys-rep`` whose ``.sqlite`` lies beside it counts once). A glob or folder naming nothing is bad input."""
-    from align.store import REPORT, SQLITE, resolve_profile
+    from align.store import resolve_profile
 
     out: list[str] = []
     for item in inputs:
         text = str(item)
-        if any(c in text for c in "*?["):
+        what = kind(text)
+        if what == "glob":
             found = sorted(glob.glob(text))
             if not found:
                 raise AlignError(f"{text} matches no file", "check the pattern (quote it so the shell leaves it to align)")
-        elif Path(text).is_dir() and not any((Path(text) / f).exists() for f in (SQLITE, REPORT)):
+        elif what == "folder":
             found = _exports_in(Path(text))
             if not found:
                 raise AlignError(f"{text} holds no export (*.sqlite, *.nsys-rep)", "name the files or a folder that holds them")
