@@ -328,7 +328,7 @@ def collect(op: str, phases: list[str] | None = None, gpus: int | None = None, o
     obeyed = gate(op, store, forced) if gated else None
     if obeyed and say is not None:
         say(obeyed)
-    devices = _devices(gpus) if address is None else [address]  # before anything is written
+    devices = _devices(gpus) if address is None else []  # before anything is written; Dask's workers are its own
     with CollectorLock(out):
         summary = _collect(op, phases, devices, out, resume, subset, settings, retry_failed,
                            forced and gated and spec0.gated, progress, address)
