@@ -372,9 +372,6 @@ def _collect(op, phases, devices, out, resume, subset, settings, retry_failed, f
 
 
 def _run(op, todo, devices, out, settings, ck, summary, progress) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
     ctx = mp.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue()
     for c in todo:
@@ -388,9 +385,7 @@ def _run(op, todo, devices, out, settings, ck, summary, progress) -> None:
         p.start()
     inflight: dict[int, str] = {}
     finished = 0
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, disable=not progress, transient=False) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task(f"collect {op} on {len(devices)} device(s)", total=len(todo))
         while finished < len(todo):
             try:
@@ -420,6 +415,15 @@ def _run(op, todo, devices, out, settings, ck, summary, progress) -> None:
             record_outcome(out, ck, summary, cid, kind, payload)
     for p in procs.values():
         p.join(timeout=30)
+
+
+def progress_bar(enabled: bool):
+    """The collector's progress bar (cases done of all, elapsed, ETA): rich's Progress, off when not ``enabled``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled, transient=False)
 
 
 def record_outcome(out: Path, ck: Checkpoint, summary: Summary, cid: str, kind: str, payload: dict) -> None:

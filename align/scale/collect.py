@@ -87,24 +87,20 @@ def run_on_dask(op: str, todo: list, address: str, out: Path, settings: Any, ck:
     """Run ``todo`` as one task per case on the cluster at ``address``; append each row the first time
     its case comes back, record failures (a case whose workers kept dying fails as ``worker died``)."""
     from distributed import as_completed
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
 
     from align.collect import writers
-    from align.collect.runner import _case_key, record_outcome, table_dir
+    from align.collect.runner import _case_key, progress_bar, record_outcome, table_dir
     from align.files import WriteFailed
     from align.scale.cluster import dask_client
 
     module = spec.module()
     args = dict(settings.__dict__)
     run_id = uuid.uuid4().hex[:8]
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn()]
     with dask_client(address) as client:
         workers = check_workers(client)
         futures = {client.submit(case_task, c.op, c.phase, list(c.args), args, resources={RESOURCE: 1}, pure=False,
                                  key=f"align-collect-{run_id}-{i}"): c for i, c in enumerate(todo)}
-        with Progress(*columns, disable=not progress, transient=False) as bar:
+        with progress_bar(progress) as bar:
             task = bar.add_task(f"collect {op} on {len(workers)} Dask GPU worker(s)", total=len(todo))
             for fut in as_completed(futures, loop=client.loop):
                 case = futures.pop(fut)
