@@ -13,6 +13,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from align.attribute.markers import shown
 from align.errors import ProfileError
 from align.numbers import plain_stats, round_tenth
 from align.profile.reader import Profile
@@ -97,13 +98,14 @@ class PlainRanges:
     level: list[int] = field(default_factory=list)
     # push/pop ranges per thread: (starts, range indices), in pre-order
     threads: dict[int, tuple[list[int], list[int]]] = field(default_factory=dict)
+    raw_names: bool = False  # layer-wise markers by their whole text, not their module path
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def name(self, i: int) -> str:
         r = self.rows[i]
-        return f"{r[7]}:{r[8]}"
+        return f"{r[7]}:{r[8] if self.raw_names else shown(r[8])}"
 
     def innermost(self, gtid: int, qstart: int, qend: int) -> int:
         """The innermost push/pop range on ``gtid`` enclosing [qstart, qend], or -1."""
@@ -129,7 +131,7 @@ def range_rows(profile: Profile) -> list[tuple]:
     return rows
 
 
-def plain_ranges(profile: Profile) -> PlainRanges:
+def plain_ranges(profile: Profile, raw_names: bool = False) -> PlainRanges:
     rows = range_rows(profile)
     rows.sort(key=lambda r: (r[4], r[1], -r[2]))  # stable: ties keep table order
     gtid = [r[4] for r in rows]
@@ -137,7 +139,7 @@ def plain_ranges(profile: Profile) -> PlainRanges:
     end = [r[2] for r in rows]
     pushpop = [r[9] == "PushPop" for r in rows]
     r = PlainRanges(rows=rows, gtid=gtid, start=start, end=end, pushpop=pushpop,
-                    pp_parent=_laminar_parents(gtid, start, end, pushpop))
+                    pp_parent=_laminar_parents(gtid, start, end, pushpop), raw_names=raw_names)
     for i, pp in enumerate(pushpop):
         if pp:
             starts, idx = r.threads.setdefault(gtid[i], ([], []))
@@ -275,9 +277,9 @@ TRACE_COLUMNS = ["range_index", "range_id", "name", "style", "start", "end", "pr
                  "range_duration", "gpu_ops", "children", "level"]
 
 
-def range_table_rows(profile: Profile) -> Rows:
+def range_table_rows(profile: Profile, raw_names: bool = False) -> Rows:
     """Every range that launched GPU work, with nsys's trace columns (``nvtx_gpu_proj_trace``)."""
-    r = plain_ranges(profile)
+    r = plain_ranges(profile, raw_names)
     proj = range_projection(r, plain_launches(profile))
     children: dict[int, int] = {}
     for i in proj:
@@ -305,10 +307,10 @@ def _mean_tenth(values: list) -> float | None:
     return round_tenth(sum(present) / len(present)) if present else None
 
 
-def gpu_proj_sum_rows(profile: Profile) -> Rows:
+def gpu_proj_sum_rows(profile: Profile, raw_names: bool = False) -> Rows:
     """The numbers of ``nsys stats --report nvtx_gpu_proj_sum`` as plain rows (columns as
-    ``Projection.gpu_proj_sum``)."""
-    t = range_table_rows(profile)
+    ``Projection.gpu_proj_sum``); layer-wise markers grouped by module path unless ``raw_names``."""
+    t = range_table_rows(profile, raw_names)
     groups: dict[tuple[str, str], list[tuple]] = {}
     for row in t.rows:
         groups.setdefault((row[2], row[3]), []).append(row)

@@ -7,7 +7,10 @@ patterns decide, and an op whose kernels are shared by many ops (GEMM) is marked
 than guessed. Every row says which method attributed it.
 
 A *forward* is one instance of the op's outermost matching range (or of an iteration range);
-a captured range replayed by several graph launches makes one forward per launch.
+a captured range replayed by several graph launches makes one forward per launch. Range patterns
+are matched against what a range names (markers.label): a layer-wise marker's module path, not its
+dict text. An op whose own range sits inside the module that holds all of it (DSA's indexer inside
+``self_attn``; MoE's experts inside ``mlp``) is cut at that module, its registry ``scope``.
 
 Everything is decided on the range tree and on the distinct kernel names, then looked up per GPU
 op through integer codes (its launch call's innermost range, its name code), so millions of
@@ -17,12 +20,12 @@ kernels cost a few array gathers and no per-kernel Python objects.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from align.attribute import markers
 from align.attribute.launches import KEY as LAUNCH_KEY, KEY_SHIFT, KIND_NAMES
 from align.attribute.projection import Projection
 from align.attribute.ranges import NO_RANGE
@@ -34,8 +37,9 @@ from align.profile.schema import KERNEL_TABLE
 METHODS = np.array(["nvtx", "nvtx-capture", "name", "name-shared"], dtype=object)
 PHASES = np.array(["all", "context", "generation", "mixed"], dtype=object)  # code 0: no evidence, or conflicting
 # what decided an item's phase, strongest first: the user's mapping, phase words in enclosing
-# ranges, engine step ranges that count their requests; "none": left to the kernels (compare/pairing)
-EVIDENCE = np.array(["none", "user", "phase ranges", "engine steps"], dtype=object)
+# ranges, engine step ranges that count their requests, the input shapes of layer-wise markers;
+# "none": left to the kernels (compare/pairing)
+EVIDENCE = np.array(["none", "user", "phase ranges", "engine steps", "marker shapes"], dtype=object)
 ID_BITS = 30  # name ids below 2^30: (shown, demangled) pack into one int64
 
 
@@ -71,6 +75,7 @@ class OpView:
         self._proj.without_spans()
         self.name_kind = name
         self._texts = self._proj.ranges.df["text"].astype(object).to_numpy()
+        self._labels = self._per_text(markers.label, object)
         origins, self._cap = self._proj.captures
         self._node_index = pd.Index(origins["graph_node_id"].to_numpy()) if len(origins) else pd.Index([])
         self._launch_key = self._proj.gpu.launches["key"].to_numpy(np.int64)
@@ -119,15 +124,36 @@ class OpView:
                              "pid": pid.astype(np.int32), "kind": kind}, copy=False)
 
     def range_texts(self) -> list[str]:
-        """The distinct NVTX range texts of the profile."""
-        return list(pd.unique(self._texts)) if len(self._texts) else []
+        """The distinct names of the profile's NVTX ranges as patterns see them (a layer-wise
+        marker's module path, any other range's text)."""
+        return [t for t in pd.unique(self._labels) if t is not None] if len(self._labels) else []
+
+    def _per_text(self, fn, dtype) -> np.ndarray:
+        """``fn`` of each range's text, computed once per distinct text."""
+        if not len(self._texts):
+            return np.zeros(0, dtype)
+        uniq = pd.unique(self._texts)
+        return pd.Series(self._texts, dtype=object).map({t: fn(t) for t in uniq}).to_numpy(dtype=dtype)
 
     # ---- tree lookups -----------------------------------------------------------------------
     def _range_mark(self, match) -> np.ndarray:
-        uniq = pd.unique(self._texts)
-        hit = {t: bool(match(t)) for t in uniq}
-        return pd.Series(self._texts, dtype=object).map(hit).to_numpy(dtype=bool) if len(self._texts) \
-            else np.zeros(0, bool)
+        """Ranges whose name (module path of a marker, else text) ``match`` accepts; output markers never."""
+        if not len(self._labels):
+            return np.zeros(0, bool)
+        uniq = pd.unique(self._labels)
+        hit = {t: t is not None and bool(match(t)) for t in uniq}
+        return pd.Series(self._labels, dtype=object).map(hit).to_numpy(dtype=bool)
+
+    def _scoped(self, mark: np.ndarray, spec) -> np.ndarray:
+        """``mark`` with, for each marked range, the nearest range around it (itself included) that
+        is the op's scope: the module holding the whole op (``scope`` in the registry)."""
+        if spec is None or not spec.scope or not mark.any():
+            return mark
+        holder = self._proj.ranges.nearest_on_chain(self._range_mark(spec.matches_scope))
+        up = holder[mark]
+        out = mark.copy()
+        out[up[up >= 0]] = True
+        return out
 
     def _inner_at_launch(self) -> np.ndarray:
         launch = self.items["launch"].to_numpy()
@@ -191,15 +217,23 @@ class OpView:
             self._decide_phases()
         return self._evidence
 
-    def _phase_rules(self) -> list[dict[str, Callable[[str], bool]]]:
-        """Per evidence level (EVIDENCE[1:]), phase -> a test on range text."""
+    def _phase_rules(self) -> list[tuple[dict[str, np.ndarray], bool]]:
+        """Per evidence level (EVIDENCE[1:]): phase -> the ranges that say so, and whether the
+        outermost such range on a chain decides (marker shapes: a decoder layer's input, not the
+        last token an ``lm_head`` inside it is given) rather than the nearest."""
         reg = self.registry
         user: dict[str, list] = {}
         for rx, ph in self.phase_map:
             user.setdefault(ph, []).append(rx)
         words = {ph: (lambda t, rx=rx: bool(rx.search(t)) and not reg.is_step(t)) for ph, rx in reg.phase_patterns.items()}
         steps = {ph: (lambda t, ph=ph: reg.step_phase(t) == ph) for ph in ("context", "generation", "mixed")}
-        return [{ph: (lambda t, rxs=rxs: any(rx.search(t) for rx in rxs)) for ph, rxs in user.items()}, words, steps]
+        levels = [({ph: self._range_mark(lambda t, rxs=rxs: any(rx.search(t) for rx in rxs)) for ph, rxs in user.items()},
+                   False),
+                  ({ph: self._range_mark(test) for ph, test in words.items()}, False),
+                  ({ph: self._range_mark(test) for ph, test in steps.items()}, False)]
+        shaped = self._per_text(markers.phase, object)
+        levels.append(({ph: shaped == ph for ph in ("context", "generation")}, True))
+        return levels
 
     def _decide_phases(self) -> None:
         """At each level of evidence, an item enclosed by ranges of exactly one phase gets that phase;
@@ -212,13 +246,13 @@ class OpView:
         codes = {p: i for i, p in enumerate(PHASES)}
         # a range that never ended (closed by nsys at the last timestamp) is no evidence of a phase
         closed = self._proj.ranges.df["open_end"].to_numpy() == 0
-        for level, rules in enumerate(self._phase_rules(), start=1):
+        for level, (rules, outermost) in enumerate(self._phase_rules(), start=1):
             found = {}
-            for ph, test in rules.items():
-                mark = self._range_mark(test) & closed
+            for ph, marked in rules.items():
+                mark = marked & closed
                 if not mark.any():
                     continue
-                chain = r.nearest_on_chain(mark)
+                chain = r.nearest_on_chain(mark, outermost=outermost)
                 a, c = self._lookup(chain, mark)
                 found[ph] = (a >= 0) if c is None else ((a >= 0) | (c >= 0))
             if not found:
@@ -274,6 +308,8 @@ class OpView:
         spec = self.registry.op(op) if op else None
         matcher = _regex(range_pattern, arg("range_pattern")).search if range_pattern else spec.matches_range
         mark = self._range_mark(matcher)
+        if not range_pattern:
+            mark = self._scoped(mark, spec)
         outer = self._proj.ranges.nearest_on_chain(mark, outermost=True) if len(mark) else np.zeros(0, np.int64)
         at_launch, at_capture = self._lookup(outer, mark)
         hit_l = at_launch >= 0
@@ -380,20 +416,20 @@ class OpView:
 
     # ---- all ops -------------------------------------------------------------------------
     def overview(self) -> pd.DataFrame:
-        """Each item to one op: the innermost enclosing range that matches an op's NVTX patterns
-        (launch time first, then capture time), else the first op whose kernel patterns match its
-        name. A row per (op, phase)."""
+        """Each item to one op: the outermost enclosing range of an op (its NVTX patterns or scope;
+        launch time first, then capture time), as an op's forwards are cut, else the first op whose
+        kernel patterns match its name. A row per (op, phase)."""
         r = self._proj.ranges
         op_names = np.array(self.registry.names() + ["unattributed"], dtype=object)
-        op_index = {n: i for i, n in enumerate(op_names)}
         none = len(op_names) - 1
-        uniq = pd.unique(self._texts)
-        first_op = {t: op_index[(self.registry.range_ops(t) or ["unattributed"])[0]] for t in uniq}
-        range_op = pd.Series(self._texts, dtype=object).map(first_op).to_numpy(np.int64) if len(uniq) \
-            else np.zeros(0, np.int64)
+        # each range to the first op (registry order) it is a range of, its scope included
+        range_op = np.full(len(self._texts), none, np.int64)
+        for i, spec in enumerate(self.registry.ops):
+            own = self._scoped(self._range_mark(spec.matches_range), spec)
+            range_op[own & (range_op == none)] = i
         mark = range_op != none
-        nearest = r.nearest_on_chain(mark) if len(mark) else np.zeros(0, np.int64)
-        at_launch, at_capture = self._lookup(nearest, mark)
+        outer = r.nearest_on_chain(mark, outermost=True) if len(mark) else np.zeros(0, np.int64)
+        at_launch, at_capture = self._lookup(outer, mark)
         op = np.full(len(self.items), none, np.int64)
         method = np.full(len(self.items), 2, np.int64)
         for where, m in ((at_capture, 1), (at_launch, 0)):
@@ -402,6 +438,7 @@ class OpView:
             ok = where >= 0
             op[ok] = range_op[where[ok]]
             method[ok] = m
+        op_index = {n: i for i, n in enumerate(op_names)}
         owner = np.array([op_index.get(self.registry.kernel_op(n), none) for n in self.names["demangled"]])
         rest = method == 2
         op[rest] = owner[self.items["code"].to_numpy()[rest]]

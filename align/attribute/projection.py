@@ -71,12 +71,14 @@ def locate(r: Ranges, gtid: np.ndarray, qstart: np.ndarray, qend: np.ndarray) ->
 class Projection:
     """Ranges, launch calls and who-contains-whom for one profile; computed once, queried many ways."""
 
-    def __init__(self, profile: Profile, where: str | None = None, call_durations: bool = False):
+    def __init__(self, profile: Profile, where: str | None = None, call_durations: bool = False,
+                 raw_names: bool = False):
         """``where``: an SQL condition on globalPid/deviceId keeping one process or GPU (see
         align.profile.processes.gpu_filter); ``call_durations``: keep how long each launching CUDA
-        API call took (``launches["api_ns"]``, int32, -1 where the call was not traced)."""
+        API call took (``launches["api_ns"]``, int32, -1 where the call was not traced);
+        ``raw_names``: name layer-wise markers by their whole text, not their module path."""
         self.profile = profile
-        self.ranges: Ranges = load_ranges(profile)
+        self.ranges: Ranges = load_ranges(profile, raw_names)
         self.gpu: GpuOps = load_gpu_ops(profile, where)
         L = self.gpu.launches
         self.calls: Located = locate(self.ranges, L["gtid"].to_numpy(np.int64), L["api_start"].to_numpy(np.int64),

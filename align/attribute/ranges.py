@@ -16,6 +16,7 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from align.profile.reader import Profile
+from align.attribute.markers import shown
 from align.attribute.nvtx_rows import NO_RANGE, range_query
 
 
@@ -62,11 +63,12 @@ class Ranges:
         return out
 
 
-def load_ranges(profile: Profile) -> Ranges:
+def load_ranges(profile: Profile, raw_names: bool = False) -> Ranges:
     """Ranges as nsys's projection reports see them: push/pop and start/end ranges that end on the
     thread they started on, an open end closed at the last NVTX timestamp, and the name written
-    ``domain:text`` (``:text`` in the default domain)."""
-    df = _range_rows(profile)
+    ``domain:text`` (``:text`` in the default domain), a layer-wise marker's text shown as its
+    module path unless ``raw_names`` (markers.shown)."""
+    df = _range_rows(profile, raw_names)
     df = df.sort_values(["gtid", "start", "end"], ascending=[True, True, False], kind="stable").reset_index(drop=True)
     gtid = df["gtid"].to_numpy(np.int64)
     start = df["start"].to_numpy(np.int64)
@@ -83,7 +85,7 @@ def load_ranges(profile: Profile) -> Ranges:
 INT_COLS = ("range_id", "start", "end", "open_end", "gtid", "pid", "tid")
 
 
-def _range_rows(profile: Profile) -> pd.DataFrame:
+def _range_rows(profile: Profile, raw_names: bool = False) -> pd.DataFrame:
     cols = ["range_id", "start", "end", "open_end", "gtid", "pid", "tid", "domain", "text", "name", "style"]
     query = range_query(profile)
     if query is None:
@@ -97,8 +99,9 @@ def _range_rows(profile: Profile) -> pd.DataFrame:
         df[k] = union_categoricals([p[k] for p in parts])
     pair = pd.MultiIndex.from_arrays([df["domain"].cat.codes, df["text"].cat.codes])
     codes, uniq = pd.factorize(pair)
-    labels = [f"{df['domain'].cat.categories[d] if d >= 0 else ''}:{df['text'].cat.categories[t] if t >= 0 else ''}"
-              for d, t in uniq]
+    texts = df["text"].cat.categories
+    labels = [f"{df['domain'].cat.categories[d] if d >= 0 else ''}:"
+              f"{(texts[t] if raw_names else shown(texts[t])) if t >= 0 else ''}" for d, t in uniq]
     df["name"] = pd.Categorical.from_codes(codes, categories=pd.Index(labels).unique()) if len(set(labels)) == len(labels) \
         else pd.Categorical(np.array(labels, dtype=object)[codes])
     # categories in first-seen order would follow the engine's scan order (DuckDB reads in

@@ -572,7 +572,7 @@ def nvtx(
             if not cpu and fmt == Format.table:
                 err.print("no CUDA activity in this profile: CPU-side range times (= nsys stats --report nvtx_sum)",
                           markup=False)
-            rows = nvtx_sum_rows(p)
+            rows = nvtx_sum_rows(p, raw_names=wide)
             if limit:
                 rows = rows.head(limit)
             print_frame(rows, fmt, title=f"NVTX range summary: {profile}", csv_frame=rows.rename(NVTX_SUM_HEADER),
@@ -580,7 +580,7 @@ def nvtx(
             return
         if not (kernels or trace) and wants_plain(p.path):
             # a small export: the same summary without importing pandas (nvtx_rows.py)
-            rows = gpu_proj_sum_rows(p)
+            rows = gpu_proj_sum_rows(p, raw_names=wide)
             if limit:
                 rows = rows.head(limit)
             print_frame(rows, fmt, title=f"NVTX GPU projection summary: {profile}",
@@ -588,7 +588,7 @@ def nvtx(
             return
         from align.attribute.projection import KERN_SUM_HEADER, Projection
 
-        proj = Projection(p)
+        proj = Projection(p, raw_names=wide)
         if kernels:
             df, header, title = proj.kern_sum(name), KERN_SUM_HEADER, "kernels per NVTX range"
         elif trace:

@@ -27,13 +27,20 @@ class OpSpec:
     nvtx: list[str] = field(default_factory=list)
     kernels: dict[str, list[str]] = field(default_factory=dict)
     shared: bool = False
+    # module ranges that hold the whole op where its own range sits inside one (DSA's indexer in
+    # self_attn): such a range around one of the op's ranges is the op's range
+    scope: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._range_re = alternation(self.nvtx, f"op {self.name} nvtx")
+        self._scope_re = alternation(self.scope, f"op {self.name} scope")
         self._kernel_re = alternation([p for ps in self.kernels.values() for p in ps], f"op {self.name} kernels")
 
     def matches_range(self, text: str) -> bool:
         return bool(self._range_re and self._range_re.search(text))
+
+    def matches_scope(self, text: str) -> bool:
+        return bool(self._scope_re and self._scope_re.search(text))
 
     def matches_kernel(self, name: str) -> bool:
         return bool(self._kernel_re and self._kernel_re.search(name))
@@ -220,7 +227,8 @@ def _ops(data: dict, where: str) -> list[OpSpec]:
         out.append(OpSpec(name=name, description=entry.get("description", ""),
                           nvtx=list(_strings(entry.get("nvtx", []), f"op {name}: nvtx", where)),
                           kernels={k: list(_strings(v, f"op {name}: kernels.{k}", where)) for k, v in kernels.items()},
-                          shared=entry.get("shared", False)))
+                          shared=entry.get("shared", False),
+                          scope=list(_strings(entry.get("scope", []), f"op {name}: scope", where))))
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from align.lazy import pd
 
+from align.attribute.markers import shown
 from align.attribute.nvtx_rows import range_rows
 from align.numbers import plain_stats, round_tenth
 from align.profile.reader import Profile
@@ -21,19 +22,24 @@ DTYPES = {"time_pct": "float64", "total_ns": "int64", "instances": "int64", "avg
           "med_ns": "float64", "min_ns": "int64", "max_ns": "int64", "stddev_ns": "float64"}
 
 
-def nvtx_sum_rows(profile: Profile) -> Rows:
+def nvtx_sum_rows(profile: Profile, raw_names: bool = False) -> Rows:
     """Per (range name, style): total, instances, avg, med, min, max and stddev of the ranges'
-    durations, and their share of all range time; ranges that never ended are left out, as nsys does."""
-    return sum_rows_of(range_durations(profile))
+    durations, and their share of all range time; ranges that never ended are left out, as nsys does.
+    Layer-wise markers are grouped by module path unless ``raw_names``."""
+    return sum_rows_of(range_durations(profile, raw_names))
 
 
-def range_durations(profile: Profile) -> dict[tuple[str, str], list[int]]:
+def range_durations(profile: Profile, raw_names: bool = False) -> dict[tuple[str, str], list[int]]:
     """The durations of the ranges that ended, per (``domain:text``, style): what one report's, or
-    several reports' (their lists joined), :func:`sum_rows_of` is made of."""
+    several reports' (their lists joined), :func:`sum_rows_of` is made of; a layer-wise marker's text
+    is its module path (markers.shown) unless ``raw_names``."""
     groups: dict[tuple[str, str], list[int]] = {}
+    names: dict[str, str] = {}
     for _, start, end, open_end, *_, domain, text, style in range_rows(profile):
         if not open_end:
-            groups.setdefault((f"{domain}:{text}", style), []).append(end - start)
+            if text not in names:
+                names[text] = text if raw_names else shown(text)
+            groups.setdefault((f"{domain}:{names[text]}", style), []).append(end - start)
     return groups
 
 
