@@ -31,7 +31,7 @@ def reason(v, name: str) -> str:
 def test_aligned_mock_passes():
     v = verdict(EX / "attn_mock", EX / "llama_e2e", op="attention")
     assert v.passed, v.checks[["name", "reason"]].to_string()
-    assert list(v.checks["name"]) == ["names", "counts", "latency", "missing", "extra", "shapes", "graph"]
+    assert list(v.checks["name"]) == ["phases", "names", "counts", "latency", "missing", "extra", "shapes", "graph", "compiled"]
     assert (v.comparison.table["status"] == "match").all()
     assert reason(v, "graph") == "the mock launches as the E2E run does: context eager, generation graph"
 
@@ -155,7 +155,7 @@ def test_cli_exit_codes_and_json():
     assert data["passed"] is True and data["op"] == "attention"
     for c in data["checks"]:
         assert set(c) == {"name", "passed", "value", "threshold", "reason", "kernels"}
-        assert c["name"] in ("names", "counts", "latency", "missing", "extra", "shapes", "graph", "bench")
+        assert c["name"] in ("phases", "names", "counts", "latency", "missing", "extra", "shapes", "graph", "compiled", "bench")
     r = run_align("verdict", "--op", "attention", "--mock", str(EX / "attn_mock_extra"), "--e2e", str(E2E))
     assert r.returncode == 1 and "FAIL" in r.stdout
     r = run_align("verdict", "--op", "attention", "--mock", str(EX / "nope"), "--e2e", str(E2E))

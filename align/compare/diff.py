@@ -250,6 +250,10 @@ class Comparison:
     pairing: Pairing | None = None
     op_reason: str | None = None
     comparability: Comparability | None = None
+    # per compared key: (mock, E2E) families a compiler generated around the op's forwards
+    compiled: dict | None = None
+    # per key whose E2E forwards are compiled steps cut by kernel names: the families compared
+    name_cut: dict | None = None
 
     @cached_property
     def launch(self) -> pd.DataFrame:
@@ -324,11 +328,33 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: in
                          f"check {arg('op')} (or {arg('mock_range')}/{arg('e2e_range')}), or pair them by hand with "
                          f"{arg('mock_phase')}/{arg('e2e_phase')} REGEX=PHASE")
     _relabel(m, e, pairing, keys)
+    compiled = {k: (m.view.compiled_families(m.items[m.items["phase"] == k]),
+                    e.view.compiled_families(e.items[e.items["phase"] == k])) for k in keys}
+    name_cut = _cut_to_names(m, e, registry, op, keys)
     for side in (m, e):
         side.forwards = side.view.per_forward(side.items, skip=skip)
         _check_not_empty(side, keys, skip)
     return Comparison(mock=m, e2e=e, table=family_table(m, e, cfg), config=cfg, op=op or e2e_range,
-                      pairing=pairing, op_reason=reason, comparability=_comparability(m, e))
+                      pairing=pairing, op_reason=reason, comparability=_comparability(m, e), compiled=compiled,
+                      name_cut=name_cut)
+
+
+def _cut_to_names(m: Side, e: Side, registry: Registry, op: str | None, keys: list[str]) -> dict[str, list[str]]:
+    """Where the E2E forwards of a key were cut from compiled steps by kernel names alone (no module
+    range there), the mock's forwards of that key are cut the same way: only the kernels whose names
+    belong to the op stay on both sides. Returns key -> the op's families kept."""
+    if op is None:
+        return {}
+    out = {}
+    for key in keys:
+        rows = e.items[e.items["phase"] == key]
+        if not len(rows) or not (rows["method"].astype(str) == "name").all():
+            continue
+        names = m.view.names["demangled"].to_numpy()
+        owned = np.array([registry.kernel_op(str(n)) == op for n in names])[m.items["code"].to_numpy()]
+        m.items = m.items[(m.items["phase"] != key).to_numpy() | owned]
+        out[key] = sorted(set(rows["family"].astype(str)))
+    return out
 
 
 def _comparability(m: Side, e: Side) -> Comparability:

@@ -2,7 +2,10 @@
 
 Phases come from evidence, strongest first (decided per kernel in :class:`align.attribute.ops.OpView`):
 the user's mapping, phase words in enclosing NVTX ranges, engine step ranges that count their
-requests. Where E2E forwards carry none (``generate()`` with per-module ranges, vLLM without step
+requests, the input shapes of layer-wise markers. Shapes say only prefill or decode: forwards of one
+such phase are grouped by their kernels too, and a mock phase meets the group of its phase it
+resembles most (a decode step at one cache length that launches one kernel more, say, stays apart).
+Where E2E forwards carry none (``generate()`` with per-module ranges, vLLM without step
 ranges), their own kernels decide: the forwards of each process are grouped by signature (the
 multiset of kernel families, then duration), and each mock phase is paired with the group it
 resembles most, family overlap first and launch shapes second, one group per mock phase. A
@@ -20,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 NAMED = ("context", "generation", "mixed")
+SHAPES = "marker shapes"  # the evidence that names a phase but not which forwards of it are alike
 
 
 @dataclass
@@ -127,8 +131,14 @@ def side_groups(fw: pd.DataFrame, label_free: str = "G", settings: Settings | No
     for pid, per in fw.groupby("pid", sort=True):
         for ph in NAMED:
             rows = per[per["phase"] == ph]
-            if len(rows):
-                groups.append(_group(ph, rows, rows["evidence"].mode().iloc[0], int(pid)))
+            if not len(rows):
+                continue
+            evidence = rows["evidence"].mode().iloc[0]
+            if evidence != SHAPES:
+                groups.append(_group(ph, rows, evidence, int(pid)))
+                continue
+            for _, part in rows.groupby(rows["families"].map(lambda c: tuple(sorted(c.items()))), sort=False):
+                groups.append(_group(ph, part, evidence, int(pid)))
         rest = per[~per["phase"].isin(NAMED)]
         if rest.empty:
             continue
@@ -217,7 +227,8 @@ def pair(mock_fw: pd.DataFrame, e2e_fw: pd.DataFrame, names: dict[int, str] | No
         for i, m in enumerate(mock_groups):
             same = [g for g in cands if g.label == m.label and m.label in NAMED]
             if same:
-                taken[i], how[i] = same[0], same[0].evidence
+                best = max(same, key=lambda g: (_score(m, g, s), len(g.forwards)))
+                taken[i], how[i] = best, best.evidence
         free_m = [i for i in range(len(mock_groups)) if i not in taken]
         free_c = sorted((g for g in cands if g not in taken.values()), key=lambda g: -len(g.forwards))[:s.max_candidates]
         for mi, ci in _assign([mock_groups[i] for i in free_m], free_c, s).items():
@@ -250,7 +261,9 @@ def pair(mock_fw: pd.DataFrame, e2e_fw: pd.DataFrame, names: dict[int, str] | No
         for g in cands:
             if g in taken.values():
                 continue
+            paired_same = any(t.label == g.label for t in taken.values())
             why = ("mixed steps (context and generation in one step) are kept apart" if g.label == "mixed"
+                   else f"other kernels than the paired {g.label} forwards" if g.label in NAMED and paired_same
                    else f"the mock has no {g.label} phase" if g.label in NAMED
                    else "no mock phase resembles these forwards")
             rows.append({"key": None, "pid": pid, "mock_phase": None, "mock_forwards": 0, "mock_kernels": np.nan,

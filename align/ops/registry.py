@@ -63,8 +63,11 @@ class Registry:
     iterations: dict[str, str]
     sources: list[str]
     variants: list[FamilyRule] = field(default_factory=list)
+    # kernel names a compiler generated (ops.toml [compiled]): a side whose op runs them is compiled
+    compiled: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.compiled_re = alternation(self.compiled, "[compiled] kernels")
         self._phase_re = {k: _compile(v, f"phase {k}") for k, v in self.phases.items()}
         self._steps = [rx for rx in (_compile(v, f"iteration {k}") for k, v in self.iterations.items())
                        if {"ctx", "gen"} <= set(rx.groupindex)]
@@ -274,5 +277,8 @@ def load_registry(user_file: str | os.PathLike | None = None) -> Registry:
         phases.update(_table(user, "phases", str(path)))
         iterations.update(_table(user, "iterations", str(path)))
         sources.append(str(path))
+    compiled = list(_strings(base.get("compiled", {}).get("kernels", []), "[compiled] kernels", "the built-in registry"))
+    if path is not None:
+        compiled = list(_strings(user.get("compiled", {}).get("kernels", []), "[compiled] kernels", str(path))) + compiled
     return Registry(ops=ops, families=families, phases=phases, iterations=iterations, sources=sources,
-                    variants=variants)
+                    variants=variants, compiled=compiled)
