@@ -14,6 +14,10 @@ the middle of hf_generate.py's decode), each iteration in ``mock_generation``; t
 from a filled one before each iteration, outside the range, so every step appends to the same
 length. Both run eagerly, as ``generate()`` does.
 
+``--compile`` (Llama) builds it as a compiled ``generate()`` runs it: transformers' StaticCache in both
+phases, the context step eager (generate() prefills eagerly), the generation step through
+``torch.compile`` with transformers' own CompileConfig (Inductor, ``reduce-overhead``: CUDA graphs).
+
 Planted faults for align verdict's tests: ``--dtype fp32`` (another dtype), ``--attn-impl eager``
 (another attention implementation), ``--plant missing`` (a sub-op left out: Llama without its
 rotary embedding, DSA without its indexer, whose top-k indices are then fixed in advance), and a
@@ -47,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--attn-impl", choices=("sdpa", "eager"), default="sdpa", help="transformers attention backend")
     p.add_argument("--plant", choices=("none", "missing"), default="none",
                    help="missing: leave a sub-op out (Llama: rotary embedding; DSA: the indexer)")
+    p.add_argument("--compile", action="store_true",
+                   help="llama: static cache, generation step torch.compile'd as transformers compiles generate()")
     p.add_argument("--record-inputs", action="store_true", help="print the attention's input signatures")
     args = p.parse_args(argv)
     args.kv_len = args.kv_len or args.seq + NEW_TOKENS // 2
@@ -105,6 +111,8 @@ def main() -> None:
     config = hf_models.make_config(args.model, 1, small=args.small, tp=args.tp, attn_implementation=args.attn_impl)
     if args.model == "dsa":
         return main_adapter(args, config, device, dtype)
+    if args.compile and args.model != "llama":
+        raise SystemExit("--compile is built for --model llama")
     attn_cls, rotary_cls, module = hf_models.attention_parts(args.model)
     torch.set_default_dtype(dtype)
     with device:
@@ -118,8 +126,16 @@ def main() -> None:
         # context: B x S tokens on an empty cache, a fresh cache per iteration
         holder = {}
 
+        def new_cache():
+            if not args.compile:
+                return DynamicCache(config=config)
+            from transformers import StaticCache
+
+            # generate()'s static cache holds the prompt and every new token
+            return StaticCache(config=config, max_cache_len=args.seq + NEW_TOKENS)
+
         def fresh_context() -> None:
-            holder["cache"] = DynamicCache(config=config)
+            holder["cache"] = new_cache()
             holder["kwargs"] = layer_inputs(args.model, config, rotary, holder["cache"], args.batch, 0, args.seq,
                                             device, dtype)
 
@@ -127,17 +143,31 @@ def main() -> None:
             attn(**holder["kwargs"])
 
         # generation: one token after kv_len - 1 cached, on a copy of a filled cache per iteration
-        filled = DynamicCache(config=config)
+        # (compiled: one static cache, its position put back in place before every step)
+        filled = new_cache()
         past = args.kv_len - 1
         attn(**layer_inputs(args.model, config, rotary, filled, args.batch, 0, past, device, dtype))
         step_inputs = layer_inputs(args.model, config, rotary, filled, args.batch, past, 1, device, dtype)
+        step = context_step
+        if args.compile:
+            from transformers import CompileConfig
 
-        def fresh_generation() -> None:
-            cache = copy.deepcopy(filled)
-            holder["kwargs"] = {**step_inputs, "past_key_values": cache}
+            compiled = torch.compile(attn, **CompileConfig().to_dict())
+            holder["kwargs"] = step_inputs
+
+            def fresh_generation() -> None:
+                for layer in filled.layers:
+                    layer.cumulative_length.fill_(past)
+
+            def step() -> None:
+                compiled(**step_inputs)
+        else:
+            def fresh_generation() -> None:
+                cache = copy.deepcopy(filled)
+                holder["kwargs"] = {**step_inputs, "past_key_values": cache}
 
         for fresh, step, name in ((fresh_context, context_step, "mock_context"),
-                                  (fresh_generation, context_step, "mock_generation")):
+                                  (fresh_generation, step, "mock_generation")):
             warm_up(step, args.warmup, before=fresh)
             if args.record_inputs:
                 fresh()
@@ -151,8 +181,8 @@ def main() -> None:
     print(json.dumps({"script": "hf_attention_mock", "device": str(device), "torch": torch.__version__,
                       "transformers": transformers.__version__, "model": args.model, "class": attn_cls.__name__,
                       "dtype": str(dtype).removeprefix("torch."), "attn_impl": args.attn_impl, "plant": args.plant,
-                      "batch": args.batch, "seq": args.seq, "kv_len": args.kv_len, "iters": args.iters,
-                      "attention_inputs": seen}))
+                      "compile": args.compile, "batch": args.batch, "seq": args.seq, "kv_len": args.kv_len,
+                      "iters": args.iters, "attention_inputs": seen}))
 
 
 def main_adapter(args: argparse.Namespace, config, device, dtype) -> None:

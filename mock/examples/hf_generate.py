@@ -13,7 +13,16 @@ batch's decode. ``--procs N`` runs N worker processes (as a server's ranks do), 
 generate() on GPU ``i % device_count``; with ``--distributed`` they form a torch.distributed NCCL
 group and all-reduce every layer's attention output, as tensor-parallel ranks do.
 
-A warm-up ``generate()`` of two tokens runs first, before the hooks, as a server warms up.
+``--markers ENGINE`` writes the NVTX ranges as that engine's layer-wise switch does instead
+(align.annotate.layerwise_markers: dict-string texts on every module, the engine's root prefix,
+output markers for vLLM and SGLang). ``--compile`` runs ``generate()`` as transformers compiles it:
+a static cache, the decode steps through ``torch.compile`` (Inductor, ``reduce-overhead``: CUDA
+graphs); module hooks push nothing inside the compiled program, so each compiled step is one range
+around the compiled call, named as vLLM names it (``Torch Compiled Module (input):CLASS``).
+
+A warm-up ``generate()`` of two tokens runs first, before the hooks, as a server warms up; with
+``--compile`` a whole generate() of the same shapes, hooks on, so the measured one neither compiles
+nor records graphs (``--profiler-api`` keeps the warm-up out of a cudaProfilerApi capture).
 """
 
 from __future__ import annotations
@@ -24,7 +33,8 @@ import json
 import torch
 
 import hf_models
-from align.annotate import nvtx_modules, nvtx_range, synchronize
+from align.annotate import MARKER_STYLES, cuda_profiler, layerwise_markers, marker_text, nvtx_modules, nvtx_range, \
+    synchronize
 
 STEP = "[Executor] _forward_step {step}: {ctx} ctx reqs, {gen} gen reqs"
 
@@ -39,6 +49,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distributed", action="store_true",
                    help="with --procs: join the workers in a torch.distributed NCCL group and all-reduce each "
                         "layer's attention output across them, as tensor-parallel ranks do after o_proj")
+    p.add_argument("--markers", choices=sorted(MARKER_STYLES),
+                   help="NVTX ranges as this engine's layer-wise switch writes them (default: align's short names)")
+    p.add_argument("--compile", action="store_true",
+                   help="static cache and torch.compile'd decode steps (Inductor, reduce-overhead), as "
+                        "transformers compiles generate()")
+    p.add_argument("--experts-impl", help="MoE models: transformers' experts implementation (default: the model's "
+                                          "pick, grouped_mm)")
+    p.add_argument("--profiler-api", action="store_true", help="cudaProfilerStart/Stop around the measured generate()")
     p.add_argument("--record-inputs", action="store_true",
                    help="print what layers.0.self_attn receives at the first prefill and decode call")
     return p.parse_args(argv)
@@ -100,6 +118,27 @@ def all_reduce_attention(model: torch.nn.Module) -> list:
     return [layer.self_attn.register_forward_hook(hook) for layer in model.model.layers]
 
 
+def compiled_step_ranges(model: torch.nn.Module, engine: str | None, compile_config) -> None:
+    """Compile the model's call as generate() would (``get_compiled_call``), wrapped in one range per
+    call: vLLM's marker around a compiled module, or ``decode_step`` with align's names."""
+    compiled = torch.compile(model.__call__, **compile_config.to_dict())
+    style = MARKER_STYLES.get(engine or "")
+    name = f"Torch Compiled Module (input):{type(model).__name__}"
+
+    def call(*args, **kwargs):
+        text = marker_text(style, name, model, args, kwargs if style.kwargs else None) if style else "decode_step"
+        with nvtx_range(text):
+            out = compiled(*args, **kwargs)
+        if style and style.outputs:
+            with nvtx_range(marker_text(style, name.replace("(input)", "(output)"), model,
+                                        output=getattr(out, "logits", None))):
+                pass
+        return out
+
+    model._compiled_call = call
+    model._last_compile_config = compile_config
+
+
 def run(args: argparse.Namespace, rank: int = 0) -> dict:
     torch.manual_seed(args.seed)
     device, dtype = hf_models.device_and_dtype()
@@ -113,25 +152,37 @@ def run(args: argparse.Namespace, rank: int = 0) -> dict:
                                 device_id=device if device.type == "cuda" else None)
     config = hf_models.make_config(args.model, args.layers, small=args.small, tp=args.tp)
     torch.set_default_dtype(dtype)
+    if args.experts_impl:
+        config._experts_implementation = args.experts_impl
     with device:
         model = hf_models.causal_lm(args.model, config).eval()
     torch.set_default_dtype(torch.float32)
     gen = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
+    if args.compile:
+        from transformers import CompileConfig
+
+        gen.update(cache_implementation="static", compile_config=CompileConfig())
+        compiled_step_ranges(model, args.markers, gen["compile_config"])
     prompt = torch.randint(3, config.vocab_size, (args.batch, args.prompt), device=device)
     mask = torch.ones_like(prompt)
+    measured = dict(attention_mask=mask, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, **gen)
     with torch.no_grad():
-        model.generate(prompt[:, :8], attention_mask=mask[:, :8], max_new_tokens=2, min_new_tokens=2, **gen)
+        if not args.compile:
+            model.generate(prompt[:, :8], attention_mask=mask[:, :8], max_new_tokens=2, min_new_tokens=2, **gen)
         seen, handle = record_inputs(model) if args.record_inputs else ([], None)
-        remove = nvtx_modules(model)
+        remove = layerwise_markers(model, args.markers) if args.markers else nvtx_modules(model)
         reduce_hooks = all_reduce_attention(model) if args.distributed else []
-        if args.engine_steps:
-            steps = engine_steps(model, prompt, args.new_tokens)
-            out_len = None
-        else:
-            out = model.generate(prompt, attention_mask=mask, max_new_tokens=args.new_tokens,
-                                 min_new_tokens=args.new_tokens, **gen)
+        if args.compile:  # compiled and graphs recorded with the hooks on, as the measured call runs
+            model.generate(prompt, **measured)
             synchronize()
-            steps, out_len = None, int(out.shape[1])
+        with cuda_profiler(args.profiler_api):
+            if args.engine_steps:
+                steps = engine_steps(model, prompt, args.new_tokens)
+                out_len = None
+            else:
+                out = model.generate(prompt, **measured)
+                synchronize()
+                steps, out_len = None, int(out.shape[1])
         remove()
         for h in reduce_hooks:
             h.remove()
@@ -140,7 +191,9 @@ def run(args: argparse.Namespace, rank: int = 0) -> dict:
     if args.distributed:
         torch.distributed.destroy_process_group()
     return {"script": "hf_generate", "rank": rank, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
-            "model": args.model, "class": type(model).__name__, "layers": args.layers, "batch": args.batch,
+            "model": args.model, "class": type(model).__name__, "markers": args.markers, "compile": args.compile,
+            "experts_implementation": getattr(config, "_experts_implementation", None),
+            "layers": args.layers, "batch": args.batch,
             "prompt": args.prompt, "new_tokens": args.new_tokens, "output_len": out_len,
             "engine_steps": steps, "attention_inputs": seen}
 

@@ -1,9 +1,10 @@
 """transformers' own models for the independent example pairs (hf_generate.py, hf_attention_mock.py).
 
 Both scripts run code we did not write: the E2E side is ``model.generate()`` of transformers'
-``LlamaForCausalLM`` or ``DeepseekV32ForCausalLM``, the mock side the same library's attention
-class (``LlamaAttention``, ``DeepseekV32Attention``) built standalone with its own cache and mask
-helpers. What they share is only the model's dimensions, from here. Weights are random (built from
+``LlamaForCausalLM``, ``DeepseekV32ForCausalLM``, ``DeepseekV3ForCausalLM`` (MLA and MoE, a first
+dense layer) or ``Qwen3MoeForCausalLM`` (a first dense layer), the mock side the same library's
+attention class (``LlamaAttention``, ``DeepseekV32Attention``) or MoE block (``DeepseekV3MoE``,
+``Qwen3MoeSparseMoeBlock``, hf_moe_mock.py) built standalone with its own cache and mask helpers. What they share is only the model's dimensions, from here. Weights are random (built from
 the config): nothing is downloaded. DeepSeek-V3.2 needs transformers >= 5.23.
 """
 
@@ -23,7 +24,9 @@ except ImportError:
 
 from align_mock.frameworks.hf import signature  # noqa: E402,F401  (what a mock and generate() are compared by)
 
-MODELS = ("llama", "dsa")
+MODELS = ("llama", "dsa", "moe", "qwen3moe")
+# the op each model's mock stands for
+OPS = {"llama": "attention", "dsa": "dsa", "moe": "moe", "qwen3moe": "moe"}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # DeepSeek-V3.2's YaRN RoPE (its config.json), so the rotary tables are built as in the real model
 V32_ROPE = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 40.0, "original_max_position_embeddings": 4096,
@@ -69,6 +72,32 @@ def make_config(model: str, layers: int, small: bool = False, tp: int = 8, attn_
             dims = dict(num_attention_heads=heads, num_key_value_heads=heads, intermediate_size=18432 // tp)
         return DeepseekV32Config(num_hidden_layers=layers, first_k_dense_replace=layers, rope_parameters=V32_ROPE,
                                  attn_implementation=attn_implementation, **dims)
+    if model == "moe":
+        # DeepSeek-V3: MLA attention, a first dense layer, then MoE layers (256 routed experts, top-8 of
+        # 8 groups, one shared expert); per-expert intermediate = 2048 / tp, every expert on the GPU
+        from transformers import DeepseekV3Config
+
+        if small:
+            dims = dict(hidden_size=256, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=64,
+                        kv_lora_rank=32, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
+                        intermediate_size=512, moe_intermediate_size=64, n_routed_experts=16, n_group=4,
+                        topk_group=2, num_experts_per_tok=4, vocab_size=1000)
+        else:
+            heads = 128 // tp
+            dims = dict(num_attention_heads=heads, num_key_value_heads=heads, intermediate_size=18432 // tp,
+                        moe_intermediate_size=2048 // tp)
+        return DeepseekV3Config(num_hidden_layers=layers, first_k_dense_replace=1, rope_parameters=V32_ROPE,
+                                attn_implementation=attn_implementation, **dims)
+    if model == "qwen3moe":
+        # Qwen3-30B-A3B's dims (128 experts, top-8, GQA 32/4), a first dense layer (mlp_only_layers)
+        from transformers import Qwen3MoeConfig
+
+        dims = dict(hidden_size=256, num_attention_heads=4, num_key_value_heads=2, head_dim=64, intermediate_size=512,
+                    moe_intermediate_size=64, num_experts=16, num_experts_per_tok=4, vocab_size=1000) if small else \
+            dict(hidden_size=2048, num_attention_heads=32, num_key_value_heads=4, head_dim=128, intermediate_size=6144,
+                 moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8, vocab_size=32000)
+        return Qwen3MoeConfig(num_hidden_layers=layers, mlp_only_layers=[0], decoder_sparse_step=1,
+                              max_position_embeddings=4096, attn_implementation=attn_implementation, **dims)
     raise SystemExit(f"unknown model {model!r}: use {' or '.join(MODELS)}")
 
 
@@ -76,6 +105,19 @@ def causal_lm(model: str, config) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_config(config)
+
+
+def moe_block(model: str) -> type:
+    """The MoE block class of ``model`` (what its MoE layers' ``mlp`` is), as transformers defines it."""
+    if model == "moe":
+        from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3MoE
+
+        return DeepseekV3MoE
+    if model == "qwen3moe":
+        from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
+
+        return Qwen3MoeSparseMoeBlock
+    raise SystemExit(f"{model} has no MoE block: use moe or qwen3moe")
 
 
 def attention_parts(model: str) -> tuple[type, type, Any]:
