@@ -200,3 +200,13 @@ def test_compiled_e2e(store):
     assert rc == 0 and v["passed"], err
     reason = next(c["reason"] for c in v["checks"] if c["name"] == "compiled")
     assert "both sides compiled in generation" in reason and "only the op's own kernels" in reason
+
+
+def test_ops_kernels_name_the_module_each_came_from(store):
+    """align ops --op dsa --kernels on the TensorRT-LLM-marked run: every kernel of the op, the
+    indexer's too, under its layer's self_attn by module path."""
+    r = run_align("ops", str(store / "hf_dsa_e2e_trtllm"), "--op", "dsa", "--kernels", "-f", "csv")
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(io.StringIO(r.stdout))
+    assert set(df["range"]) == {f":DeepseekV32ForCausalLM.model.layers.{i}.self_attn" for i in range(4)}
+    assert df["name"].str.contains("topk", case=False).any()  # the indexer's top-k, inside self_attn

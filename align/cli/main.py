@@ -676,7 +676,9 @@ def ops(
         rows = view.require_items(op, range_pattern=range_pattern, iter_pattern=iter_range)
         label = op or range_pattern
         if items:
-            cols = ["start", "duration", "phase", "forward", "method", "family", "name"]
+            # the op range each kernel was cut from: a module path for layer-wise markers, never their dict text
+            rows = rows.assign(range=view.range_names(rows))
+            cols = ["start", "duration", "phase", "forward", "method", "range", "family", "name"]
             shown = rows[cols] if phase is None else rows[rows["phase"] == phase][cols]
             shown = shown.sort_values("start", kind="stable")
             print_frame(shown, fmt, title=f"{label}: GPU work", max_width=80)
