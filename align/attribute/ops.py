@@ -330,8 +330,7 @@ class OpView:
                     forward = np.concatenate([forward, m_fw])[order]
                     method = np.concatenate([method, np.full(len(more), 2, np.int8)])[order]
         elif spec is not None and not range_pattern:
-            owner = np.array([self.registry.kernel_op(n) for n in self.names["demangled"]], dtype=object)
-            sel = np.flatnonzero(owner[self.items["code"].to_numpy()] == spec.name)
+            sel = np.flatnonzero(self.named_for(spec.name))
             rng = np.full(len(sel), NO_RANGE, np.int64)
             forward = np.full(len(sel), -1, np.int64)
             method = np.full(len(sel), 3 if spec.shared else 2, np.int8)
@@ -347,6 +346,13 @@ class OpView:
             it = it_launch[sel]
             forward = np.where(it >= 0, it << 32, -1)
         return self._frame(sel, method, op_range=rng, forward=forward)
+
+    def named_for(self, op: str, items: pd.DataFrame | None = None) -> np.ndarray:
+        """Per item (of ``items``, default all), whether its kernel name belongs to ``op``: the first
+        op of the registry whose kernel patterns match it."""
+        owner = np.array([self.registry.kernel_op(n) == op for n in self.names["demangled"]], dtype=bool)
+        codes = (self.items if items is None else items)["code"].to_numpy()
+        return owner[codes] if len(owner) else np.zeros(len(codes), bool)
 
     def _outermost(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The outermost range around each item (a step, a compiled call), at launch and at capture."""
@@ -365,10 +371,9 @@ class OpView:
         step, step_c = self._outermost()
         if step_c is not None:
             step = np.where(step >= 0, step, step_c)
-        owner = np.array([self.registry.kernel_op(n) == spec.name for n in self.names["demangled"]])
         codes = self.items["code"].to_numpy()
         held = np.unique(step[hit & (step >= 0)])
-        cand = np.flatnonzero(~hit & owner[codes] & (step >= 0) & ~np.isin(step, held))
+        cand = np.flatnonzero(~hit & self.named_for(spec.name) & (step >= 0) & ~np.isin(step, held))
         if not len(cand):
             return cand, cand, cand
         df = pd.DataFrame({"i": cand, "step": step[cand], "start": self.items["start"].to_numpy()[cand],

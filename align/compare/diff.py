@@ -330,7 +330,7 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: in
     _relabel(m, e, pairing, keys)
     compiled = {k: (m.view.compiled_families(m.items[m.items["phase"] == k]),
                     e.view.compiled_families(e.items[e.items["phase"] == k])) for k in keys}
-    name_cut = _cut_to_names(m, e, registry, op, keys)
+    name_cut = _cut_to_names(m, e, op, keys)
     for side in (m, e):
         side.forwards = side.view.per_forward(side.items, skip=skip)
         _check_not_empty(side, keys, skip)
@@ -339,7 +339,7 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: in
                       name_cut=name_cut)
 
 
-def _cut_to_names(m: Side, e: Side, registry: Registry, op: str | None, keys: list[str]) -> dict[str, list[str]]:
+def _cut_to_names(m: Side, e: Side, op: str | None, keys: list[str]) -> dict[str, list[str]]:
     """Where the E2E forwards of a key were cut from compiled steps by kernel names alone (no module
     range there), the mock's forwards of that key are cut the same way: only the kernels whose names
     belong to the op stay on both sides. Returns key -> the op's families kept."""
@@ -350,9 +350,7 @@ def _cut_to_names(m: Side, e: Side, registry: Registry, op: str | None, keys: li
         rows = e.items[e.items["phase"] == key]
         if not len(rows) or not (rows["method"].astype(str) == "name").all():
             continue
-        names = m.view.names["demangled"].to_numpy()
-        owned = np.array([registry.kernel_op(str(n)) == op for n in names])[m.items["code"].to_numpy()]
-        m.items = m.items[(m.items["phase"] != key).to_numpy() | owned]
+        m.items = m.items[(m.items["phase"] != key).to_numpy() | m.view.named_for(op, m.items)]
         out[key] = sorted(set(rows["family"].astype(str)))
     return out
 
