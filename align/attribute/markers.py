@@ -19,6 +19,9 @@ from functools import lru_cache
 from align import datafiles
 
 _HEAD = re.compile(r"""^\{'Module': (['"])(.*?)\1[,}]""", re.S)
+# a marker's fields are read from texts up to this long; a longer one (no engine writes one) is
+# known by its module path alone, so a pathological text costs no parse
+MAX_FIELDS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ def parse(text: object) -> Marker | None:
     if head is None:
         return None
     try:
-        fields = ast.literal_eval(text)
+        fields = ast.literal_eval(text) if len(text) <= MAX_FIELDS else None
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         fields = None
     if not isinstance(fields, dict):
