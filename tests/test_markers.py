@@ -276,3 +276,24 @@ def test_real_capture_nesting_prefixes_and_phases(captured):
         assert layer == ["context", "generation", "generation"], name
         outputs = sum(markers.parse(t).output for t in texts)
         assert (outputs > 0) == (name == "moe_sglang"), name
+
+
+def test_engine_steps_in_their_domain_decide_before_shapes(tmp_path):
+    """TensorRT-LLM writes its executor steps in its own NVTX domain around the markers: the step
+    (kept as ``TensorRT-LLM:...``) decides the phase, a mixed step stays mixed whatever the shapes say."""
+    s = Synth(tmp_path / "t.sqlite").enums()
+    s.nvtx(0, None, "TensorRT-LLM", event_type=75, domain=1)
+    s.nvtx(0, 500, "[Executor] _forward_step 7: 1 ctx reqs, 3 gen reqs", domain=1)
+    s.nvtx(10, 400, "{'Module': 'DeepseekV32ForCausalLM.model.layers.0.self_attn', 'TrainableParams': {}, "
+                    "'Inputs': [[1, 1, 7168]]}")
+    s.runtime(20, 22, "cudaLaunchKernel_v7000", corr=1)
+    s.kernel(30, 40, "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3", corr=1)
+    with align.load(s.close()) as p:
+        view = OpView(p)
+        items = view.op_items("attention")
+        steps = view.step_texts(items)
+    assert items["phase"].astype(str).tolist() == ["mixed"] and items["evidence"].astype(str).tolist() == ["engine steps"]
+    assert steps.tolist() == ["[Executor] _forward_step 7: 1 ctx reqs, 3 gen reqs"]
+    r = run_align("nvtx", str(tmp_path / "t.sqlite"), "-f", "csv")
+    assert "TensorRT-LLM:[Executor] _forward_step 7" in r.stdout
+    assert ":DeepseekV32ForCausalLM.model.layers.0.self_attn," in r.stdout
