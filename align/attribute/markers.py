@@ -87,6 +87,11 @@ def shown(text: object) -> object:
     return f"{m.module} [output]" if m.output else m.module
 
 
+def range_name(domain: str, text: str, raw: bool = False) -> str:
+    """A range's name in tables, ``domain:text``: a marker by its module path unless ``raw``."""
+    return f"{domain}:{text if raw else shown(text)}"
+
+
 def phase(text: object) -> str | None:
     """context or generation from a marker's input shapes (tokens per sequence above one, or one),
     None where the text is no marker or its shapes do not say."""

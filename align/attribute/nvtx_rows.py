@@ -13,7 +13,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from align.attribute.markers import shown
+from align.attribute.markers import range_name
 from align.errors import ProfileError
 from align.numbers import plain_stats, round_tenth
 from align.profile.reader import Profile
@@ -105,7 +105,7 @@ class PlainRanges:
 
     def name(self, i: int) -> str:
         r = self.rows[i]
-        return f"{r[7]}:{r[8] if self.raw_names else shown(r[8])}"
+        return range_name(r[7], r[8], self.raw_names)
 
     def innermost(self, gtid: int, qstart: int, qend: int) -> int:
         """The innermost push/pop range on ``gtid`` enclosing [qstart, qend], or -1."""

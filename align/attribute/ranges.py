@@ -16,7 +16,7 @@ import pandas as pd
 from pandas.api.types import union_categoricals
 
 from align.profile.reader import Profile
-from align.attribute.markers import shown
+from align.attribute.markers import range_name
 from align.attribute.nvtx_rows import NO_RANGE, range_query
 
 
@@ -100,8 +100,8 @@ def _range_rows(profile: Profile, raw_names: bool = False) -> pd.DataFrame:
     pair = pd.MultiIndex.from_arrays([df["domain"].cat.codes, df["text"].cat.codes])
     codes, uniq = pd.factorize(pair)
     texts = df["text"].cat.categories
-    labels = [f"{df['domain'].cat.categories[d] if d >= 0 else ''}:"
-              f"{(texts[t] if raw_names else shown(texts[t])) if t >= 0 else ''}" for d, t in uniq]
+    labels = [range_name(df["domain"].cat.categories[d] if d >= 0 else "", texts[t] if t >= 0 else "", raw_names)
+              for d, t in uniq]
     df["name"] = pd.Categorical.from_codes(codes, categories=pd.Index(labels).unique()) if len(set(labels)) == len(labels) \
         else pd.Categorical(np.array(labels, dtype=object)[codes])
     # categories in first-seen order would follow the engine's scan order (DuckDB reads in

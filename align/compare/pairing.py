@@ -102,8 +102,13 @@ def _multisets(g: pd.DataFrame, key: str) -> dict:
     return out
 
 
+def _signatures(rows: pd.DataFrame) -> pd.Series:
+    """Each forward's family multiset as a hashable key (forwards alike share one)."""
+    return rows["families"].map(lambda c: tuple(sorted(c.items())))
+
+
 def _group(label: str, rows: pd.DataFrame, evidence: str, pid: int) -> Group:
-    keys = rows["families"].map(lambda c: tuple(sorted(c.items())))
+    keys = _signatures(rows)
     modal = keys.mode().iloc[0]
     typical = rows[keys == modal]
     rep = typical.iloc[len(typical) // 2]  # a forward of the usual make-up, from the middle of the run
@@ -137,13 +142,12 @@ def side_groups(fw: pd.DataFrame, label_free: str = "G", settings: Settings | No
             if evidence != SHAPES:
                 groups.append(_group(ph, rows, evidence, int(pid)))
                 continue
-            for _, part in rows.groupby(rows["families"].map(lambda c: tuple(sorted(c.items()))), sort=False):
+            for _, part in rows.groupby(_signatures(rows), sort=False):
                 groups.append(_group(ph, part, evidence, int(pid)))
         rest = per[~per["phase"].isin(NAMED)]
         if rest.empty:
             continue
-        keys = rest["families"].map(lambda c: tuple(sorted(c.items())))
-        for _, rows in rest.groupby(keys, sort=False):
+        for _, rows in rest.groupby(_signatures(rest), sort=False):
             for part in _split_by_latency(rows, (settings or Settings()).latency_split_ratio):
                 n += 1
                 groups.append(_group(f"{label_free}{n}", part, "kernels", int(pid)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from align.lazy import pd
 
-from align.attribute.markers import shown
+from align.attribute.markers import range_name
 from align.attribute.nvtx_rows import range_rows
 from align.numbers import plain_stats, round_tenth
 from align.profile.reader import Profile
@@ -34,12 +34,9 @@ def range_durations(profile: Profile, raw_names: bool = False) -> dict[tuple[str
     several reports' (their lists joined), :func:`sum_rows_of` is made of; a layer-wise marker's text
     is its module path (markers.shown) unless ``raw_names``."""
     groups: dict[tuple[str, str], list[int]] = {}
-    names: dict[str, str] = {}
     for _, start, end, open_end, *_, domain, text, style in range_rows(profile):
         if not open_end:
-            if text not in names:
-                names[text] = text if raw_names else shown(text)
-            groups.setdefault((f"{domain}:{names[text]}", style), []).append(end - start)
+            groups.setdefault((range_name(domain, text, raw_names), style), []).append(end - start)
     return groups
 
 
