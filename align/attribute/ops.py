@@ -435,6 +435,22 @@ class OpView:
         out[idx >= 0] = names[idx[idx >= 0]]
         return out
 
+    def inner_names(self, items: pd.DataFrame) -> np.ndarray:
+        """Name of the innermost range around each item of ``items`` (at launch, else at capture),
+        "" for none: the sub-module a kernel ran in, where every module is ranged."""
+        at_launch = self._inner_at_launch()
+        at_capture = self._inner_at_capture()
+        rng = at_launch if at_capture is None else np.where(at_launch >= 0, at_launch, at_capture)
+        rng = rng[items.index.to_numpy()]
+        names = self._proj.ranges.df["name"].astype(str).to_numpy()
+        out = np.full(len(items), "", dtype=object)
+        out[rng >= 0] = names[rng[rng >= 0]]
+        return out
+
+    def demangled(self, items: pd.DataFrame) -> np.ndarray:
+        """Each item's full (demangled) kernel name: the template arguments carry its dtype."""
+        return self.names["demangled"].to_numpy(dtype=object)[items["code"].to_numpy()]
+
     def per_forward(self, items: pd.DataFrame, skip: int = 0, auto_skip: bool = True,
                     phase: str | None = None) -> Forwards:
         """Counts and latency per forward, by phase and kernel family, as medians over kept forwards."""

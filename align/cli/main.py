@@ -790,16 +790,21 @@ def verdict(
     workers: Optional[int] = WorkersOpt,
     pair: PairArgs = None,
     fmt: VerdictFormat = typer.Option(VerdictFormat.table, "--format", "-f", help="table, json or md"),
+    explain: bool = typer.Option(False, "--explain", help="after the first screen: every check's full reason, "
+                                 "the pairing, launch modes and shapes"),
+    causes: Optional[Path] = typer.Option(None, "--causes", help="diagnosis rules on top of align/data/causes.toml "
+                                          "(default $ALIGN_CAUSES_FILE or ./align-causes.toml)"),
 ) -> None:
-    """Is the mock faithful to the E2E run? The checklist, PASS/FAIL; exit 0 pass, 1 fail, 2 bad input.
-    Without --mock/--e2e: the newest comparable stored pair of --op."""
+    """Is the mock faithful to the E2E run? The answer and its causes, then the checklist; exit 0 pass,
+    1 fail, 2 bad input. Without --mock/--e2e: the newest comparable stored pair of --op."""
     from align.compare.verdict import verdict as run_verdict
 
     e2e, many = _reports(e2es, pair.store, scheduler) if e2es else (None, None)
     if many is not None:
         _verdict_many(mock, many, op, bench, _accepts(accept, reason), pair, scheduler, workers, fmt)
         return
-    v = run_verdict(mock, e2e, op=op, bench=bench, accept=_accepts(accept, reason), **pair.compare_kwargs())
+    v = run_verdict(mock, e2e, op=op, bench=bench, accept=_accepts(accept, reason), causes=causes,
+                    **pair.compare_kwargs())
     if v.chosen:
         err.print(f"pair: {v.chosen}", markup=False)
     err.print(f"recorded {v.recorded}", markup=False)
@@ -811,17 +816,30 @@ def verdict(
     elif fmt == VerdictFormat.md:
         sys.stdout.write(v.to_markdown())
     elif fmt == VerdictFormat.table:
-        if v.headline:
-            stdout.print(f"[bold yellow]{v.headline}[/]")
+        _verdict_screen(v, explain)
+    raise typer.Exit(0 if v.passed else 1)
+
+
+def _verdict_screen(v, explain: bool) -> None:
+    """The answer and its causes first, the checklist one short reason each; with ``explain`` the
+    full reasons, pairing and launch details after it."""
+    from rich.text import Text
+
+    lines = v.screen(width=stdout.width)
+    stdout.print(Text(lines[0], style=f"bold {'green' if v.passed else 'red'}"))
+    for line in lines[1:]:
+        stdout.print(Text(line))
+    if v.accepted is not None and len(v.accepted):
+        print_frame(v.accepted[["phase", "family", "difference", "reason"]], Format.table,
+                    title="accepted differences (left out of the checks)", max_width=70, main=False)
+    if explain:
         checks = v.checks.assign(result=v.checks["passed"].map({True: "pass", False: "FAIL"}))
         print_frame(checks[["name", "result", "reason"]], Format.table,
                     title=f"align verdict ({v.op}): mock {v.mock} vs E2E {v.e2e}", max_width=110)
-        if v.accepted is not None and len(v.accepted):
-            print_frame(v.accepted[["phase", "family", "difference", "reason"]], Format.table,
-                        title="accepted differences (left out of the checks)", max_width=70, main=False)
         _say_pairing(v.comparison, True)
-        stdout.print(f"[bold {'green' if v.passed else 'red'}]{'PASS' if v.passed else 'FAIL'}[/]")
-    raise typer.Exit(0 if v.passed else 1)
+    else:
+        err.print(f"mock {v.mock} vs E2E {v.e2e}; every reason and the launch shapes: --explain, or --format json",
+                  markup=False)
 
 
 def _verdict_many(mock, many: list[str], op, bench, accepted, pair: PairArgs, scheduler, workers, fmt) -> None:

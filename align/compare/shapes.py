@@ -27,7 +27,10 @@ def _shape_rows(side) -> "pd.DataFrame":
     if det.empty:
         return pd.DataFrame()
     det = det.dropna(subset=["gridX"]).astype("int64", errors="ignore")
-    rows = items.loc[det.index, ["phase", "family", "name"]]  # categoricals: no string per kernel
+    rows = items.loc[det.index, ["phase", "family"]]  # categoricals: no string per kernel
+    # full names: another instantiation (dtype, vector width) is no other problem size
+    full = pd.Series(side.view.demangled(items), index=items.index).loc[det.index]
+    rows = rows.assign(name=pd.Categorical(full.to_numpy()))
     return pd.concat([rows, det], axis=1)
 
 
@@ -138,3 +141,23 @@ def _cause(mock: list[tuple], e2e: list[tuple], token_kernel: bool) -> str:
             ratio = f" ({va[0] / vb[0]:.3g}x)" if len(va) == len(vb) == 1 and vb[0] else ""
             words.append(f"grid {dim} {_values(va)} vs {_values(vb)}{ratio}")
     return "another problem size (batch, sequence or heads): " + ", ".join(words)
+
+
+def shape_fields(mock, e2e) -> tuple[dict, dict]:
+    """Per side, (phase, family) -> its distinct launches as fields, most launched first:
+    ``{grid: [x, y, z], block: [x, y, z], registers, static_smem, dynamic_smem, kernels}``."""
+    out = []
+    for side in (mock, e2e):
+        rows = _shape_rows(side)
+        per: dict = {}
+        if not rows.empty:
+            g = rows.fillna({c: -1 for c in LAUNCH_COLUMNS[6:]}).groupby(["phase", "family"] + LAUNCH_COLUMNS, sort=False,
+                                                                           observed=True).size()
+            for key, n in g.sort_values(ascending=False, kind="stable").items():
+                ph, fam, gx, gy, gz, bx, by, bz, regs, ssm, dsm = key
+                opt = [None if v < 0 else int(v) for v in (regs, ssm, dsm)]
+                per.setdefault((str(ph), str(fam)), []).append(
+                    {"grid": [int(gx), int(gy), int(gz)], "block": [int(bx), int(by), int(bz)], "registers": opt[0],
+                     "static_smem": opt[1], "dynamic_smem": opt[2], "kernels": int(n)})
+        out.append(per)
+    return out[0], out[1]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +27,8 @@ from align.compare.pairing import NAMED, plain_rows
 from align.errors import AlignError, arg
 
 MAX_LISTED = 6
+SCHEMA_VERSION = 2  # of Verdict.to_dict(): 2 added answer, causes, launch, shapes, ranges, recorded
+SHORT = 80  # characters of a check's short reason on the first screen
 
 
 @dataclass
@@ -40,6 +42,24 @@ class Verdict:
     chosen: str | None = None  # how the pair was found, when the store chose it
     recorded: Path | None = None  # the store's record of this verdict (verdict(record_in_store=True))
     accepted: pd.DataFrame | None = None  # known differences left out of the checks, with reasons
+    causes: list = field(default_factory=list)  # align.diagnose.Cause, most of the gap first
+
+    @property
+    def answer(self) -> str:
+        """The first line: ``FAIL (dsa): 2 causes: dtype, batch`` or ``PASS (dsa)``."""
+        word = "PASS" if self.passed else "FAIL"
+        if self.passed or not self.causes:
+            return f"{word} ({self.op})"
+        kinds = list(dict.fromkeys(c.kind for c in self.causes))
+        if kinds == ["unexplained"]:
+            return f"{word} ({self.op}): no cause found in the kernels"
+        n = len(self.causes)
+        return f"{word} ({self.op}): {n} cause{'s' if n != 1 else ''}: {', '.join(kinds)}"
+
+    @property
+    def short_reasons(self) -> list[str]:
+        """One short reason per check, for the first screen (the full one is in ``checks``)."""
+        return [short_reason(r) for r in self.checks.to_dict(orient="records")]
 
     @property
     def pairing(self) -> pd.DataFrame:
@@ -60,8 +80,15 @@ class Verdict:
                          "threshold": _plain(r["threshold"]), "reason": r["reason"], "kernels": list(r["kernels"])})
         cmp = self.comparison
         pairing = cmp.pairing.records() if cmp is not None and cmp.pairing is not None else []
-        out = {"passed": self.passed, "op": self.op, "mock": self.mock, "e2e": self.e2e, "checks": rows,
-               "pairing": pairing}
+        out = {"schema_version": SCHEMA_VERSION, "answer": self.answer, "passed": self.passed, "op": self.op,
+               "mock": self.mock, "e2e": self.e2e, "causes": [c.to_dict() for c in self.causes],
+               "checks": rows, "pairing": pairing}
+        if cmp is not None:
+            out["ranges"] = {"mock": cmp.mock.range_used, "e2e": cmp.e2e.range_used}
+            out["launch"] = plain_rows(cmp.launch) if cmp.launch is not None else []
+            out["shapes"] = shape_records(cmp)
+        if self.recorded is not None:
+            out["recorded"] = str(self.recorded)
         if self.headline:
             out = {"headline": self.headline, **out}
         if cmp is not None and cmp.comparability is not None:
@@ -74,6 +101,31 @@ class Verdict:
             out["op_chosen"] = cmp.op_reason
         if self.chosen:
             out["pair_chosen"] = self.chosen
+        return out
+
+    def screen(self, width: int = 100) -> list[str]:
+        """The first screen: the answer, each cause with its fix, the checklist one short reason each,
+        and one line of what was compared (the rest: ``checks``, the report, ``--explain``)."""
+        import textwrap
+
+        def wrap(text: str, first: str, rest: str) -> list[str]:
+            return textwrap.wrap(text, width=max(width, 40), initial_indent=first, subsequent_indent=rest,
+                                 break_on_hyphens=False, break_long_words=False) or [first]
+
+        out = [self.answer]
+        if self.headline:
+            out += wrap(self.headline, "", "  ")
+        for i, c in enumerate(self.causes, 1):
+            share = f"; {c.explains:.0%} of the gap" if c.explains else ""
+            out += wrap(f"{c.kind} [{c.phase}{share}]: {c.says}", f"{i}. ", "   ")
+            out += wrap(f"fix: {c.fix}", "   ", "        ")
+        out.append("checks:")
+        name_w = max(len(n) for n in self.checks["name"]) if len(self.checks) else 6
+        for (name, ok), short in zip(zip(self.checks["name"], self.checks["passed"]), self.short_reasons):
+            head = f"  {name:<{name_w}}  {'pass' if ok else 'FAIL'}  "
+            out += wrap(short, head, " " * len(head))[:2]
+        if self.comparison is not None and self.comparison.pairing is not None:
+            out += wrap("compared: " + "; ".join(pairing_short(self.pairing)), "", "  ")
         return out
 
     def to_markdown(self) -> str:
@@ -94,6 +146,45 @@ class Verdict:
         if len(ranks):
             head += "\n**Ranks**: " + "; ".join(rank_lines(ranks)) + "\n"
         return head + accepted_markdown(self.accepted) + pairing_markdown(self.pairing)
+
+
+def short_reason(r: dict) -> str:
+    """A check's reason in a few words: its numbers, not its lists (those are in ``reason``)."""
+    name, ok, value, kernels, reason = r["name"], r["passed"], r["value"], list(r["kernels"]), r["reason"]
+    if len(reason) <= SHORT:
+        return reason
+    if name == "names" and not ok:
+        return f"{len(kernels)} main E2E families not in the mock"
+    if name == "counts" and isinstance(value, dict):
+        per = [f"{ph} {v['mock']:g} vs {v['e2e']:g}" for ph, v in value.items() if isinstance(v, dict)]
+        return ("kernels per forward: " + ", ".join(per))[:SHORT] if per else reason[:SHORT]
+    if name == "latency" and isinstance(value, dict):
+        return "mock/E2E per forward: " + ", ".join(f"{ph} {v:.2f}x" for ph, v in value.items())
+    if name in ("missing", "extra") and not ok:
+        return f"{len(kernels)} families only in the {'E2E run' if name == 'missing' else 'mock'}"
+    if name == "shapes" and not ok:
+        return f"{len(kernels)} families launched for another problem size"
+    if name == "graph" and isinstance(value, dict):
+        return "mock/E2E launch: " + ", ".join(f"{ph} {v}" for ph, v in value.items())
+    cut = reason[:SHORT].rsplit(" ", 1)[0]
+    return cut + " ..."
+
+
+def shape_records(cmp: Comparison) -> list[dict]:
+    """Per family launched on both sides: each side's distinct launches as fields (grid, block,
+    registers, shared memory), whether the mock's are among the E2E run's, and why not."""
+    from align.compare.shapes import shape_fields
+
+    t = cmp.shapes
+    if t is None or t.empty:
+        return []
+    fields = shape_fields(cmp.mock, cmp.e2e)
+    out = []
+    for r in plain_rows(t):
+        key = (r["phase"], r["family"])
+        out.append({"phase": r["phase"], "family": r["family"], "same": bool(r["same"]), "cause": r["cause"],
+                    "beyond": r["beyond"], "mock": fields[0].get(key, []), "e2e": fields[1].get(key, [])})
+    return out
 
 
 def rank_lines(ranks: pd.DataFrame) -> list[str]:
@@ -151,6 +242,18 @@ def pairing_lines(table: pd.DataFrame) -> list[str]:
             lines.append(f"{r['key']}: mock {r['mock_phase']} ({r['mock_forwards']} forwards) vs E2E "
                          f"{r['e2e_group']}{where} ({r['e2e_forwards']} forwards), paired {how}")
     return lines
+
+
+def pairing_short(table: pd.DataFrame) -> list[str]:
+    """``context: mock 5 vs E2E G1 x4 (kernels, low)`` per compared key, and what was left out."""
+    out = []
+    for r in plain_rows(table):
+        if r["mock_phase"] is None or r["e2e_group"] is None:
+            out.append(f"{r['mock_phase'] or 'E2E ' + str(r['e2e_group'])} not compared")
+            continue
+        how = f"{r['evidence']}, {r['confidence_word']}" if r["evidence"] == "kernels" else r["evidence"]
+        out.append(f"{r['key']}: mock x{r['mock_forwards']} vs E2E {r['e2e_group']} x{r['e2e_forwards']} ({how})")
+    return out
 
 
 def pairing_view(table: pd.DataFrame) -> pd.DataFrame:
@@ -401,11 +504,15 @@ def _bench_check(bench: dict, limit: float) -> dict:
 
 
 def verdict(mock=None, e2e=None, op: str | None = None, bench: str | os.PathLike | dict | None = None,
-            store=None, record_in_store: bool = True, accept: dict[str, str] | None = None, **options) -> Verdict:
+            store=None, record_in_store: bool = True, accept: dict[str, str] | None = None,
+            causes: str | os.PathLike | None = None, **options) -> Verdict:
     """The checklist for ``op``; without ``mock``/``e2e`` the newest comparable stored pair of that op.
     The verdict is recorded in the store (``v.recorded``), which ``align collect`` obeys;
     ``record_in_store=False`` only looks. ``accept``: known differences, ``{"FAMILY": "reason"}``, on
-    top of the config's [accept]. ``options`` as :func:`align.compare.diff.compare`."""
+    top of the config's [accept]. ``causes``: a file of diagnosis rules on top of
+    align/data/causes.toml. ``options`` as :func:`align.compare.diff.compare`."""
+    from align.diagnose import load_rules
+
     from align.store import Store
 
     store = store or Store()
@@ -417,20 +524,25 @@ def verdict(mock=None, e2e=None, op: str | None = None, bench: str | os.PathLike
     cmp = compare(mock, e2e, op=op, store=store, **options)
     check_accept(accept or {}, arg("accept"))
     cmp.config = {**cmp.config, "accept": {**cmp.config.get("accept", {}), **(accept or {})}}
-    v = judge(cmp, _read_bench(bench) if bench is not None else None)
+    rules = load_rules(causes)
+    v = judge(cmp, _read_bench(bench) if bench is not None else None, causes_rules=rules)
     v.chosen = chosen
     if record_in_store:
         v.recorded = record(v, store)
     return v
 
 
-def judge(cmp: Comparison, bench: dict | None = None) -> Verdict:
-    """The checklist of an existing comparison ([accept] entries of its config left out, and listed)."""
+def judge(cmp: Comparison, bench: dict | None = None, diagnosis: bool = True, causes_rules=None) -> Verdict:
+    """The checklist of an existing comparison ([accept] entries of its config left out, and listed),
+    and, where it fails, the diagnosis (align.diagnose; ``causes_rules`` a loaded rules set)."""
     accepted = accepted_table(cmp)
     checks = pd.DataFrame(evaluate(cmp, bench, accepted),
                           columns=["name", "passed", "value", "threshold", "reason", "kernels"])
+    from align.diagnose import diagnose
+
     return Verdict(op=cmp.op, passed=bool(checks["passed"].all()), checks=checks, mock=cmp.mock.path,
-                   e2e=cmp.e2e.path, comparison=cmp, accepted=accepted)
+                   e2e=cmp.e2e.path, comparison=cmp, accepted=accepted,
+                   causes=diagnose(cmp, checks, causes_rules) if diagnosis else [])
 
 
 def record(v: Verdict, store) -> Path:
