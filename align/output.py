@@ -158,9 +158,11 @@ def print_frame(df, fmt: Format, title: str | None = None, csv_frame=None,
         from rich.text import Text
 
         table = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
+        tight = not wide and sum(max([len(str(c))] + [len(x) for x in cells[c]]) + 3 for c in shown) + 1 > stdout.width
         for col in shown:
-            # a number is never split across lines; long names fold (unless --wide)
-            table.add_column(str(col), justify="right" if numeric[col] else "left", no_wrap=numeric[col] or wide,
+            # a number is never split across lines; long names fold (unless --wide), and headers at "_"
+            head = str(col).replace("_", "_\n") if tight and numeric[col] else str(col)
+            table.add_column(head, justify="right" if numeric[col] else "left", no_wrap=numeric[col] or wide,
                              overflow="fold", max_width=None if numeric[col] or wide else max_width)
         for i in range(len(df)):
             table.add_row(*(Text(cells[c][i]) for c in shown))  # Text: names like "[lambda(int)]" are not markup
@@ -177,22 +179,29 @@ def print_frame(df, fmt: Format, title: str | None = None, csv_frame=None,
 
 
 MAX_CELL = 2000
-MIN_TEXT = 24  # a name column is never squeezed below this
+MIN_TEXT = 24  # a name column is not squeezed below this while optional columns can go
+MIN_FOLDED = 12  # nor below this before a number column goes
 
 
 def fit_columns(columns: list, cells: dict, numeric: dict, width: int, optional: list) -> list:
     """The columns that fit ``width``: numbers whole on one line, names at least MIN_TEXT wide;
-    empty columns are left out first, then the ``optional`` ones, then numeric columns from the right
-    (the first ones carry the main figures)."""
-    def need(c) -> int:
-        widest = max([len(str(c))] + [len(x) for x in cells[c]])
-        return widest if numeric[c] else min(widest, MIN_TEXT)
+    empty columns are left out first, then the ``optional`` ones; then names fold down to
+    MIN_FOLDED before any number goes (numbers from the right: the first ones carry the main figures)."""
+    def need(c, least) -> int:
+        # once names fold, headers do too (``latency_ratio`` on two lines): the words give way first
+        head = max(len(w) for w in str(c).split("_")) if least == MIN_FOLDED else len(str(c))
+        widest = max([head] + [len(x) for x in cells[c]])
+        return widest if numeric[c] else min(widest, least)
 
     shown = list(columns)
     empty = [c for c in columns if not any(cells[c])]
-    while sum(need(c) + 3 for c in shown) + 1 > width:
-        droppable = ([c for c in reversed(empty) if c in shown] or [c for c in reversed(optional) if c in shown]
-                     or [c for c in shown if numeric[c]][1:][-1:])
+    least = MIN_TEXT
+    while sum(need(c, least) + 3 for c in shown) + 1 > width:
+        droppable = [c for c in reversed(empty) if c in shown] or [c for c in reversed(optional) if c in shown]
+        if not droppable and least > MIN_FOLDED:
+            least = MIN_FOLDED  # keep the numbers, fold the words
+            continue
+        droppable = droppable or [c for c in shown if numeric[c]][1:][-1:]
         if not droppable:
             break
         shown.remove(droppable[0])

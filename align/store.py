@@ -107,17 +107,20 @@ class Store:
                              f"check {arg('store')} (or $ALIGN_STORE): a folder you can write") from None
         return path
 
-    def newest_verdict(self, op: str) -> dict | None:
-        """The newest recorded verdict of ``op`` (with ``file``: where it lies), or None."""
+    def newest_verdict(self, op: str, match=None) -> dict | None:
+        """The newest recorded verdict of ``op`` (with ``file``: where it lies) for which ``match``
+        (a function of the record) is true, or None."""
         folder = self.root / VERDICTS / op
         files = sorted(folder.glob("*.json")) if folder.is_dir() else []
-        if not files:
-            return None
-        try:
-            return {**json.loads(files[-1].read_text()), "file": str(files[-1])}
-        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
-            raise AlignError(f"cannot read the verdict record {files[-1]}: {exc}",
-                             f"run align verdict --op {op} again to write a new one") from None
+        for f in reversed(files):
+            try:
+                rec = {**json.loads(f.read_text()), "file": str(f)}
+            except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+                raise AlignError(f"cannot read the verdict record {f}: {exc}",
+                                 f"run align verdict --op {op} again to write a new one") from None
+            if match is None or match(rec):
+                return rec
+        return None
 
     def release(self, name: str) -> None:
         """Give up the entry taken by :meth:`create` (only our own lock is removed)."""

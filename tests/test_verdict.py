@@ -204,15 +204,18 @@ def test_dsa_mock_layer_matches_its_e2e_model():
 
 def test_the_library_records_verdicts_and_applies_the_collect_gate(tmp_path):
     """Policy lives in the library (issue 15): align.verdict() records what the CLI records, and the
-    collect gate refuses an op without a passing verdict in the store, naming it when it obeys."""
+    collect gate refuses an op without a passing verdict of the mock the collector times, naming the
+    verdict it obeys. A verdict of another mock (a float32 fault tried on purpose) neither closes
+    nor opens the gate (issue 28)."""
     import align
     from align.collect.runner import gate
     from align.errors import AlignError
 
     store = align.Store(tmp_path / "store")
-    with pytest.raises(AlignError, match="refusing to collect dsa: no verdict recorded"):
-        gate("dsa", store)
-    assert gate("dsa", store, forced=True).startswith("gate: overriding (forced)")
+    hf = "transformers"  # the collector that times transformers' own attention, as hf_dsa_mock profiles it
+    with pytest.raises(AlignError, match="refusing to collect dsa: no verdict of the mock it times"):
+        gate("dsa", store, framework=hf)
+    assert gate("dsa", store, forced=True, framework=hf).startswith("gate: overriding (forced)")
     assert gate("standin", store) is None  # gated = false in collect.toml
     looked = align.verdict(ROOT / "profiles/examples/hf_dsa_mock", ROOT / "profiles/examples/hf_dsa_e2e", op="dsa",
                            store=store, record_in_store=False)
@@ -221,9 +224,20 @@ def test_the_library_records_verdicts_and_applies_the_collect_gate(tmp_path):
                       store=store)
     assert v.passed and v.recorded.parent == tmp_path / "store" / "verdicts" / "dsa"
     assert store.newest_verdict("dsa")["file"] == str(v.recorded)
-    assert gate("dsa", store) == (f"gate: obeying the verdict {v.recorded} (PASS, mock {v.mock} vs E2E {v.e2e})")
+    assert gate("dsa", store, framework=hf) == (f"gate: obeying the verdict {v.recorded} (PASS, mock {v.mock} "
+                                                f"vs E2E {v.e2e})")
+    # the align builder times our own mock layer (dsa_mock.py): transformers' verdict is not its own
+    with pytest.raises(AlignError, match="no verdict of the mock it times .* is of another mock"):
+        gate("dsa", store)
+    # a float32 fault tried on purpose: recorded, newest, failing, and the gate still obeys the passing one
     failing = align.verdict(ROOT / "profiles/examples/hf_dsa_mock_fp32", ROOT / "profiles/examples/hf_dsa_e2e",
                             op="dsa", store=store)
-    assert not failing.passed
-    with pytest.raises(AlignError, match="its newest verdict .* failed"):
-        gate("dsa", store)
+    assert not failing.passed and store.newest_verdict("dsa")["file"] == str(failing.recorded)
+    assert gate("dsa", store, framework=hf).startswith(f"gate: obeying the verdict {v.recorded} (PASS")
+    # the same mock failing (its own command) closes it
+    rec = json.loads(v.recorded.read_text())
+    rec["passed"] = False
+    late = v.recorded.parent / "29991231T000000.000000Z.json"
+    late.write_text(json.dumps(rec))
+    with pytest.raises(AlignError, match="the newest verdict of the mock it times .* failed"):
+        gate("dsa", store, framework=hf)

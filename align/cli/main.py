@@ -24,6 +24,22 @@ app = typer.Typer(
     help="Check a mock layer against the end-to-end run, from Nsight Systems profiles.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from align import __version__
+
+        sys.stdout.write(f"align {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print align's version and exit")) -> None:
+    """Check a mock layer against the end-to-end run, from Nsight Systems profiles."""
+
+
 profile_app = typer.Typer(help="Run a command under nsys into the profile store and export it to SQLite.",
                           no_args_is_help=True)
 app.add_typer(profile_app, name="profile")
@@ -235,6 +251,13 @@ def _say_details(cmp) -> None:
         err.print(f"ranks: {line}", markup=False)
     shapes = cmp.shapes
     differ = shapes[~shapes["same"].astype(bool)].to_dict(orient="records") if len(shapes) else []
+    other = [r for r in differ if r["cause"].startswith("another kernel instantiation")]
+    differ = [r for r in differ if r not in other]
+    if other:
+        names = ", ".join(f"{r['phase']}:{r['family']}" for r in other[:4]) + (f" and {len(other) - 4} more"
+                                                                               if len(other) > 4 else "")
+        err.print(f"shapes: {len(other)} families launched as other instantiations (their names differ: dtype, "
+                  f"tile, vector width or variant): {names}", markup=False)
     for r in differ[:10]:
         err.print(f"shapes: {r['phase']}: {r['family']}: {r['cause']}", markup=False)
     if len(differ) > 10:
@@ -673,7 +696,16 @@ def ops(
                 df = df[df["phase"] == phase]
             print_frame(df, fmt, title=f"GPU time by op: {profile}")
             return
-        rows = view.require_items(op, range_pattern=range_pattern, iter_pattern=iter_range)
+        from align.compare.diff import cut_op
+        from align.store import read_meta
+
+        # the cut the verdict makes: registry patterns, else the conventional ranges of the profile's kind
+        kind = read_meta(Path(p.path).parent)[0].get("kind") if (Path(p.path).parent / "meta.json").exists() else None
+        labels = ("mock", "e2e") if kind == "mock" else ("e2e", "mock")
+        rows, used = cut_op(view, op, range_pattern, None, labels, iter_range)
+        if rows is None or rows.empty:
+            rows = view.require_items(op, range_pattern=range_pattern, iter_pattern=iter_range)
+        err.print(f"range: {used}", markup=False)
         label = op or range_pattern
         if items:
             # the op range each kernel was cut from: a module path for layer-wise markers, never their dict text
@@ -747,7 +779,7 @@ def diff(
         table, ranks, cmp_op = diff_many(mock, many, op=op, options=pair.compare_kwargs(),
                                          **_dask(scheduler, workers, Format.table if fmt == DiffFormat.table else None))
         print_frame(table, Format(fmt.value), title=f"mock {mock} vs {len(many)} E2E reports ({cmp_op})", max_width=50,
-                    optional=["variants", "example", "mock_ns"])
+                    optional=["variants", "example"])
         if fmt == DiffFormat.table and len(ranks):
             from align.compare.verdict import rank_lines
 
@@ -765,8 +797,24 @@ def diff(
         sys.stdout.write(render_markdown(v) if fmt == DiffFormat.md else render_html(v))
         return
     out_fmt = Format(fmt.value)
+    err.print(f"ranges: mock {cmp.mock.range_used}; E2E {cmp.e2e.range_used}", markup=False)
+    from align.output import VIEW
+
+    if out_fmt == Format.json and not sequence and not VIEW.columns:
+        import json as _json
+
+        from align.compare.shapes import shape_fields
+
+        # each family with both sides' launches as fields (grid, block, registers, shared memory)
+        shapes = shape_fields(cmp.mock, cmp.e2e)
+        rows = records(table)
+        for r in rows:
+            key = (r["phase"], r["family"])
+            r["mock_launches"], r["e2e_launches"] = shapes[0].get(key, []), shapes[1].get(key, [])
+        sys.stdout.write(_json.dumps(rows, indent=2) + "\n")
+        return
     print_frame(table, out_fmt, title=f"mock {cmp.mock.path} vs E2E {cmp.e2e.path} ({cmp.op})", max_width=50,
-                optional=["variants", "example", "mock_ns"])  # mock_ns = ratio x e2e_ns
+                optional=["variants", "example"])
     if sequence:
         for ph in sorted(set(table["phase"])):
             a = representative_forward(cmp.mock.items, cmp.mock.forwards.forwards, ph)
@@ -779,6 +827,9 @@ def diff(
 @app.command()
 @with_pair_options
 def verdict(
+    given: Optional[list[str]] = typer.Argument(None, metavar="[MOCK [E2E...]]",
+                                               help="mock and E2E profiles, as align diff takes them "
+                                                    "(or --mock/--e2e)"),
     op: Optional[str] = typer.Option(None, "--op", help="op of the registry (finds the newest stored profiles)"),
     mock: Optional[str] = typer.Option(None, "--mock", help="mock profile: file or store name"),
     e2es: list[str] = typer.Option([], "--e2e", help="E2E profile: file or store name; repeat it, or give a folder "
@@ -794,20 +845,30 @@ def verdict(
                                  "the pairing, launch modes and shapes"),
     causes: Optional[Path] = typer.Option(None, "--causes", help="diagnosis rules on top of align/data/causes.toml "
                                           "(default $ALIGN_CAUSES_FILE or ./align-causes.toml)"),
+    no_record: bool = typer.Option(False, "--no-record", help="only look: keep the verdict out of the store "
+                                   "(align collect obeys recorded verdicts)"),
 ) -> None:
     """Is the mock faithful to the E2E run? The answer and its causes, then the checklist; exit 0 pass,
     1 fail, 2 bad input. Without --mock/--e2e: the newest comparable stored pair of --op."""
     from align.compare.verdict import verdict as run_verdict
 
+    if given:
+        if mock is not None or e2es:
+            raise AlignError("profiles given twice", "pass MOCK E2E as arguments, or --mock and --e2e, not both")
+        mock, e2es = given[0], list(given[1:])
+        if not e2es:
+            raise AlignError("missing the E2E profile", "align verdict MOCK E2E [--op OP]")
     e2e, many = _reports(e2es, pair.store, scheduler) if e2es else (None, None)
     if many is not None:
         _verdict_many(mock, many, op, bench, _accepts(accept, reason), pair, scheduler, workers, fmt)
         return
     v = run_verdict(mock, e2e, op=op, bench=bench, accept=_accepts(accept, reason), causes=causes,
-                    **pair.compare_kwargs())
+                    record_in_store=not no_record, **pair.compare_kwargs())
     if v.chosen:
         err.print(f"pair: {v.chosen}", markup=False)
-    err.print(f"recorded {v.recorded}", markup=False)
+    err.print(f"recorded {v.recorded}" if v.recorded else "not recorded (--no-record)", markup=False)
+    cmp = v.comparison
+    err.print(f"ranges: mock {cmp.mock.range_used}; E2E {cmp.e2e.range_used}", markup=False)
     if fmt == VerdictFormat.json:
         import json as _json
 
@@ -825,7 +886,7 @@ def _verdict_screen(v, explain: bool) -> None:
     full reasons, pairing and launch details after it."""
     from rich.text import Text
 
-    lines = v.screen(width=stdout.width)
+    lines = v.screen(width=stdout.width, all_causes=explain)
     stdout.print(Text(lines[0], style=f"bold {'green' if v.passed else 'red'}"))
     for line in lines[1:]:
         stdout.print(Text(line))
@@ -1018,7 +1079,7 @@ def collect(
         from align.collect.contract import export_module
         from align.collect.runner import gate
 
-        line = gate(op, _store(store), force)
+        line = gate(op, _store(store), force, framework)
         if line:
             err.print(line, markup=False)
         path, snippet = export_module(op, export_dir, framework=framework, backend=backend or "trtllm")

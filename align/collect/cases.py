@@ -40,6 +40,12 @@ class OpSpec:
     frameworks: dict[str, str] = field(default_factory=dict)
     phases: dict[str, PhaseSpec] = field(default_factory=dict)
     token_kernels: list[str] = field(default_factory=list)   # [from_e2e]: kernels whose grid x is the query tokens
+    mocks: dict[str, list[str]] = field(default_factory=dict)  # framework -> regexes of the mock commands it times
+
+    @property
+    def mock_patterns(self) -> list[str]:
+        """Regexes of the commands of the mock profiles this builder times (``[ops.<op>.mocks]``)."""
+        return self.mocks.get(self.framework if self.framework in self.mocks else "align", [])
 
     def for_framework(self, name: str | None) -> "OpSpec":
         """This op timed in framework ``name``'s own module (its builder from ``[ops.<op>.frameworks]``),
@@ -50,7 +56,8 @@ class OpSpec:
             raise AlignError(f"op {self.name} has no collector for framework {name!r}",
                              f"frameworks of {self.name}: align{''.join(', ' + f for f in self.frameworks)}")
         return dataclasses.replace(self, builder=self.frameworks[name], framework=name, kernel_source=name,
-                                   implementation=name, frameworks={})
+                                   implementation=name, frameworks={},
+                                   mocks={name: self.mocks.get(name, [])})
 
     def module(self):
         try:
@@ -78,9 +85,10 @@ def load_ops() -> dict[str, OpSpec]:
         spec = OpSpec(name=name, builder=entry["builder"], family=entry["family"], framework=entry["framework"],
                       kernel_source=entry["kernel_source"], implementation=entry.get("implementation", name),
                       gated=bool(entry.get("gated", True)), frameworks=dict(entry.get("frameworks", {})),
-                      token_kernels=list(entry.get("from_e2e", {}).get("token_kernels", [])))
+                      token_kernels=list(entry.get("from_e2e", {}).get("token_kernels", [])),
+                      mocks={k: list(v) for k, v in entry.get("mocks", {}).items()})
         for phase, p in entry.items():  # every other sub-table is a phase (context, generation; moe: all)
-            if isinstance(p, dict) and phase not in ("frameworks", "from_e2e"):
+            if isinstance(p, dict) and phase not in ("frameworks", "from_e2e", "mocks"):
                 spec.phases[phase] = PhaseSpec(op=name, phase=phase, op_name=p["op_name"], perf_file=p["perf_file"],
                                                fields=list(p["fields"]), values={f: list(p[f]) for f in p["fields"]},
                                                max_tokens=p.get("max_tokens"))

@@ -75,22 +75,54 @@ class Summary:
     gate: str | None = None  # the verdict obeyed (or overridden), in one line
 
 
-def gate(op: str, store=None, forced: bool = False) -> str | None:
-    """The verdict-before-collect gate of seed 001: an op is collected only once its newest recorded
-    verdict passed (``forced`` overrides it, and the metadata says so). Returns the line saying which
-    verdict was obeyed, None for an op without a gate; raises when the gate is closed."""
+def mock_matcher(patterns: list[str]):
+    """A test of a verdict record: its mock ran a command one of ``patterns`` matches, and planted
+    no fault on purpose (None without patterns: any record)."""
+    import re
+
+    if not patterns:
+        return None
+    rx = [re.compile(p) for p in patterns]
+
+    def match(rec: dict) -> bool:
+        pair = rec.get("pair") or {}
+        cmd = pair.get("mock_command")
+        if not cmd or pair.get("mock_planted"):
+            return False
+        line = " ".join(map(str, cmd)) if isinstance(cmd, list) else str(cmd)
+        return any(r.search(line) for r in rx)
+
+    return match
+
+
+def gate(op: str, store=None, forced: bool = False, framework: str | None = None) -> str | None:
+    """The verdict-before-collect gate of seed 001: an op is collected only once the newest recorded
+    verdict of the mock the collector times (``[ops.<op>.mocks]`` of collect.toml) passed; a verdict
+    of another mock (a fault tried on purpose) neither closes nor opens it. ``forced`` overrides it,
+    and the metadata says so. Returns the line saying which verdict was obeyed, None for an op without
+    a gate; raises when the gate is closed."""
     from align.store import Store
 
-    if not op_spec(op).gated:
+    spec = op_spec(op)
+    if not spec.gated:
         return None
+    spec = spec.for_framework(framework)
     store = store or Store()
-    rec = store.newest_verdict(op)
+    patterns = spec.mock_patterns
+    rec = store.newest_verdict(op, mock_matcher(patterns))
+    which = f"the mock it times ({' | '.join(patterns)})" if patterns else "any mock"
     if (rec is None or not rec.get("passed")) and not forced:
-        why = "no verdict recorded" if rec is None else f"its newest verdict ({rec.get('file')}) failed"
+        if rec is None:
+            other = store.newest_verdict(op)
+            why = f"no verdict of {which} recorded" + (
+                f" (the newest, {other.get('file')}, is of another mock)" if other is not None else "")
+        else:
+            why = f"the newest verdict of {which} ({rec.get('file')}) failed"
         raise AlignError(f"refusing to collect {op}: {why} in {store.root}",
-                         f"run align verdict --op {op} until it passes, or pass {arg('forced', 'True')} (recorded in the metadata)")
+                         f"run align verdict --op {op} on that mock until it passes, or pass {arg('forced', 'True')} "
+                         "(recorded in the metadata)")
     if rec is None:
-        return f"gate: overriding (forced): no verdict of {op} recorded"
+        return f"gate: overriding (forced): no verdict of {which} recorded for {op}"
     pair = rec.get("pair") or {"mock": rec.get("mock"), "e2e": rec.get("e2e")}
     return (f"gate: {'obeying' if rec.get('passed') else 'overriding (forced)'} the verdict {rec['file']} "
             f"({'PASS' if rec.get('passed') else 'FAIL'}, mock {pair.get('mock')} vs E2E {pair.get('e2e')})")
@@ -325,7 +357,7 @@ def collect(op: str, phases: list[str] | None = None, gpus: int | None = None, o
     if address is not None and gpus is not None:
         raise AlignError(f"{arg('gpus', str(gpus))} is for local workers; a Dask cluster runs a case per GPU worker",
                          f"leave out {arg('gpus')}, or {arg('scheduler')} for one host")
-    obeyed = gate(op, store, forced) if gated else None
+    obeyed = gate(op, store, forced, settings.framework) if gated else None
     if obeyed and say is not None:
         say(obeyed)
     devices = _devices(gpus) if address is None else []  # before anything is written; Dask's workers are its own

@@ -120,20 +120,31 @@ def side_view(side: ProfileSide, registry: Registry, store=None, name: str = "sh
                   phase_map=list(side.phase_map or ()))
 
 
-def op_side(view: OpView, label: str, op: str | None, range_pattern: str | None, config: dict) -> Side:
-    """The op's GPU work in one profile: the registry's NVTX patterns, ``range_pattern`` (the side's
-    range), or the conventional ranges of verdict.toml ([mock] range, [e2e] <op>)."""
-    path = view.profile.path
-    used = range_pattern or (f"op {op}" if op else None)
-    items = view.op_items(op, range_pattern=range_pattern) if (op or range_pattern) else None
+def cut_op(view: OpView, op: str | None, range_pattern: str | None = None, config: dict | None = None,
+           labels: tuple[str, ...] = ("mock",), iter_pattern: str | None = None) -> tuple[pd.DataFrame | None, str | None]:
+    """The op's GPU work and the ranges it was cut with: the registry's NVTX patterns, else
+    ``range_pattern``, else the conventional ranges of verdict.toml for the first of ``labels``
+    (mock: [mock] range; e2e: [e2e] <op>) that holds any. One cut for ``verdict``, ``diff`` and ``ops``."""
+    config = config or load_config(None)
+    used = range_pattern or (f"op {op} (registry patterns)" if op else None)
+    items = view.op_items(op, range_pattern=range_pattern, iter_pattern=iter_pattern) if (op or range_pattern) else None
     by_nvtx = items is not None and items["method"].astype(str).str.startswith("nvtx").any()
     if not range_pattern and not by_nvtx:
         # the ranges that hold the op by convention: a mock's own iteration ranges
         # (verdict.toml [mock] range), or an E2E model's module for this op ([e2e] <op>)
-        conv = config["mock"]["range"] if label == "mock" else config["e2e"].get(op or "")
-        conv_items = view.op_items(range_pattern=conv) if conv else None
-        if conv_items is not None and len(conv_items):
-            items, used = conv_items, conv
+        for label in labels:
+            conv = config["mock"]["range"] if label == "mock" else config["e2e"].get(op or "")
+            conv_items = view.op_items(range_pattern=conv, iter_pattern=iter_pattern) if conv else None
+            if conv_items is not None and len(conv_items):
+                where = "[mock] range" if label == "mock" else f"[e2e] {op}"
+                return conv_items, f"{conv} (verdict.toml {where})"
+    return items, used
+
+
+def op_side(view: OpView, label: str, op: str | None, range_pattern: str | None, config: dict) -> Side:
+    """The op's GPU work in one profile (:func:`cut_op` with the side's conventional ranges)."""
+    path = view.profile.path
+    items, used = cut_op(view, op, range_pattern, config, (label,))
     if items is None or items.empty:
         raise AlignError(f"no GPU work for {op or range_pattern} in the {label} profile {path}",
                          f"pass {arg(label + '_range', 'REGEX')} naming its NVTX ranges (see align nvtx {path})")

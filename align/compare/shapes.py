@@ -140,6 +140,10 @@ def _cause(mock: list[tuple], e2e: list[tuple], token_kernel: bool) -> str:
         if va != vb:
             ratio = f" ({va[0] / vb[0]:.3g}x)" if len(va) == len(vb) == 1 and vb[0] else ""
             words.append(f"grid {dim} {_values(va)} vs {_values(vb)}{ratio}")
+    if not words:
+        # each dimension takes the same values on both sides, combined otherwise
+        fmt = lambda shapes: sorted({",".join(map(str, g)) for g, _ in shapes})
+        words.append(f"grids {_values(fmt(mock))} vs {_values(fmt(e2e))}")
     return "another problem size (batch, sequence or heads): " + ", ".join(words)
 
 

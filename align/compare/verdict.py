@@ -28,6 +28,7 @@ from align.errors import AlignError, arg
 
 MAX_LISTED = 6
 SCHEMA_VERSION = 2  # of Verdict.to_dict(): 2 added answer, causes, launch, shapes, ranges, recorded
+MAX_CAUSES = 4  # causes on the first screen (all of them in JSON and with --explain)
 SHORT = 80  # characters of a check's short reason on the first screen
 
 
@@ -103,7 +104,7 @@ class Verdict:
             out["pair_chosen"] = self.chosen
         return out
 
-    def screen(self, width: int = 100) -> list[str]:
+    def screen(self, width: int = 100, all_causes: bool = False) -> list[str]:
         """The first screen: the answer, each cause with its fix, the checklist one short reason each,
         and one line of what was compared (the rest: ``checks``, the report, ``--explain``)."""
         import textwrap
@@ -115,10 +116,14 @@ class Verdict:
         out = [self.answer]
         if self.headline:
             out += wrap(self.headline, "", "  ")
-        for i, c in enumerate(self.causes, 1):
+        shown = self.causes if all_causes else self.causes[:MAX_CAUSES]
+        for i, c in enumerate(shown, 1):
             share = f"; {c.explains:.0%} of the gap" if c.explains else ""
             out += wrap(f"{c.kind} [{c.phase}{share}]: {c.says}", f"{i}. ", "   ")
             out += wrap(f"fix: {c.fix}", "   ", "        ")
+        if len(self.causes) > len(shown):
+            rest = sum(c.explains for c in self.causes[len(shown):])
+            out.append(f"   and {len(self.causes) - len(shown)} more causes ({rest:.0%} of the gap): --explain or --format json")
         out.append("checks:")
         name_w = max(len(n) for n in self.checks["name"]) if len(self.checks) else 6
         for (name, ok), short in zip(zip(self.checks["name"], self.checks["passed"]), self.short_reasons):
@@ -554,9 +559,21 @@ def record(v: Verdict, store) -> Path:
 
     when = dt.datetime.now(dt.timezone.utc)
     pair = {"mock": v.mock, "e2e": v.e2e, "chosen": v.chosen or "given"}
+    meta = _meta_of(v.mock)
+    if meta:
+        # which mock this was: the collect gate obeys the verdicts of the mock it times
+        pair["mock_command"] = meta.get("command")
+        pair["mock_planted"] = meta.get("planted")
     # an op name is a safe folder name (the registry checks it); a verdict of ranges goes apart
     folder = str(v.op) if valid_op_name(v.op) else "_ranges"
     return store.record_verdict(folder, {**v.to_dict(), "pair": pair, "time": when.isoformat()}, when)
+
+
+def _meta_of(profile: str) -> dict | None:
+    from align.store import META, read_meta
+
+    folder = Path(profile).parent
+    return read_meta(folder)[0] if (folder / META).exists() else None
 
 
 def newest_record(store, op: str) -> dict | None:

@@ -22,7 +22,7 @@ MAX_NAMED = 3
 
 @dataclass
 class Cause:
-    kind: str              # dtype, batch, prompt, tokens, attention, backend, submodule, count, graph, compiled,
+    kind: str              # dtype, batch, prompt, tokens, implementation, backend, submodule, count, graph, compiled,
     #                        prep, after, extra, contention, unexplained
     phase: str             # the compared phases it was seen in, "context, generation"
     says: str              # the cause, with its numbers
@@ -42,7 +42,8 @@ def _phases(phases) -> str:
 
 def _short(family: str) -> str:
     """A family without its folding prefix: ``elementwise_kernel:MulFunctor`` -> ``MulFunctor``."""
-    return re.sub(r"^\w+:(?!:)", "", family)
+    short = re.sub(r"^\w+:(?!:)", "", family)
+    return re.sub(r"<.*", "<...>", short) if len(short) > 60 else short
 
 
 def _named(fams, limit: int = MAX_NAMED) -> str:
@@ -132,10 +133,12 @@ def _dtype(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
         both = sorted(set(wa) & set(wb))
         time = ev.e2e[ev.e2e["phase"] == ph].groupby("family")["duration"].sum()
         differ = sorted((f for f in both if wa[f][0] != wb[f][0]), key=lambda f: -float(time.get(f, 0)))
-        if len(differ) < 2 or len(differ) < 0.25 * len(both):
-            continue
         a = compute_dtype(ev.mock[ev.mock["phase"] == ph], rules)
         b = compute_dtype(ev.e2e[ev.e2e["phase"] == ph], rules)
+        compute_differs = a is not None and b is not None and a["width"] != b["width"]
+        # many shared families at another width; or the GEMMs at another width and some shared family too
+        if not differ or not ((len(differ) >= 2 and len(differ) >= 0.25 * len(both)) or compute_differs):
+            continue
         pairs = pd.Series([(wa[f][1], wb[f][1]) for f in differ]).value_counts()
         ma, mb = pairs.index[0]
         if a is not None and b is not None and a["width"] != b["width"]:
@@ -186,43 +189,52 @@ def _implementations(k: pd.DataFrame, rules: Rules) -> dict[str, tuple]:
     return {n: (v[0], v[1], v[2]) for n, v in out.items()}
 
 
-def _attention(ev: Evidence, rules: Rules, claims: _Claims, found: list[Cause]) -> list[Cause]:
+def _implementation(ev: Evidence, rules: Rules, claims: _Claims, found: list[Cause]) -> list[Cause]:
+    """Per part of the op (attention, experts): the implementation most of its time runs on each
+    side; where they differ, a cause (another dtype explains another SDPA backend: folded into it)."""
     dtype = next((c for c in found if c.kind == "dtype"), None)
     out: dict[tuple, dict] = {}
     for ph in ev.phases:
         a = _implementations(ev.mock[ev.mock["phase"] == ph], rules)
         b = _implementations(ev.e2e[ev.e2e["phase"] == ph], rules)
-        if not a or not b or set(a) == set(b):
-            continue
-        ma = max(a.values(), key=lambda v: v[2])[0]
-        mb = max(b.values(), key=lambda v: v[2])[0]
-        if ma.name == mb.name:
-            continue
-        fams = {(ph, f) for v in list(a.values()) + list(b.values()) for f in v[1]}
-        if dtype is not None and ph in dtype.phase.split(", "):
-            # SDPA picks its backend by dtype (float32: memory-efficient or math): the dtype explains it
-            dtype.families += [f"{p}:{f}" for p, f in sorted(claims.take(fams))]
-            dtype.explains = ev.gap({tuple(x.split(":", 1)) for x in dtype.families})
-            dtype.evidence.setdefault("attention", {})[ph] = {"mock": ma.name, "e2e": mb.name}
-            continue
-        kind = "backend" if ma.api == mb.api else "attention"
-        row = out.setdefault((kind, ma.name, mb.name, mb.api), {"phases": [], "pairs": set(), "fams": set()})
-        row["phases"].append(ph)
-        # an implementation runs its own kernels, and as many GEMMs and elementwise steps as it needs
-        counts = _differing(ev, ("count",))
-        counts = counts[counts["phase"] == ph]
-        row["pairs"] |= fams | set(zip(counts["phase"], counts["family"]))
-        row["fams"] |= {f for _, f in fams}
+        for of in dict.fromkeys(v[0].of for v in list(a.values()) + list(b.values())):
+            pa = {n: v for n, v in a.items() if v[0].of == of}
+            pb = {n: v for n, v in b.items() if v[0].of == of}
+            if set(pa) == set(pb):
+                continue
+            ma = max(pa.values(), key=lambda v: v[2])[0] if pa else None
+            mb = max(pb.values(), key=lambda v: v[2])[0] if pb else None
+            if ma is not None and mb is not None and ma.name == mb.name:
+                continue
+            if ma is None:
+                continue  # the mock runs none it names: the missing checks and sub-modules speak to it
+            fams = {(ph, f) for v in list(pa.values()) + list(pb.values()) for f in v[1]}
+            if dtype is not None and ph in dtype.phase.split(", "):
+                # SDPA picks its backend by dtype (float32: memory-efficient or math): the dtype explains it
+                dtype.families += [f"{p}:{f}" for p, f in sorted(claims.take(fams))]
+                dtype.explains = ev.gap({tuple(x.split(":", 1)) for x in dtype.families})
+                dtype.evidence.setdefault("implementation", {})[ph] = {"mock": ma.name, "e2e": mb.name if mb else None}
+                continue
+            kind = "implementation_one" if mb is None else "backend" if ma.api == mb.api else "implementation"
+            row = out.setdefault((kind, of, ma.name, mb.name if mb else None, mb.api if mb else ma.api),
+                                 {"phases": [], "pairs": set(), "fams": set()})
+            row["phases"].append(ph)
+            # an implementation runs its own kernels, and as many GEMMs and elementwise steps as it needs
+            counts = _differing(ev, ("count",))
+            counts = counts[counts["phase"] == ph]
+            row["pairs"] |= fams | set(zip(counts["phase"], counts["family"]))
+            row["fams"] |= {f for _, f in fams}
     causes = []
-    for (kind, ma, mb, api), row in out.items():
+    for (kind, of, ma, mb, api), row in out.items():
         pairs = claims.take(row["pairs"])
-        evidence = f"attention kernels {_named(sorted(row['fams']))}"
+        evidence = f"{of} kernels {_named(sorted(row['fams']))}"
         counted = len({f for _, f in pairs} - row["fams"])
         if counted:
             evidence += f"; with it {_families(counted, 'other ')} run another number of times"
-        says, fix, source = rules.say(kind, mock=ma, e2e=mb, api=api, evidence=evidence)
-        causes.append(Cause(kind, _phases(row["phases"]), says, fix, source, {"mock": ma, "e2e": mb, "api": api},
-                            ev.gap(pairs), [f"{p}:{f}" for p, f in sorted(pairs)]))
+        says, fix, source = rules.say(kind, mock=ma, e2e=mb, api=api, of=of, evidence=evidence)
+        causes.append(Cause("implementation" if kind == "implementation_one" else kind, _phases(row["phases"]), says,
+                            fix, source, {"of": of, "mock": ma, "e2e": mb, "api": api}, ev.gap(pairs),
+                            [f"{p}:{f}" for p, f in sorted(pairs)]))
     return causes
 
 
@@ -351,7 +363,7 @@ def _size(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
         else:
             scale = f"1/{ratio:g} of" if ratio > 1 else f"{1 / ratio:.3g}x"
             says, fix, source = rules.say(f"{kind}_ratio", ratio=f"{ratio:g}x", scale=scale, evidence=evidence,
-                                          phase=_phases(phases))
+                                          phase=_phases(phases), **rules.token_words(ev.cmp.op))
         return Cause(kind, _phases(phases), says, fix, source, numbers, ev.gap(pairs), [f"{p}:{f}" for p, f in sorted(pairs)])
 
     ctx = next((p for p in ev.phases if p.startswith("context")), None)
@@ -398,15 +410,15 @@ def _size(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
         return out
     if ctx in ta and ctx in tb and ta[ctx] != tb[ctx] and gen is None:
         return [cause("tokens", "query rows of the token kernels", [ctx], {"mock": {"tokens": ta}, "e2e": {"tokens": tb}},
-                      mock=ta[ctx], e2e=tb[ctx])]
+                      mock=ta[ctx], e2e=tb[ctx], **rules.token_words(ev.cmp.op))]
     # nothing counts them: the grids of identical kernels say by how much, the phases say which
     numbers = {"context_grid_ratio": rc, "generation_grid_ratio": rg, "from": "grids of identical kernels"}
     if ctx and gen and rc != 1 and rc == rg:
         return [cause("batch", grids(rc, fc, "context") + ", " + grids(rg, fg, "generation"), both, numbers, rc)]
     if ctx and rc != 1 and (gen is None or rg == 1):
-        kind = "prompt" if gen else "tokens"
+        # the batch unknown, context tokens are batch x prompt (x top-k for experts): said as tokens
         evidence = grids(rc, fc, "context") + (", generation grids as the E2E run's" if gen else "")
-        return [cause(kind, evidence, both, numbers, rc)]
+        return [cause("tokens", evidence, [ctx], numbers, rc)]
     if gen and rg != 1:
         return [cause("batch", grids(rg, fg, "generation"), [gen], numbers, rg)]
     return []
@@ -510,7 +522,7 @@ def _outside(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
     return _merge_phases(causes)
 
 
-ROOTS = ("dtype", "attention", "backend", "compiled", "batch", "prompt", "tokens")
+ROOTS = ("dtype", "implementation", "backend", "compiled", "batch", "prompt", "tokens")
 
 
 def _absorb(ev: Evidence, rules: Rules, claims: _Claims, found: list[Cause]) -> None:
@@ -634,7 +646,7 @@ def diagnose(cmp, checks: pd.DataFrame, rules: Rules | None = None) -> list[Caus
     claims = _Claims()
     found: list[Cause] = []
     found += _dtype(ev, rules, claims)
-    found += _attention(ev, rules, claims, found)
+    found += _implementation(ev, rules, claims, found)
     found += _compiled(ev, rules, claims)
     found += _graph(ev, rules)
     found += _size(ev, rules, claims)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from align import datafiles
 from align.errors import AlignError
 
-LISTS = ("dtype.tokens", "attention", "batch_grids", "subops", "prep")
+LISTS = ("dtype.tokens", "implementations", "batch_grids", "subops", "prep")
 WORDS = ("says", "fix", "source")
 
 
@@ -23,6 +23,7 @@ class DtypeToken:
 
 @dataclass
 class Implementation:
+    of: str  # the part of the op it implements: attention, experts
     name: str
     api: str
     kernels: re.Pattern
@@ -45,24 +46,30 @@ class SubOp:
 class Rules:
     compute: re.Pattern
     min_share: float
-    tokens: list[DtypeToken]
+    dtype_tokens: list[DtypeToken]
     torch: dict[str, str]
-    attention: list[Implementation]
+    implementations: list[Implementation]
     batch_grids: list[BatchGrid]
     subops: list[SubOp]
     prep: re.Pattern | None
     words: dict[str, dict[str, str]]
+    tokens: dict[str, dict[str, str]] = field(default_factory=dict)
     source: str = "align/data/causes.toml"
     _dtype_cache: dict = field(default_factory=dict, repr=False)
 
     def dtype_of(self, name: str) -> DtypeToken | None:
         """The first dtype token a kernel name carries (None: it names none)."""
         if name not in self._dtype_cache:
-            self._dtype_cache[name] = next((t for t in self.tokens if t.pattern.search(name)), None)
+            self._dtype_cache[name] = next((t for t in self.dtype_tokens if t.pattern.search(name)), None)
         return self._dtype_cache[name]
 
     def implementation(self, name: str) -> Implementation | None:
-        return next((i for i in self.attention if i.kernels.search(name)), None)
+        return next((i for i in self.implementations if i.kernels.search(name)), None)
+
+    def token_words(self, op: str | None) -> dict[str, str]:
+        """What an op's token grids count, and the knobs that set them ([tokens.OP], else default)."""
+        return self.tokens.get(op or "", self.tokens.get("default", {"what": "tokens per forward",
+                                                                      "knobs": "batch and sequence"}))
 
     def say(self, kind: str, **fields) -> tuple[str, str, str]:
         """(says, fix, source) of a cause kind, its fields filled in."""
@@ -119,6 +126,7 @@ def _merge(base: dict, user: dict, source: str) -> dict:
                              f"kinds: {', '.join(words)}; keys: {', '.join(WORDS)}")
         words[kind].update(table)
     out["words"] = words
+    out["tokens"] = {**base.get("tokens", {}), **user.get("tokens", {})}
     return out
 
 
@@ -134,8 +142,9 @@ def load_rules(path: str | os.PathLike | None = None) -> Rules:
         dt = data["dtype"]
         tokens = [DtypeToken(str(t["dtype"]), int(t["width"]), _regex(t["pattern"], "[[dtype.tokens]] pattern", source))
                   for t in dt["tokens"]]
-        attention = [Implementation(str(a["name"]), str(a["api"]), _regex(a["kernels"], "[[attention]] kernels", source))
-                     for a in data["attention"]]
+        impls = [Implementation(str(a["of"]), str(a["name"]), str(a["api"]),
+                                _regex(a["kernels"], "[[implementations]] kernels", source))
+                 for a in data["implementations"]]
         subops = [SubOp(str(s["name"]), _regex(s.get("modules", []), "[[subops]] modules", source),
                         _regex(s.get("kernels", []), "[[subops]] kernels", source)) for s in data["subops"]]
         share = float(dt["min_share"])
@@ -148,7 +157,8 @@ def load_rules(path: str | os.PathLike | None = None) -> Rules:
         raise AlignError(f"{source} lacks or mistypes {exc}", "shape it like align/data/causes.toml") from None
     if not 0 < share <= 1:
         raise AlignError(f"[dtype] min_share = {share} in {source} is not in (0, 1]", "e.g. min_share = 0.5")
-    return Rules(compute=_regex(dt["compute"], "[dtype] compute", source), min_share=share, tokens=tokens,
-                 torch={str(k): str(v) for k, v in dt["torch"].items()}, attention=attention, batch_grids=grids,
+    return Rules(compute=_regex(dt["compute"], "[dtype] compute", source), min_share=share, dtype_tokens=tokens,
+                 torch={str(k): str(v) for k, v in dt["torch"].items()}, implementations=impls, batch_grids=grids,
                  subops=subops,
-                 prep=_regex(data.get("prep", []), "prep", source), words=data["words"], source=source)
+                 prep=_regex(data.get("prep", []), "prep", source), words=data["words"],
+                 tokens={str(k): dict(v) for k, v in data.get("tokens", {}).items()}, source=source)
