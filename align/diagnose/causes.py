@@ -122,6 +122,18 @@ def _family_widths(k: pd.DataFrame, rules: Rules) -> dict[str, tuple[int, str]]:
     return out
 
 
+def _own_share(mine: pd.DataFrame, other: pd.DataFrame, width: int, rules: Rules) -> float:
+    """The share of ``mine``'s compute time at ``width`` spent in kernels ``other`` runs by the same
+    full name: near 1 when ``mine`` only lacks a sub-op of another dtype (a float32 indexer left out),
+    near 0 when its GEMMs were instantiated for another dtype."""
+    comp = mine[(mine["kind"] == 0) & mine["name"].map(lambda n: bool(rules.compute.search(n))
+                                                      and (t := rules.dtype_of(n)) is not None and t.width == width)]
+    total = float(comp["duration"].sum())
+    if not total:
+        return 0.0
+    return float(comp.loc[comp["name"].isin(set(other["name"])), "duration"].sum() / total)
+
+
 def _dtype(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
     """The same families run at another width on the two sides (the op's own kernels instantiated
     for another dtype); the compute kernels' dtypes name it. A sub-op of another dtype missing on one
@@ -135,7 +147,8 @@ def _dtype(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
         differ = sorted((f for f in both if wa[f][0] != wb[f][0]), key=lambda f: -float(time.get(f, 0)))
         a = compute_dtype(ev.mock[ev.mock["phase"] == ph], rules)
         b = compute_dtype(ev.e2e[ev.e2e["phase"] == ph], rules)
-        compute_differs = a is not None and b is not None and a["width"] != b["width"]
+        compute_differs = a is not None and b is not None and a["width"] != b["width"] and \
+            _own_share(ev.mock[ev.mock["phase"] == ph], ev.e2e[ev.e2e["phase"] == ph], a["width"], rules) < 0.5
         # many shared families at another width; or the GEMMs at another width and some shared family too
         if not differ or not ((len(differ) >= 2 and len(differ) >= 0.25 * len(both)) or compute_differs):
             continue
