@@ -239,3 +239,13 @@ def test_version_and_profiles_given_twice():
     assert r.returncode == 2 and "profiles given twice" in r.stderr
     r = run_align("verdict", str(EX / "hf_llama_mock"))
     assert r.returncode == 2 and "missing the E2E profile" in r.stderr
+
+
+def test_markdown_and_report_lead_with_the_causes():
+    from align.compare.report import render_html
+
+    v = verdict(EX / "attn_mock_count", EX / "llama_e2e", op="attention", record_in_store=False)
+    md = v.to_markdown()
+    assert "**FAIL (attention): 1 cause: count**" in md and md.index("1. **count**") < md.index("| check |")
+    html = render_html(v)
+    assert html.index("<h2>Causes</h2>") < html.index("<h2>Checklist</h2>") and "nvjet_tst_gemm 5 times" in html

@@ -221,6 +221,15 @@ td.num { white-space: nowrap; text-align: right; }
 """
 
 
+def _causes_html(verdict: Verdict) -> str:
+    """The diagnosis: each cause with its fix and the share of the gap it explains."""
+    if not verdict.causes:
+        return ""
+    items = "".join(f"<li><b>{_esc(c.kind)}</b> [{_esc(c.phase)}; {c.explains:.0%} of the gap]: {_esc(c.says)}"
+                    f"<br>fix: {_esc(c.fix)}<br><span class='meta'>{_esc(c.source)}</span></li>" for c in verdict.causes)
+    return f"<h2>Causes</h2><p class='fail'>{_esc(verdict.answer)}</p><ol>{items}</ol>"
+
+
 def render_html(verdict: Verdict) -> str:
     cmp = verdict.comparison
     status = "PASS" if verdict.passed else "FAIL"
@@ -231,7 +240,7 @@ def render_html(verdict: Verdict) -> str:
              f"<h1>align verdict: <span class='{status.lower()}'>{status}</span> ({_esc(verdict.op)})</h1>",
              f"<p class='meta'>mock: {_esc(verdict.mock)} (op region: {_esc(cmp.mock.range_used)})<br>"
              f"E2E: {_esc(verdict.e2e)} (op region: {_esc(cmp.e2e.range_used)})</p>",
-             _comparability_html(cmp),
+             _comparability_html(cmp), _causes_html(verdict),
              "<h2>Checklist</h2>", _table_html(checks, status_col="result")]
     if verdict.accepted is not None and len(verdict.accepted):
         parts += ["<h2>Accepted differences</h2>", "<p class='meta'>left out of the checks, each with the reason "

@@ -138,6 +138,10 @@ class Verdict:
         if self.headline:
             head += f"**{self.headline}**\n\n"
         head += f"mock `{self.mock}` vs E2E `{self.e2e}`\n\n"
+        if self.causes:
+            head += f"**{self.answer}**\n\n" + "".join(
+                f"{i}. **{c.kind}** [{c.phase}; {c.explains:.0%} of the gap]: {c.says}  \n   fix: {c.fix}\n"
+                for i, c in enumerate(self.causes, 1)) + "\n"
         cmp = self.comparison
         if cmp is not None and cmp.comparability is not None:
             head += cmp.comparability.line() + "".join(f"; warning: {w}" for w in cmp.comparability.warnings)
