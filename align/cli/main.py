@@ -886,10 +886,10 @@ def _verdict_screen(v, explain: bool) -> None:
     full reasons, pairing and launch details after it."""
     from rich.text import Text
 
-    lines = v.screen(width=stdout.width, all_causes=explain)
-    stdout.print(Text(lines[0], style=f"bold {'green' if v.passed else 'red'}"))
-    for line in lines[1:]:
-        stdout.print(Text(line))
+    for line in v.screen(width=stdout.width, all_causes=explain):
+        style = f"bold {'green' if v.passed else 'red'}" if line == v.answer else \
+            "bold yellow" if v.headline and v.headline.startswith(line) else ""
+        stdout.print(Text(line, style=style))
     if v.accepted is not None and len(v.accepted):
         print_frame(v.accepted[["phase", "family", "difference", "reason"]], Format.table,
                     title="accepted differences (left out of the checks)", max_width=70, main=False)
@@ -899,6 +899,9 @@ def _verdict_screen(v, explain: bool) -> None:
                     title=f"align verdict ({v.op}): mock {v.mock} vs E2E {v.e2e}", max_width=110)
         _say_pairing(v.comparison, True)
     else:
+        comp = v.comparison.comparability if v.comparison is not None else None
+        for w in comp.warnings if comp is not None else []:
+            err.print(f"comparability: WARNING {w}", markup=False)
         err.print(f"mock {v.mock} vs E2E {v.e2e}; every reason and the launch shapes: --explain, or --format json",
                   markup=False)
 

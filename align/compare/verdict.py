@@ -113,9 +113,8 @@ class Verdict:
             return textwrap.wrap(text, width=max(width, 40), initial_indent=first, subsequent_indent=rest,
                                  break_on_hyphens=False, break_long_words=False) or [first]
 
-        out = [self.answer]
-        if self.headline:
-            out += wrap(self.headline, "", "  ")
+        out = wrap(self.headline, "", "  ") if self.headline else []  # a verdict across GPU models says so first
+        out.append(self.answer)
         shown = self.causes if all_causes else self.causes[:MAX_CAUSES]
         for i, c in enumerate(shown, 1):
             share = f"; {c.explains:.0%} of the gap" if c.explains else ""
