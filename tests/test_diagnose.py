@@ -249,3 +249,31 @@ def test_markdown_and_report_lead_with_the_causes():
     assert "**FAIL (attention): 1 cause: count**" in md and md.index("1. **count**") < md.index("| check |")
     html = render_html(v)
     assert html.index("<h2>Causes</h2>") < html.index("<h2>Checklist</h2>") and "nvjet_tst_gemm 5 times" in html
+
+
+@pytest.mark.parametrize("mock", ["hf_dsa_mock_eager", "hf_dsa_mock_batch", "hf_llama_mock_shape"])
+def test_every_shape_cause_says_what_differs(mock):
+    """A family whose grids mix the same values otherwise (hf_dsa_mock_eager) once got an empty cause."""
+    e2e, op = ("hf_dsa_e2e", "dsa") if "dsa" in mock else ("hf_llama_e2e", "attention")
+    v = verdict(EX / mock, EX / e2e, op=op, record_in_store=False)
+    causes = v.comparison.shapes["cause"]
+    assert not any(c.rstrip().endswith((":", "):")) or c.endswith(": ") for c in causes), list(causes)
+
+
+def test_a_narrow_diff_keeps_its_numbers():
+    """At 100 columns the words fold (headers at "_") before a number column goes."""
+    r = run_align("diff", str(EX / "hf_dsa_mock_fp32"), str(EX / "hf_dsa_e2e"), "--op", "dsa", env={"COLUMNS": "100"})
+    assert r.returncode == 0, r.stderr
+    left = next((line for line in r.stderr.splitlines() if "left out to fit" in line), "")
+    assert "mock_ns" not in left and "latency_ratio" not in left and "e2e_ns" not in left
+    assert "ratio" in r.stdout and all(len(line) <= 100 for line in r.stdout.splitlines())
+
+
+def test_grids_that_mix_the_same_values_otherwise_are_named():
+    from align.compare.shapes import _cause
+
+    cfg = (128, 1, 1, 32, 0, 0)
+    mock = [((1, 2, 1), cfg), ((2, 1, 1), cfg)]
+    e2e = [((1, 1, 1), cfg), ((2, 2, 1), cfg)]
+    assert _cause(mock, e2e, False) == ("another problem size (batch, sequence or heads): "
+                                        "grids 1,2,1/2,1,1 vs 1,1,1/2,2,1")
