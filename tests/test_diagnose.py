@@ -84,6 +84,7 @@ def test_both_faults_of_the_indexer_mock_are_named():
     v = verdict(EX / "hf_dsa_mock_missing", EX / "hf_dsa_e2e", op="dsa", record_in_store=False)
     named = {c.evidence.get("submodule") for c in v.causes if c.kind == "submodule"}
     assert named == {"the indexer", "the rotary embedding"}
+    assert v.answer == "FAIL (dsa): 2 causes: submodule: the indexer, submodule: the rotary embedding"
 
 
 @pytest.mark.parametrize("pair", ALIGNED, ids=lambda p: p[0] + "-" + p[1])
@@ -178,7 +179,7 @@ def test_json_holds_the_causes_launches_shapes_and_ranges(tmp_path):
     assert v["schema_version"] == 2 and v["answer"] == "FAIL (attention): 1 cause: batch"
     (c,) = v["causes"]
     assert c["kind"] == "batch" and c["evidence"]["mock"]["batch"] == 8 and c["evidence"]["e2e"]["batch"] == 4
-    assert set(c) == {"kind", "phase", "says", "fix", "source", "evidence", "explains", "families"}
+    assert set(c) == {"kind", "label", "phase", "says", "fix", "source", "evidence", "explains", "families"}
     assert {r["phase"] for r in v["launch"]} == {"context", "generation"}
     assert all({"mock_mode", "e2e_mode", "mock_api_ns", "e2e_api_ns"} <= set(r) for r in v["launch"])
     grown = [s for s in v["shapes"] if not s["same"] and s["cause"].startswith("another problem size")]

@@ -51,11 +51,12 @@ class Verdict:
         word = "PASS" if self.passed else "FAIL"
         if self.passed or not self.causes:
             return f"{word} ({self.op})"
-        kinds = list(dict.fromkeys(c.kind for c in self.causes))
-        if kinds == ["unexplained"]:
+        if [c.kind for c in self.causes] == ["unexplained"]:
             return f"{word} ({self.op}): no cause found in the kernels"
+        labels = list(dict.fromkeys(c.label for c in self.causes))
         n = len(self.causes)
-        return f"{word} ({self.op}): {n} cause{'s' if n != 1 else ''}: {', '.join(kinds)}"
+        shown = ", ".join(labels[:MAX_CAUSES]) + (f" and {len(labels) - MAX_CAUSES} more" if len(labels) > MAX_CAUSES else "")
+        return f"{word} ({self.op}): {n} cause{'s' if n != 1 else ''}: {shown}"
 
     @property
     def short_reasons(self) -> list[str]:

@@ -32,8 +32,14 @@ class Cause:
     explains: float = 0.0  # share of the families' latency gap it accounts for
     families: list[str] = field(default_factory=list)  # phase:family pairs it explains
 
+    @property
+    def label(self) -> str:
+        """The kind, with what it names where several of a kind can occur (``submodule: the indexer``)."""
+        what = self.evidence.get("submodule") or self.evidence.get("family")
+        return f"{self.kind}: {_short(what)}" if what else self.kind
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "label": self.label}
 
 
 def _phases(phases) -> str:
