@@ -14,19 +14,31 @@ OUT_DIR=${1:-profiles/examples}
 . profiles/examples/capture_common.sh
 M=mock/examples
 
-for model in llama dsa; do
-  op=attention; [ "$model" = dsa ] && op=dsa
-  capture hf_${model}_mock_fp32_batch mock $op --planted "two faults: float32 where the E2E run computes in bfloat16, and 8 requests where it has 4" \
-    -- $PY $M/hf_attention_mock.py --model $model --dtype fp32 --batch 8
-  capture hf_${model}_mock mock $op -- $PY $M/hf_attention_mock.py --model $model --record-inputs
-  capture hf_${model}_e2e e2e $op -- $PY $M/hf_generate.py --model $model --record-inputs
-done
+T0=$SECONDS
+late() { [ -n "${ALIGN_DEADLINE:-}" ] && [ $((SECONDS - T0)) -ge "$ALIGN_DEADLINE" ]; }
+cap() { if late; then echo "skipped $1: past ALIGN_DEADLINE"; return 0; fi; capture "$@" || echo "FAILED $1"; }
 
 # the E2E run beside a competing process: started first, ended by its id once the capture is done
-ready=$(mktemp -u)
-$PY $M/gpu_hog.py --seconds 300 --ready "$ready" &
-hog=$!
-for _ in $(seq 120); do [ -f "$ready" ] && break; sleep 0.5; done
-capture hf_llama_e2e_busy e2e attention -- $PY $M/hf_generate.py --model llama
-kill "$hog" 2>/dev/null || true
-wait "$hog" 2>/dev/null || true
+busy() {
+  if late; then echo "skipped hf_llama_e2e_busy: past ALIGN_DEADLINE"; return 0; fi
+  local ready
+  ready=$(mktemp -u)
+  $PY $M/gpu_hog.py --seconds 300 --ready "$ready" &
+  local hog=$!
+  for _ in $(seq 120); do [ -f "$ready" ] && break; sleep 0.5; done
+  cap hf_llama_e2e_busy e2e attention -- $PY $M/hf_generate.py --model llama
+  kill "$hog" 2>/dev/null || true
+  wait "$hog" 2>/dev/null || true
+}
+
+# most telling first (ALIGN_DEADLINE=SECONDS stops starting new captures after that many seconds)
+cap hf_llama_mock_fp32_batch mock attention --planted "two faults: float32 where the E2E run computes in bfloat16, and 8 requests where it has 4" \
+  -- $PY $M/hf_attention_mock.py --model llama --dtype fp32 --batch 8
+cap hf_llama_e2e e2e attention -- $PY $M/hf_generate.py --model llama --record-inputs
+busy
+cap hf_llama_mock mock attention -- $PY $M/hf_attention_mock.py --model llama --record-inputs
+cap hf_dsa_mock_fp32_batch mock dsa --planted "two faults: float32 where the E2E run computes in bfloat16, and 8 requests where it has 4" \
+  -- $PY $M/hf_attention_mock.py --model dsa --dtype fp32 --batch 8
+cap hf_dsa_e2e e2e dsa -- $PY $M/hf_generate.py --model dsa --record-inputs
+cap hf_dsa_mock mock dsa -- $PY $M/hf_attention_mock.py --model dsa --record-inputs
+echo "captured in $((SECONDS - T0)) s"
