@@ -229,7 +229,11 @@ def test_ops_cli(tmp_path):
     assert data["forwards"]["generation"]["kept"] > 0 and data["families"]
     r = run_align("ops", str(E2E), "--op", "attention", "--format", "csv")
     assert r.stdout.splitlines()[0].startswith("phase,family,forwards,count_per_forward")
+    # an op the registry's patterns do not find is cut as the verdict cuts it: verdict.toml's
+    # conventional ranges ([e2e] dsa: each layer's self_attn), and the range used is said (issue 28)
     r = run_align("ops", str(E2E), "--op", "dsa")
-    assert r.returncode == 2 and "no GPU work found for dsa" in r.stderr
+    assert r.returncode == 0 and "range: layers\\.\\d+\\.self_attn$ (verdict.toml [e2e] dsa)" in r.stderr
+    r = run_align("ops", str(E2E), "--op", "comm")
+    assert r.returncode == 2 and "no GPU work found for comm" in r.stderr
     r = run_align("ops", str(E2E), "--op", "attention", "--kernels", "--format", "csv", "--phase", "context")
     assert r.returncode == 0 and r.stdout.count("\n") > 10

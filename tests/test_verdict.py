@@ -190,7 +190,7 @@ def test_dsa_mock_layer_matches_its_e2e_model():
     v = verdict(EX / "dsa_mock", EX / "dsa_e2e", op="dsa")
     assert v.passed, v.checks[["name", "reason"]].to_string()
     cmp = v.comparison
-    assert cmp.e2e.range_used == r"layers\.\d+\.self_attn$"
+    assert cmp.e2e.range_used == r"layers\.\d+\.self_attn$ (verdict.toml [e2e] dsa)"
     assert set(cmp.e2e.items.loc[cmp.e2e.items["phase"] == "generation", "method"].astype(str)) == {"nvtx-capture"}
     # the committed align bench results (same H200 run) pass the bench check too
     import glob

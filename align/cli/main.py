@@ -924,6 +924,12 @@ def _verdict_many(mock, many: list[str], op, bench, accepted, pair: PairArgs, sc
     elif fmt == VerdictFormat.md:
         sys.stdout.write(mv.to_markdown())
     else:
+        # each report's answer and causes first (its verdict's first screen), then every check
+        for lab, r in zip(mv.labels, mv.results):
+            v = r["verdict"]
+            stdout.print(f"{lab}: {v.get('answer', 'PASS' if v['passed'] else 'FAIL')}", markup=False)
+            for i, c in enumerate(v.get("causes", []), 1):
+                stdout.print(f"  {i}. {c['kind']} [{c['phase']}]: {c['says']}\n     fix: {c['fix']}", markup=False)
         checks = mv.checks.assign(result=mv.checks["passed"].map({True: "pass", False: "FAIL"}))
         print_frame(checks[["report", "name", "result", "reason"]], Format.table,
                     title=f"align verdict ({mv.op}): mock {mock} vs {len(many)} E2E reports", max_width=100)
