@@ -89,55 +89,74 @@ def _differing(ev: Evidence, status: tuple[str, ...] | None = None) -> pd.DataFr
 # ---- dtype -----------------------------------------------------------------------------------
 def compute_dtype(k: pd.DataFrame, rules: Rules) -> dict | None:
     """The dtype most of the compute kernels' time carries: {dtype, width, share, families}."""
-    comp = k[(k["kind"] == 0) & k["name"].map(lambda n: bool(rules.compute.search(n)))]
-    if comp.empty:
-        comp = k[k["kind"] == 0]
-    tok = comp["name"].map(rules.dtype_of)
-    comp = comp[tok.notna()].assign(dtype=tok[tok.notna()].map(lambda t: t.dtype),
-                                     width=tok[tok.notna()].map(lambda t: t.width))
+    k = k[k["kind"] == 0]
+    comp = k[_names_match(k["name"], rules.compute.search)]
+    comp = _tokens_of(comp if len(comp) else k, rules)
     if comp.empty:
         return None
-    by_width = comp.groupby("width")["duration"].sum()
+    by_width = comp.groupby("width", observed=True)["duration"].sum()
     width = int(by_width.idxmax())
     share = float(by_width.max() / by_width.sum())
     if share < rules.min_share:
         return None
     same = comp[comp["width"] == width]
-    names = same.groupby("dtype")["duration"].sum().sort_values(ascending=False)
+    names = same.groupby("dtype", observed=True)["duration"].sum().sort_values(ascending=False)
     specific = [d for d in names.index if d != "16-bit"]
     dtype = specific[0] if specific else names.index[0]
-    fams = same.groupby("family")["duration"].sum().sort_values(ascending=False)
+    fams = same.groupby("family", observed=True)["duration"].sum().sort_values(ascending=False)
     return {"dtype": dtype, "width": width, "share": round(share, 3), "families": list(fams.index[:MAX_NAMED])}
+
+
+def _names_match(names: pd.Series, test) -> np.ndarray:
+    """``test`` of each kernel name as a boolean mask, run once per distinct name."""
+    uniq = pd.unique(names)
+    hit = {n: bool(test(n)) for n in uniq}
+    return np.fromiter((hit[n] for n in names), bool, len(names)) if len(names) else np.zeros(0, bool)
+
+
+def _tokens_of(k: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+    """The kernels of ``k`` whose names name a dtype, with its ``width`` and ``dtype`` (one regex
+    pass per distinct name)."""
+    k = k[k["kind"] == 0]
+    found = {n: rules.dtype_of(n) for n in pd.unique(k["name"])}
+    width = np.array([found[n].width if found[n] is not None else -1 for n in k["name"]], dtype=np.int64)
+    dtype = np.array([found[n].dtype if found[n] is not None else "" for n in k["name"]], dtype=object)
+    keep = width >= 0
+    return k[keep].assign(width=width[keep], dtype=dtype[keep])
+
+
+def _modal(df: pd.DataFrame, key: list[str], value: str) -> pd.Series:
+    """Per ``key``, the ``value`` most rows hold (ties: the largest), one grouping for all keys."""
+    counts = df.groupby(key + [value], dropna=False, observed=True).size().reset_index(name="n")
+    counts = counts.sort_values(["n", value], kind="stable").drop_duplicates(key, keep="last")
+    return counts.set_index(key)[value]
 
 
 def _family_widths(k: pd.DataFrame, rules: Rules) -> dict[str, tuple[int, str]]:
     """Family -> (width, dtype) most of its time carries, over kernels whose names name a dtype."""
-    k = k[k["kind"] == 0]
-    tok = k["name"].map(rules.dtype_of)
-    k = k[tok.notna()]
+    k = _tokens_of(k, rules)
     if k.empty:
         return {}
-    tok = tok[tok.notna()]
-    k = k.assign(width=tok.map(lambda t: t.width), dtype=tok.map(lambda t: t.dtype))
-    out = {}
-    for fam, g in k.groupby("family"):
-        w = g.groupby("width")["duration"].sum().idxmax()
-        names = g[g["width"] == w].groupby("dtype")["duration"].sum().sort_values(ascending=False)
-        specific = [d for d in names.index if d != "16-bit"]
-        out[fam] = (int(w), specific[0] if specific else names.index[0])
-    return out
+    by = k.groupby(["family", "width"], observed=True)["duration"].sum().reset_index()
+    best = by.sort_values("duration", kind="stable").drop_duplicates("family", keep="last")[["family", "width"]]
+    names = k.groupby(["family", "width", "dtype"], observed=True)["duration"].sum().reset_index().merge(best)
+    # a specific dtype before "16-bit" (cuDNN's f16 says bf16 or fp16), then the most time
+    names = names.assign(vague=names["dtype"] == "16-bit").sort_values(["vague", "duration"], ascending=[False, True],
+                                                                         kind="stable")
+    names = names.drop_duplicates("family", keep="last")
+    return {f: (int(w), d) for f, w, d in zip(names["family"], names["width"], names["dtype"])}
 
 
 def _own_share(mine: pd.DataFrame, other: pd.DataFrame, width: int, rules: Rules) -> float:
     """The share of ``mine``'s compute time at ``width`` spent in kernels ``other`` runs by the same
     full name: near 1 when ``mine`` only lacks a sub-op of another dtype (a float32 indexer left out),
     near 0 when its GEMMs were instantiated for another dtype."""
-    comp = mine[(mine["kind"] == 0) & mine["name"].map(lambda n: bool(rules.compute.search(n))
+    comp = mine[(mine["kind"] == 0) & _names_match(mine["name"], lambda n: (rules.compute.search(n))
                                                       and (t := rules.dtype_of(n)) is not None and t.width == width)]
     total = float(comp["duration"].sum())
     if not total:
         return 0.0
-    return float(comp.loc[comp["name"].isin(set(other["name"])), "duration"].sum() / total)
+    return float(comp.loc[comp["name"].astype(str).isin(set(other["name"].astype(str))), "duration"].sum() / total)
 
 
 def _dtype(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
@@ -149,7 +168,7 @@ def _dtype(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
         wa = _family_widths(ev.mock[ev.mock["phase"] == ph], rules)
         wb = _family_widths(ev.e2e[ev.e2e["phase"] == ph], rules)
         both = sorted(set(wa) & set(wb))
-        time = ev.e2e[ev.e2e["phase"] == ph].groupby("family")["duration"].sum()
+        time = ev.e2e[ev.e2e["phase"] == ph].groupby("family", observed=True)["duration"].sum()
         differ = sorted((f for f in both if wa[f][0] != wb[f][0]), key=lambda f: -float(time.get(f, 0)))
         a = compute_dtype(ev.mock[ev.mock["phase"] == ph], rules)
         b = compute_dtype(ev.e2e[ev.e2e["phase"] == ph], rules)
@@ -176,7 +195,7 @@ def _dtype(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
             mine = k[k["phase"] == ph]
             theirs = set(other.loc[other["phase"] == ph, "name"])
             only = mine[~mine["name"].isin(theirs)]
-            for fam, names in only.groupby("family")["name"]:
+            for fam, names in only.groupby("family", observed=True)["name"]:
                 if any(rules.dtype_of(n) is not None for n in set(names)):
                     pairs.add((ph, fam))
     # another dtype changes the kernels a library picks, and how many (split-K, workspace memsets)
@@ -199,7 +218,7 @@ def _dtype(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
 def _implementations(k: pd.DataFrame, rules: Rules) -> dict[str, tuple]:
     """Implementation name -> (implementation, families, time) of the kernels of ``k``."""
     out: dict[str, list] = {}
-    for (fam, name), d in k.groupby(["family", "name"])["duration"].sum().items():
+    for (fam, name), d in k.groupby(["family", "name"], observed=True)["duration"].sum().items():
         impl = rules.implementation(name)
         if impl is not None:
             row = out.setdefault(impl.name, [impl, set(), 0.0])
@@ -301,12 +320,11 @@ def _token_counts(k: pd.DataFrame, pattern: re.Pattern | None) -> dict[str, int]
     """Query tokens per forward by phase, from the op's token kernels (one block per query row)."""
     if pattern is None:
         return {}
-    tok = k[(k["kind"] == 0) & k["name"].map(lambda n: bool(pattern.search(n))) & k["gridX"].notna()]
-    out = {}
-    for ph, g in tok.groupby("phase"):
-        per = g.groupby("forward")["gridX"].agg(lambda s: s.mode().iloc[0])
-        out[ph] = int(per.median())
-    return out
+    tok = k[(k["kind"] == 0) & _names_match(k["name"], pattern.search) & k["gridX"].notna()]
+    if tok.empty:
+        return {}
+    per = _modal(tok, ["phase", "forward"], "gridX").reset_index()
+    return {ph: int(g["gridX"].median()) for ph, g in per.groupby("phase", observed=True)}
 
 
 def _grid_ratios(ev: Evidence, claims: _Claims) -> dict[str, tuple[float, list[str]]]:
@@ -322,8 +340,7 @@ def _grid_ratios(ev: Evidence, claims: _Claims) -> dict[str, tuple[float, list[s
 
         def modal(df):
             g = df.fillna({c: -1 for c in CONFIG})
-            size = g[GRID].prod(axis=1)
-            return size.groupby([g[c] for c in key]).agg(lambda s: s.mode().iloc[0])
+            return _modal(g.assign(size=g[GRID].prod(axis=1)), key, "size")
 
         ma, mb = modal(a), modal(b)
         both = ma.index.intersection(mb.index)
@@ -331,7 +348,7 @@ def _grid_ratios(ev: Evidence, claims: _Claims) -> dict[str, tuple[float, list[s
             continue
         ratio = (ma[both] / mb[both]).round(2)
         fams = pd.Series([i[0] for i in both], index=ratio.index)
-        counted = ratio[ratio != 1].groupby(ratio[ratio != 1]).size()
+        counted = ratio[ratio != 1].groupby(ratio[ratio != 1], observed=True).size()
         if counted.empty:
             out[ph] = (1.0, [])
             continue
@@ -345,7 +362,7 @@ def _grid_ratios(ev: Evidence, claims: _Claims) -> dict[str, tuple[float, list[s
 def _batch_grid(k: pd.DataFrame, rules: Rules) -> int | None:
     """The requests of a decode step, from a kernel whose grid counts them ([[batch_grids]])."""
     for g in rules.batch_grids:
-        hit = k[(k["kind"] == 0) & k["name"].map(lambda n: bool(g.kernels.search(n))) & k[g.dim].notna()]
+        hit = k[(k["kind"] == 0) & _names_match(k["name"], lambda n: (g.kernels.search(n))) & k[g.dim].notna()]
         if len(hit):
             return int(hit[g.dim].mode().iloc[0])
     return None
@@ -399,7 +416,7 @@ def _size(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
     how = ""
     if gen in ta and gen in tb:
         ba, bb = ta[gen], tb[gen]
-        how = f"query rows of {_named(sorted(set(ev.e2e.loc[ev.e2e['name'].map(lambda n: bool(pattern.search(n))), 'family'])), 2)}"
+        how = f"query rows of {_named(sorted(set(ev.e2e.loc[_names_match(ev.e2e['name'], lambda n: (pattern.search(n))), 'family'])), 2)}"
     elif gen:
         ba, bb = _batch_grid(ev.mock[ev.mock["phase"] == gen], rules), _batch_grid(ev.e2e[ev.e2e["phase"] == gen], rules)
         how = "the decode attention's grid"
@@ -473,7 +490,7 @@ def _submodule(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
         if what is None:
             continue
         sub = what[0]
-        ran = (sub.kernels is not None and mine["name"].map(lambda n: bool(sub.kernels.search(n))).any()) or \
+        ran = (sub.kernels is not None and _names_match(mine["name"], lambda n: (sub.kernels.search(n))).any()) or \
             (sub.modules is not None and any(sub.modules.search(str(p).rsplit(".", 1)[-1]) for p in mock_inner if p))
         if ran:
             continue  # the mock runs the sub-module, with other kernels (another size, another variant)
@@ -509,10 +526,10 @@ def _outside(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
     if extra.empty:
         return []
     k = ev.mock
-    main = k[(k["kind"] == 0) & k["name"].map(lambda n: bool(rules.compute.search(n)))
+    main = k[(k["kind"] == 0) & _names_match(k["name"], lambda n: (rules.compute.search(n)))
              & ~k["family"].isin(set(extra["family"]))]
-    first = main.groupby("forward")["start"].min()
-    last = main.groupby("forward")["start"].max()
+    first = main.groupby("forward", observed=True)["start"].min()
+    last = main.groupby("forward", observed=True)["start"].max()
     found: dict[tuple, dict] = {}
     for ph, fam in zip(extra["phase"], extra["family"]):
         rows = k[(k["phase"] == ph) & (k["family"] == fam)]
@@ -527,8 +544,8 @@ def _outside(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
         else:
             kind = "extra"
         row = found.setdefault((kind, fam), {"phases": [], "pairs": set(),
-                                             "per_forward": float(rows.groupby("forward").size().median()),
-                                             "ns": float(rows.groupby("forward")["duration"].sum().median())})
+                                             "per_forward": float(rows.groupby("forward", observed=True).size().median()),
+                                             "ns": float(rows.groupby("forward", observed=True)["duration"].sum().median())})
         row["phases"].append(ph)
         row["pairs"].add((ph, fam))
     causes = []
@@ -553,8 +570,8 @@ def _absorb(ev: Evidence, rules: Rules, claims: _Claims, found: list[Cause]) -> 
         return
     f = _differing(ev, ("missing", "extra"))
     k = ev.mock
-    main = k[(k["kind"] == 0) & k["name"].map(lambda n: bool(rules.compute.search(n)))]
-    first, last = main.groupby("forward")["start"].min(), main.groupby("forward")["start"].max()
+    main = k[(k["kind"] == 0) & _names_match(k["name"], lambda n: (rules.compute.search(n)))]
+    first, last = main.groupby("forward", observed=True)["start"].min(), main.groupby("forward", observed=True)["start"].max()
     for ph, fam, status in zip(f["phase"], f["family"], f["status"]):
         if not claims.free(ph, fam):
             continue
@@ -602,7 +619,7 @@ def same_launch_ratio(ev: Evidence) -> float | None:
     key = ["phase", "name"] + GRID + CONFIG
     a = ev.mock[ev.mock["kind"] == 0].fillna({c: -1 for c in GRID + CONFIG})
     b = ev.e2e[ev.e2e["kind"] == 0].fillna({c: -1 for c in GRID + CONFIG})
-    ma, mb = a.groupby(key)["duration"].median(), b.groupby(key)["duration"].median()
+    ma, mb = a.groupby(key, observed=True)["duration"].median(), b.groupby(key, observed=True)["duration"].median()
     both = ma.index.intersection(mb.index)
     if len(both) < 3:
         return None
@@ -613,7 +630,7 @@ def _spread(side) -> float:
     fw = side.forwards.forwards
     kept = fw[fw["kept"]]
     spreads = [float(g["latency_ns"].quantile(0.9) / g["latency_ns"].quantile(0.1))
-               for _, g in kept.groupby("phase") if len(g) >= 3 and g["latency_ns"].quantile(0.1) > 0]
+               for _, g in kept.groupby("phase", observed=True) if len(g) >= 3 and g["latency_ns"].quantile(0.1) > 0]
     return max(spreads) if spreads else 1.0
 
 

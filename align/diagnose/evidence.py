@@ -18,7 +18,7 @@ def kernels(side) -> "pd.DataFrame":
     if items.empty:
         return pd.DataFrame(columns=["phase", "family", "name", "duration", "forward", "start", "kind"] + GRID + CONFIG)
     out = pd.DataFrame({"phase": items["phase"].astype(str).to_numpy(), "family": items["family"].astype(str).to_numpy(),
-                        "name": side.view.demangled(items), "duration": items["duration"].to_numpy(),
+                        "name": pd.Categorical(side.view.demangled(items)), "duration": items["duration"].to_numpy(),
                         "forward": items["forward"].to_numpy(), "start": items["start"].to_numpy(),
                         "kind": items["kind"].to_numpy()}, index=items.index)
     # a mock compared with each rank of an E2E run holds each kernel once per rank: read each once
