@@ -14,9 +14,6 @@ OUT_DIR=${1:-profiles/examples}
 . profiles/examples/capture_common.sh
 M=mock/examples
 
-T0=$SECONDS
-late() { [ -n "${ALIGN_DEADLINE:-}" ] && [ $((SECONDS - T0)) -ge "$ALIGN_DEADLINE" ]; }
-cap() { if late; then echo "skipped $1: past ALIGN_DEADLINE"; return 0; fi; capture "$@" || echo "FAILED $1"; }
 
 # the E2E run beside a competing process: started first, ended by its id once the capture is done
 busy() {

@@ -20,9 +20,6 @@ cd "$(dirname "$0")/../.."
 OUT_DIR=${1:-profiles/examples}
 . profiles/examples/capture_common.sh
 M=mock/examples
-T0=$SECONDS
-late() { [ -n "${ALIGN_DEADLINE:-}" ] && [ $((SECONDS - T0)) -ge "$ALIGN_DEADLINE" ]; }
-cap() { if late; then echo "skipped $1: past ALIGN_DEADLINE"; return 0; fi; capture "$@" || echo "FAILED $1"; }
 # DeepSeek-V3's MoE layers: the E2E run's shape (4 requests of 512, 8 new tokens, 3 layers: one dense)
 MOE="--layers 3 --new-tokens 8"
 
