@@ -166,3 +166,15 @@ def test_a_binary_file_where_text_belongs(tmp_path, flag, says):
     f = tmp_path / "binary"
     f.write_bytes(b"\xff\xfe\x00garbage")
     one_line_exit_2(run_align("verdict", *PAIR, flag, str(f), "--store", str(tmp_path / "s")), says)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_a_threshold_that_would_turn_a_check_off_is_refused(tmp_path, value):
+    """latency_ratio = inf or names_share = nan once gave a recorded PASS that unlocked collect (issue 29)."""
+    for key in ("latency_ratio", "names_share"):
+        cfg = tmp_path / f"{key}.toml"
+        cfg.write_text(f"[verdict]\n{key} = {value}\n")
+        r = run_align("verdict", str(EX / "hf_llama_mock_fp32"), str(EX / "hf_llama_e2e"), "--op", "attention",
+                      "--config", str(cfg), "--store", str(tmp_path / "store"))
+        assert r.returncode == 2 and f"{key} = " in r.stderr and "not a finite number" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and not (tmp_path / "store").exists()

@@ -278,3 +278,4 @@ def test_grids_that_mix_the_same_values_otherwise_are_named():
     e2e = [((1, 1, 1), cfg), ((2, 2, 1), cfg)]
     assert _cause(mock, e2e, False) == ("another problem size (batch, sequence or heads): "
                                         "grids 1,2,1/2,1,1 vs 1,1,1/2,2,1")
+

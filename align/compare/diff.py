@@ -64,6 +64,10 @@ def _check_config(cfg: dict, where) -> None:
         v = cfg[section][key]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (key == "max_candidates" and not isinstance(v, int)):
             raise AlignError(f"[{section}] {key} = {v!r} in {where} is not a number", "write a plain number")
+        if v != v or v in (float("inf"), float("-inf")):
+            # nan compares false with every bound and inf passes every ratio: either would turn a check off
+            raise AlignError(f"[{section}] {key} = {v!r} in {where} is not a finite number",
+                             "write a finite number (a check is turned off only where its key says so, e.g. graph = false)")
         if (v < low if closed else v <= low) or (high is not None and v > high):
             span = f"{'>=' if closed else '>'} {low}" + (f" and <= {high}" if high is not None else "")
             raise AlignError(f"[{section}] {key} = {v!r} in {where} is out of range", f"use a value {span}")
