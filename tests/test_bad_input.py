@@ -178,3 +178,29 @@ def test_a_threshold_that_would_turn_a_check_off_is_refused(tmp_path, value):
                       "--config", str(cfg), "--store", str(tmp_path / "store"))
         assert r.returncode == 2 and f"{key} = " in r.stderr and "not a finite number" in r.stderr, r.stderr
         assert "Traceback" not in r.stderr and not (tmp_path / "store").exists()
+
+
+def test_a_packed_trace_is_refused_with_the_command_that_unpacks_it(tmp_path):
+    """profiles/examples/trace_hf keeps its shards in topk_trace.tar.gz: once read as 0 records, exit 0
+    (issue 29 item 3); now one line with the unpack command, and the unpacked folder reads whole."""
+    import json
+    import tarfile
+
+    base = EX / "trace_hf"
+    r = run_align("trace", "topk", "summary", str(base))
+    assert r.returncode == 2 and "packed in topk_trace.tar.gz" in r.stderr and "tar xzf" in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    with tarfile.open(base / "topk_trace.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    r = run_align("trace", "topk", "summary", str(tmp_path / "topk"), "--table", "overall", "-f", "json")
+    assert r.returncode == 0, r.stderr
+    expected = json.loads((tmp_path / "topk" / "summary.json").read_text())["stats"]["records"]
+    assert expected > 0 and json.loads(r.stdout)["overall"][0]["records"] == expected
+    # one table as CSV is that table's own columns (it once led with a column named `table`)
+    r = run_align("trace", "topk", "summary", str(tmp_path / "topk"), "--table", "requests", "-f", "csv")
+    assert r.returncode == 0 and not r.stdout.startswith("table,")
+    # shards gone but counted by summary.json: refused, never a silent zero
+    for shard in (tmp_path / "topk").glob("topk_shard_*.jsonl"):
+        shard.unlink()
+    r = run_align("trace", "topk", "summary", str(tmp_path / "topk"))
+    assert r.returncode == 2 and f"counts {expected:,} records" in r.stderr

@@ -1308,8 +1308,11 @@ def trace_topk_summary(
     if fmt == Format.json:
         sys.stdout.write(_json.dumps({k: records(v) for k, v in chosen.items()}, indent=2) + "\n")
     elif fmt == Format.csv:
-        frames = [v.assign(table=k)[["table", *v.columns]] for k, v in chosen.items()]
-        pd.concat(frames, ignore_index=True).to_csv(sys.stdout, index=False)
+        if len(chosen) == 1:  # one table: its own columns, nothing added
+            next(iter(chosen.values())).to_csv(sys.stdout, index=False)
+        else:
+            frames = [v.assign(table=k)[["table", *v.columns]] for k, v in chosen.items()]
+            pd.concat(frames, ignore_index=True).to_csv(sys.stdout, index=False)
     else:
         for name, frame in chosen.items():
             print_frame(frame, fmt, title=f"{directory}: {name}")

@@ -68,7 +68,10 @@ def load_trace(directory: str | Path) -> pd.DataFrame:
     except (ValueError, OSError, AttributeError):
         written = None
     back = {v: k for k, v in written.items()} if isinstance(written, dict) and written else None
-    for path in sorted(directory.glob(SHARD_GLOB)):
+    shards = sorted(directory.glob(SHARD_GLOB))
+    if not shards:
+        _refuse_packed(directory)
+    for path in shards:
         shard = int(path.stem.rsplit("_", 1)[1])
         recs, cut = read_jsonl(path, bad, REQUIRED, back)
         torn += cut
@@ -86,6 +89,35 @@ def load_trace(directory: str | Path) -> pd.DataFrame:
     df.attrs["torn_lines"] = torn
     df.attrs["bad_lines"] = bad
     return df
+
+
+def _refuse_packed(directory: Path) -> None:
+    """A folder without shards whose records are elsewhere (packed in a tarball, or counted by its
+    summary.json) is refused: reading it as an empty trace would be a silent zero."""
+    import fnmatch
+    import tarfile
+
+    from align.errors import AlignError
+
+    pattern = Path(SHARD_GLOB).name
+    for tar in sorted(directory.glob("*.tar.gz")) + sorted(directory.glob("*.tgz")):
+        try:
+            with tarfile.open(tar) as t:
+                members = [m.name for m in t.getmembers() if fnmatch.fnmatch(Path(m.name).name, pattern)]
+        except (OSError, tarfile.TarError):
+            continue
+        if members:
+            inner = Path(members[0]).parent
+            raise AlignError(f"{directory} holds its trace packed in {tar.name} ({len(members)} shard(s)), not as files",
+                             f"unpack it: mkdir -p DIR && tar xzf {tar} -C DIR, then give DIR/{inner}")
+    summary = directory / "summary.json"
+    try:
+        counted = json.loads(summary.read_text()).get("stats", {}).get("records") if summary.exists() else None
+    except (OSError, ValueError, AttributeError):
+        counted = None
+    if isinstance(counted, int) and counted > 0:
+        raise AlignError(f"{directory} has no shard files, but its summary.json counts {counted:,} records",
+                         "give the folder the shards were written to (topk_shard_*.jsonl)")
 
 
 def load_requests(directory: str | Path) -> pd.DataFrame:
