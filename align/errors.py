@@ -67,3 +67,29 @@ class ServeFailed(AlignError):
 
 class ProfileError(AlignError):
     """A file that is not a readable nsys SQLite export."""
+
+
+# distributions whose import name differs from their own
+IMPORT_NAMES = {"nvidia-ml-py": "pynvml", "sqlite-utils": "sqlite_utils"}
+
+
+def missing_module(exc: ModuleNotFoundError) -> AlignError:
+    """A missing optional dependency as one line naming the extra that installs it (from align's own
+    package metadata: the extras of pyproject.toml), or the package where no extra has it."""
+    import importlib.metadata as md
+    import re
+
+    top = (exc.name or "").split(".")[0]
+    extra = None
+    try:
+        requires = md.metadata("align").get_all("Requires-Dist") or []
+    except md.PackageNotFoundError:
+        requires = []
+    for req in requires:
+        m = re.match(r"\s*([A-Za-z0-9_.\-]+).*?extra\s*==\s*['\"]([\w\-]+)['\"]", req)
+        if m and m.group(2) != "dev" and IMPORT_NAMES.get(m.group(1), m.group(1).replace("-", "_")) == top:
+            extra = m.group(2)
+            break
+    if extra:
+        return AlignError(f"this needs {top}, which is not installed", f"pip install 'align[{extra}]'")
+    return AlignError(f"this needs the Python module {top}, which is not installed", f"pip install {top}")

@@ -204,3 +204,29 @@ def test_a_packed_trace_is_refused_with_the_command_that_unpacks_it(tmp_path):
         shard.unlink()
     r = run_align("trace", "topk", "summary", str(tmp_path / "topk"))
     assert r.returncode == 2 and f"counts {expected:,} records" in r.stderr
+
+
+@pytest.mark.parametrize("blocked, args, extra", [
+    ("distributed", ["kernels", "{EX}/attn_mock", "{EX}/llama_e2e"], "dask"),
+    ("torch", ["trace", "topk", "run", "--config", "small", "--out", "{TMP}/t"], "mock"),
+])
+def test_a_missing_extra_is_one_line_naming_it(tmp_path, blocked, args, extra):
+    """A plain install (no extras): the command that needs one says which to install (issue 29 item 1).
+    The module is hidden from the child process by a meta-path finder in a sitecustomize."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in ({blocked!r}, 'dask'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Hide())\n")
+    import os
+
+    env = {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    full = [a.replace("{EX}", str(EX)).replace("{TMP}", str(tmp_path)) for a in args]
+    r = run_align(*full, env=env)
+    assert r.returncode == 2, r.stderr
+    assert f"pip install 'align[{extra}]'" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -1420,6 +1420,13 @@ def main() -> None:
     except AlignError as exc:
         err.print(f"align: error: {exc.render(cli_flag)}", markup=False)
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:
+        # an optional dependency a plain install leaves out: the extra that brings it
+        from align.errors import missing_module
+
+        one = missing_module(exc)
+        err.print(f"align: error: {one.render(cli_flag)}", markup=False)
+        sys.exit(one.exit_code)
     except aborts:
         err.print("align: aborted")
         sys.exit(130)
