@@ -58,3 +58,29 @@ def test_the_exported_module_run_as_collect_py_gives_align_collects_rows(tmp_pat
         pd.testing.assert_frame_equal(sort(theirs), sort(mine))
         assert len(theirs) == len(phase_cases("standin", name.split("_")[1]))
         assert (theirs["latency"].astype(float) > 0).all()
+
+
+def test_the_exported_module_runs_without_a_device_on_a_cpu_machine(tmp_path):
+    """run_standin(*case) with no device, as aiconfigurator's collect.py may call it: on a machine
+    without CUDA the case runs on the CPU; a CUDA device asked for there is one clear error, not
+    torch's AttributeError (issue 29 item 2)."""
+    r = run_align("collect", "--op", "standin", "--export-module", str(tmp_path / "collector"), "-f", "json")
+    assert r.returncode == 0, r.stderr
+    module = tmp_path / "collector" / "collect_standin.py"
+    work = tmp_path / "work"
+    work.mkdir()
+    code = ("import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('m', {str(module)!r})\n"
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+            "case = m.get_context_standin_test_cases()[0]\n"
+            "m.run_standin(*case)\n"
+            "try:\n"
+            "    m.run_standin(*case, 'cuda:0')\n"
+            "except Exception as exc:\n"
+            "    print(type(exc).__name__, exc)\n")
+    env = {**os.environ, "ALIGN_COLLECT_RUNS": "2", "ALIGN_COLLECT_WARMUPS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    d = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, timeout=600, env=env)
+    assert d.returncode == 0, d.stderr[-3000:]
+    rows = writers.read_rows(work / "standin_context_perf.txt")
+    assert len(rows) == 1 and float(rows["latency"].iloc[0]) > 0
+    assert d.stdout.startswith("AlignError cuda:0 asked for, but this machine has no CUDA device"), d.stdout

@@ -105,9 +105,24 @@ def use_device(device: str, dtype_name: str):
     except ImportError:
         return None, "cpu"
     if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            from align.errors import AlignError
+
+            raise AlignError(f"{device} asked for, but this machine has no CUDA device (torch.cuda.is_available() "
+                             "is False)", "run it on a GPU machine, or on the CPU: device='cpu' (without a device, "
+                             "a machine without CUDA runs the case on its CPU)")
         torch.cuda.set_device(torch.device(device))
         return getattr(torch, dtype_name), torch.cuda.get_device_name(torch.device(device))
     return getattr(torch, dtype_name), "cpu"
+
+
+def _default_device() -> str:
+    """cuda:0 where CUDA is, else the CPU: as align collect picks its workers."""
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
 def run(op: str, case, device: str | None = None, framework: str | None = None) -> dict:
@@ -119,7 +134,7 @@ def run(op: str, case, device: str | None = None, framework: str | None = None) 
 
     spec = spec_for(op, framework)
     phase, args, perf, positional_device = split_case(spec, tuple(case))
-    device = device or positional_device or "cuda:0"
+    device = device or positional_device or _default_device()
     s = Settings()
     env = os.environ
     dtype, gpu = use_device(device, s.dtype)
