@@ -153,6 +153,14 @@ def print_frame(df, fmt: Format, title: str | None = None, csv_frame=None,
         picked = bool(VIEW.columns and main)  # the columns asked for are all shown, names folded to fit
         shown = list(df.columns) if wide or picked else fit_columns(list(df.columns), cells, numeric, stdout.width,
                                                                     optional or [])
+        if not wide:
+            # a name longer than about four lines of its column is cut in the middle (whole with --wide, csv, json)
+            texts = [c for c in shown if not numeric[c]]
+            room = stdout.width - 1 - sum(3 + max([len(str(c))] + [len(x) for x in cells[c]])
+                                          for c in shown if numeric[c]) - 3 * len(texts)
+            each = min(max_width or room, max(room // max(len(texts), 1), MIN_FOLDED))
+            cap = max(4 * each, MIN_TEXT)
+            cells = {c: (v if numeric[c] else [shorten(x, cap) for x in v]) for c, v in cells.items()}
         from rich.console import Console
         from rich.table import Table
         from rich.text import Text

@@ -96,3 +96,29 @@ def test_columns_picks_and_orders_in_every_format():
 def test_columns_mistakes_are_one_line(args, says):
     r = run_align(*args)
     assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_long_name_is_cut_in_the_middle_not_folded_over_many_lines(tmp_path):
+    """The README says huge names are cut in the middle: at 80 columns a 600-character kernel name once
+    folded over about 20 lines (issue 29 item 5). It takes at most a few lines now, its start and end
+    kept; --wide and csv keep it whole."""
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "long.sqlite"
+    shutil.copy(EX / "attn_mock" / "report.sqlite", db)
+    con = sqlite3.connect(db)
+    nid = con.execute("SELECT demangledName FROM CUPTI_ACTIVITY_KIND_KERNEL WHERE rowid = 3").fetchone()[0]
+    name = "void at::native::START" + "x" * 600 + "END<int>(int)"
+    con.execute("UPDATE StringIds SET value = ? WHERE id = ?", (name, nid))
+    con.commit()
+    con.close()
+    r = run_align("kernels", str(db), "--name", "demangled", env={"COLUMNS": "80"})
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if "xxx" in line or "START" in line]
+    assert 0 < len(rows) <= 4, r.stdout
+    flat = "".join(line.rsplit("│", 2)[-2].strip() for line in r.stdout.splitlines() if line.count("│") > 2)
+    assert "START" in flat and "END<int>(int)" in flat and "..." in flat
+    wide = run_align("kernels", str(db), "--name", "demangled", "--wide", env={"COLUMNS": "80"})
+    assert "x" * 600 in wide.stdout
+    assert name in run_align("kernels", str(db), "--name", "demangled", "-f", "csv").stdout
