@@ -2,10 +2,14 @@
 
 The file is created with ``O_CREAT | O_EXCL`` and holds ``<pid> <host>``. A lock whose process is
 gone (on this host) is stale and taken over, so a holder killed with ``kill -9`` blocks nobody.
+Taking over (read the holder, remove its file, create ours) happens under an ``flock`` of the lock's
+folder, so two processes finding the same stale lock cannot both end up holding it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import socket
 from pathlib import Path
@@ -22,30 +26,42 @@ class LockBusy(Exception):
         return f"process {self.holder[0]} on {self.holder[1]}" if self.holder else "another process"
 
 
+@contextlib.contextmanager
+def _guarded(folder: Path):
+    """An exclusive ``flock`` of ``folder`` for the few system calls of a take-over (no file left behind)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
 def acquire(lock: Path) -> None:
     """Take ``lock`` for this process; raises LockBusy, or OSError when its folder is unusable."""
     lock = Path(lock)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(3):
+    with _guarded(lock.parent):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = read_holder(lock)
-            if holder is not None and not alive(*holder):
-                lock.unlink(missing_ok=True)
-                continue
-            raise LockBusy(holder) from None
+            if holder is None or alive(*holder):
+                raise LockBusy(holder) from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone, and nobody else is taking it over now
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         with os.fdopen(fd, "w") as f:
             f.write(f"{os.getpid()} {socket.gethostname()}\n")
-        return
-    raise LockBusy(read_holder(lock))
 
 
 def release(lock: Path) -> None:
     """Remove ``lock`` if this process holds it."""
     lock = Path(lock)
-    if read_holder(lock) == (os.getpid(), socket.gethostname()):
-        lock.unlink(missing_ok=True)
+    if not lock.parent.is_dir():
+        return
+    with _guarded(lock.parent):
+        if read_holder(lock) == (os.getpid(), socket.gethostname()):
+            lock.unlink(missing_ok=True)
 
 
 def read_holder(lock: Path) -> tuple[int, str] | None:
