@@ -864,11 +864,20 @@ def verdict(
         return
     v = run_verdict(mock, e2e, op=op, bench=bench, accept=_accepts(accept, reason), causes=causes,
                     record_in_store=not no_record, **pair.compare_kwargs())
-    if v.chosen:
-        err.print(f"pair: {v.chosen}", markup=False)
-    err.print(f"recorded {v.recorded}" if v.recorded else "not recorded (--no-record)", markup=False)
     cmp = v.comparison
-    err.print(f"ranges: mock {cmp.mock.range_used}; E2E {cmp.e2e.range_used}", markup=False)
+
+    def notes() -> None:
+        """Which pair, which ranges, where recorded: on stderr, after the answer in a table."""
+        sys.stdout.flush()
+        if cmp.op_reason and fmt == VerdictFormat.table and not explain:
+            err.print(cmp.op_reason, markup=False)
+        if v.chosen:
+            err.print(f"pair: {v.chosen}", markup=False)
+        err.print(f"ranges: mock {cmp.mock.range_used}; E2E {cmp.e2e.range_used}", markup=False)
+        err.print(f"recorded {v.recorded}" if v.recorded else "not recorded (--no-record)", markup=False)
+
+    if fmt != VerdictFormat.table:
+        notes()
     if fmt == VerdictFormat.json:
         import json as _json
 
@@ -878,6 +887,7 @@ def verdict(
         sys.stdout.write(v.to_markdown())
     elif fmt == VerdictFormat.table:
         _verdict_screen(v, explain)
+        notes()
     raise typer.Exit(0 if v.passed else 1)
 
 
@@ -899,6 +909,7 @@ def _verdict_screen(v, explain: bool) -> None:
                     title=f"align verdict ({v.op}): mock {v.mock} vs E2E {v.e2e}", max_width=110)
         _say_pairing(v.comparison, True)
     else:
+        sys.stdout.flush()
         comp = v.comparison.comparability if v.comparison is not None else None
         for w in comp.warnings if comp is not None else []:
             err.print(f"comparability: WARNING {w}", markup=False)
