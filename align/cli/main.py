@@ -696,11 +696,10 @@ def ops(
                 df = df[df["phase"] == phase]
             print_frame(df, fmt, title=f"GPU time by op: {profile}")
             return
-        from align.compare.diff import cut_op
-        from align.store import read_meta
+        from align.compare.diff import cut_op, meta_beside
 
         # the cut the verdict makes: registry patterns, else the conventional ranges of the profile's kind
-        kind = read_meta(Path(p.path).parent)[0].get("kind") if (Path(p.path).parent / "meta.json").exists() else None
+        kind = (meta_beside(p.path) or {}).get("kind")
         labels = ("mock", "e2e") if kind == "mock" else ("e2e", "mock")
         rows, used = cut_op(view, op, range_pattern, None, labels, iter_range)
         if rows is None or rows.empty:

@@ -159,7 +159,7 @@ def op_side(view: OpView, label: str, op: str | None, range_pattern: str | None,
     return Side(label=label, path=str(path), view=view, items=items, range_used=used)
 
 
-def _meta(path) -> dict | None:
+def meta_beside(path) -> dict | None:
     """The store's meta.json beside an export, if any (its readable, well-typed values)."""
     from align.store import META, read_meta
 
@@ -462,7 +462,7 @@ def infer_op(mview: OpView, eview: OpView, registry: Registry, cfg: dict, mock_r
     registry op (or, after it on ties, the E2E module range) whose E2E kernels are most like those of
     the mock's measured ranges. Returns (op, e2e_range, why)."""
     for view, label in ((mview, "mock"), (eview, "E2E")):
-        meta = _meta(view.profile.path)
+        meta = meta_beside(view.profile.path)
         if meta and meta.get("op"):
             return meta["op"], None, f"op {meta['op']}: recorded in the {label} profile's meta.json"
     conv = mock_range or cfg["mock"]["range"]

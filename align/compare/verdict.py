@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from align.compare.diff import Comparison, base_phase, check_accept, compare
+from align.compare.diff import Comparison, base_phase, check_accept, compare, meta_beside
 from align.compare.pairing import NAMED, plain_rows
 from align.errors import AlignError, arg
 
@@ -563,7 +563,7 @@ def record(v: Verdict, store) -> Path:
 
     when = dt.datetime.now(dt.timezone.utc)
     pair = {"mock": v.mock, "e2e": v.e2e, "chosen": v.chosen or "given"}
-    meta = _meta_of(v.mock)
+    meta = meta_beside(v.mock)
     if meta:
         # which mock this was: the collect gate obeys the verdicts of the mock it times
         pair["mock_command"] = meta.get("command")
@@ -571,13 +571,6 @@ def record(v: Verdict, store) -> Path:
     # an op name is a safe folder name (the registry checks it); a verdict of ranges goes apart
     folder = str(v.op) if valid_op_name(v.op) else "_ranges"
     return store.record_verdict(folder, {**v.to_dict(), "pair": pair, "time": when.isoformat()}, when)
-
-
-def _meta_of(profile: str) -> dict | None:
-    from align.store import META, read_meta
-
-    folder = Path(profile).parent
-    return read_meta(folder)[0] if (folder / META).exists() else None
 
 
 def newest_record(store, op: str) -> dict | None:

@@ -518,6 +518,25 @@ def _submodule(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
     return causes
 
 
+def _op_span(k: pd.DataFrame, rules: Rules, leave_out: set[str] = frozenset()) -> tuple[pd.Series, pd.Series]:
+    """Per forward of ``k``, the start of the op's first and last main (compute) kernel, the families
+    ``leave_out`` not counted."""
+    main = k[(k["kind"] == 0) & _names_match(k["name"], rules.compute.search) & ~k["family"].isin(leave_out)]
+    starts = main.groupby("forward", observed=True)["start"]
+    return starts.min(), starts.max()
+
+
+def _where(rows: pd.DataFrame, span: tuple[pd.Series, pd.Series]) -> str:
+    """``before`` the op's first main kernel in every forward, ``after`` its last, else ``among``."""
+    first, last = span
+    fw = rows["forward"]
+    if (rows["start"] < fw.map(first).fillna(np.inf)).all():
+        return "before"
+    if (rows["start"] > fw.map(last).fillna(-np.inf)).all():
+        return "after"
+    return "among"
+
+
 def _outside(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
     """Mock-only families by where they run in the mock's forward: before the op's first main
     (compute) kernel (input preparation), after its last (work after the op), or among them."""
@@ -526,23 +545,15 @@ def _outside(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
     if extra.empty:
         return []
     k = ev.mock
-    main = k[(k["kind"] == 0) & _names_match(k["name"], lambda n: (rules.compute.search(n)))
-             & ~k["family"].isin(set(extra["family"]))]
-    first = main.groupby("forward", observed=True)["start"].min()
-    last = main.groupby("forward", observed=True)["start"].max()
+    span = _op_span(k, rules, set(extra["family"]))
     found: dict[tuple, dict] = {}
     for ph, fam in zip(extra["phase"], extra["family"]):
         rows = k[(k["phase"] == ph) & (k["family"] == fam)]
         if rows.empty:
             continue
-        fw = rows["forward"]
         random = rules.prep is not None and any(rules.prep.search(n) for n in set(rows["name"]))
-        if random or (rows["start"] < fw.map(first).fillna(np.inf)).all():
-            kind = "prep"
-        elif (rows["start"] > fw.map(last).fillna(-np.inf)).all():
-            kind = "after"
-        else:
-            kind = "extra"
+        where = _where(rows, span)
+        kind = "prep" if random or where == "before" else "after" if where == "after" else "extra"
         row = found.setdefault((kind, fam), {"phases": [], "pairs": set(),
                                              "per_forward": float(rows.groupby("forward", observed=True).size().median()),
                                              "ns": float(rows.groupby("forward", observed=True)["duration"].sum().median())})
@@ -570,8 +581,7 @@ def _absorb(ev: Evidence, rules: Rules, claims: _Claims, found: list[Cause]) -> 
         return
     f = _differing(ev, ("missing", "extra"))
     k = ev.mock
-    main = k[(k["kind"] == 0) & _names_match(k["name"], lambda n: (rules.compute.search(n)))]
-    first, last = main.groupby("forward", observed=True)["start"].min(), main.groupby("forward", observed=True)["start"].max()
+    span = _op_span(k, rules)
     for ph, fam, status in zip(f["phase"], f["family"], f["status"]):
         if not claims.free(ph, fam):
             continue
@@ -580,9 +590,7 @@ def _absorb(ev: Evidence, rules: Rules, claims: _Claims, found: list[Cause]) -> 
             continue
         if status == "extra":
             rows = k[(k["phase"] == ph) & (k["family"] == fam)]
-            fw = rows["forward"]
-            if len(rows) and ((rows["start"] < fw.map(first).fillna(np.inf)).all()
-                              or (rows["start"] > fw.map(last).fillna(-np.inf)).all()):
+            if len(rows) and _where(rows, span) != "among":
                 continue  # before or after the op: the mock's range holds more than the op
         claims.take({(ph, fam)})
         owner.families.append(f"{ph}:{fam}")
