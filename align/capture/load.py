@@ -103,7 +103,7 @@ def send_load(base_url: str, spec: LoadSpec, progress: Callable[[LoadResult], No
                 if not data.get("choices"):
                     error = "answer without choices"
         except urllib.error.HTTPError as exc:
-            error = f"HTTP {exc.code}"
+            error = f"HTTP {exc.code}: {answer_body(exc)}"
         except (urllib.error.URLError, OSError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         with lock:
@@ -123,20 +123,45 @@ def send_load(base_url: str, spec: LoadSpec, progress: Callable[[LoadResult], No
     return result
 
 
+def answer_body(exc: urllib.error.HTTPError, limit: int = 200) -> str:
+    """What the server said with an error status, on one line (a server's reason is in its body:
+    ``{"detail": "Server is pinned to ..."}``), cut to ``limit`` characters."""
+    try:
+        text = exc.read().decode(errors="replace")
+    except OSError:
+        text = ""
+    text = " ".join(text.split()) or exc.reason or ""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+# statuses of a server, or a proxy in front of it, that is still starting: keep waiting
+NOT_YET = {502, 503, 504}
+
+
 def wait_ready(url: str, timeout_s: float, alive: Callable[[], bool], interval: float = 0.5) -> float:
-    """Poll ``url`` until it answers 200; returns the seconds waited. Raises when the server
+    """Poll ``url`` until it answers 200; returns the seconds waited. A refused connection or 502-504
+    is "not up yet"; any other answer (404, 500) means the server is up and that URL will not tell
+    when it is ready, so it fails at once with what the server answered. Raises when the server
     process is gone (``alive`` false) or the timeout passes."""
     t0 = time.monotonic()
+    last = "no answer"
     while True:
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
                 if resp.status == 200:
                     return time.monotonic() - t0
-        except (urllib.error.URLError, OSError):
-            pass
+                last = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}: {answer_body(exc)}"
+            if exc.code not in NOT_YET:
+                raise ServeFailed(f"{url} answered {last}",
+                                  f"the server is up but this URL is not its health check: pass "
+                                  f"{arg('ready_url')} of a path that answers 200 when ready (e.g. /health)") from None
+        except (urllib.error.URLError, OSError) as exc:
+            last = f"no answer ({getattr(exc, 'reason', exc)})"
         if not alive():
             raise ServeFailed(f"the server (or nsys) exited before {url} answered", "see its log for why")
         if time.monotonic() - t0 > timeout_s:
-            raise ServeFailed(f"{url} did not answer 200 within {timeout_s:.0f} s",
-                             f"raise {arg('ready_timeout')}, or check {arg('ready_url')} and the server log")
+            raise ServeFailed(f"{url} did not answer 200 within {timeout_s:.0f} s (last: {last})",
+                              f"raise {arg('ready_timeout')}, or check {arg('ready_url')} and the server log")
         time.sleep(interval)

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,7 +68,8 @@ def preset_command(name: str, model: str | None, tp: int, port: int | None) -> t
         raise AlignError(f"{arg('preset', name)} needs {arg('model')}", f"e.g. {arg('model', '/path/to/DeepSeek-V3.2')}")
     p = all_presets[name]
     port = port or p["port"]
-    cmd = shlex.split(p["command"].format(model=model, tp=tp, port=port))
+    cmd = shlex.split(p["command"].format(model=shlex.quote(model), tp=tp, port=port,
+                                          python=shlex.quote(sys.executable)))
     return cmd, {"port": port, "ready": p["ready"], "endpoint": p["endpoint"], "env": dict(p.get("env", {}))}
 
 
@@ -82,6 +84,53 @@ def check_port_free(port: int) -> None:
             s.bind(("127.0.0.1", port))
         except OSError:
             raise AlignError(f"port {port} is taken", f"stop what listens there or pass another {arg('port')}") from None
+
+
+def listeners(port: int) -> set[int]:
+    """The pids holding a TCP socket that listens on ``port`` (IPv4 or IPv6), from /proc; empty where
+    /proc says nothing (another OS, or no right to read other processes' descriptors)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{f[9]}]")
+    pids = set()
+    if not inodes:
+        return pids
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{d}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{d}/fd/{fd}") in inodes:
+                    pids.add(int(d))
+                    break
+            except OSError:
+                continue
+    return pids
+
+
+def check_answered_by(port: int, ours: set[int]) -> None:
+    """The server that answered the ready URL is the one align started: another program may have
+    taken the port after it was checked free (ours then failed to listen, and theirs answers)."""
+    owners = listeners(port)
+    if owners and not owners & ours:
+        pid = min(owners)
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            cmd = "?"
+        raise ServeFailed(f"port {port} answered, but pid {pid} ({cmd[:80]}) listens there, not the server align started",
+                          f"stop it or pass another {arg('port')}")
 
 
 def _proc_table() -> dict[int, tuple[int, int, int]]:
@@ -220,6 +269,11 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
                 raise ServeFailed(f"{exc.message}; last server/nsys lines:\n{_tail(log)}", exc.hint) from None
             meta["ready_after_s"] = round(waited, 2)
             seen |= family(proc.pid)  # the server and its workers, while nsys still holds them
+            try:
+                check_answered_by(port, seen)
+            except ServeFailed:
+                status = "port-taken"
+                raise
             window_start = t0 + serve.delay
             window_end = window_start + serve.duration
             if time.monotonic() > window_start:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import enum
+import errno
 import functools
 import inspect
+import io
+import os
 import sqlite3
 import sys
 from dataclasses import dataclass
@@ -307,16 +310,18 @@ def _profile(kind: str, ctx: typer.Context, name, op, store, trace, sample, cpuc
                          quiet=quiet or fmt != Format.table, op=op, planted=planted)
     if result.meta.get("warning"):
         err.print(f"align: warning: {result.meta['warning']}", markup=False)
-    if fmt == Format.table:
+    stopped = result.status == "interrupted"
+    if fmt != Format.table:
+        print_dict(result.meta, fmt)
+    elif not stopped:
         err.print(f"[green]saved[/] {result.path} [dim](status {result.status}, exit code {result.exit_code})[/]")
         if result.sqlite:
             err.print(f"next: align {_next_command(result.meta)} {result.path}", markup=False)
-    else:
-        print_dict(result.meta, fmt)
-    if result.status == "interrupted":
-        err.print(f"align: the capture was interrupted ({result.meta.get('signal') or 'Ctrl-C'}); what nsys wrote "
-                  f"was kept in {result.path}", markup=False)
-        raise typer.Exit(130)
+    if stopped:
+        from align.capture.launch import stopped_line
+        from align.errors import Interrupted
+
+        raise Interrupted(stopped_line(result))
     if result.status == "app-failed":
         err.print(f"align: the profiled command exited with {result.exit_code}; its profile was kept")
         raise typer.Exit(1)
@@ -381,7 +386,7 @@ def _profile_command(kind: str, doc: str):
         quiet: bool = typer.Option(False, "--quiet", "-q", help="do not echo the program's output"),
         serve: bool = typer.Option(False, "--serve", help="a multi-process server, system-wide, under load",
                                    hidden=server_only),
-        preset: Optional[str] = typer.Option(None, "--preset", help="trtllm, vllm or sglang (builds the command)",
+        preset: Optional[str] = typer.Option(None, "--preset", help="trtllm, vllm, sglang, transformers, transformers-cb (serve.toml)",
                                              hidden=server_only),
         model: Optional[str] = typer.Option(None, "--model", help="model for --preset and the load's model field",
                                             hidden=server_only),
@@ -1424,11 +1429,15 @@ def cli_flag(name: str, value: str) -> str:
 
 def main() -> None:
     """Entry point: user mistakes print one line and exit 2, never a traceback."""
+    from align.errors import Interrupted
+
     aborts, exits = _stops()
+    _closed_stdout()
     try:
         rc = app(standalone_mode=False)
+        sys.stdout.flush()  # a pipe closed early fails here, inside the handlers below, not at exit
     except AlignError as exc:
-        err.print(f"align: error: {exc.render(cli_flag)}", markup=False)
+        err.print(f"align: {'' if isinstance(exc, Interrupted) else 'error: '}{exc.render(cli_flag)}", markup=False)
         sys.exit(exc.exit_code)
     except ModuleNotFoundError as exc:
         # an optional dependency a plain install leaves out: the extra that brings it
@@ -1449,7 +1458,11 @@ def main() -> None:
     except exits as exc:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
-        sys.exit(0)
+        _quiet_exit()
+    except SystemExit as exc:
+        if _broken_pipe(exc):  # typer's own handling of a closed pipe: exit 1, said nowhere
+            _quiet_exit()
+        raise
     except OSError as exc:
         # a read-only folder, a full disk, a file gone: the environment, not a bug in align
         from align.files import describe_os_error
@@ -1465,7 +1478,58 @@ def main() -> None:
             raise
         err.print(f"align: error: {found}", markup=False)
         sys.exit(2)
+    if rc == 130:  # typer's answer to a KeyboardInterrupt no command turned into a line of its own
+        err.print("align: interrupted", markup=False)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+class _ClosedOutput(io.TextIOBase):
+    """sys.stdout when align was started with it closed (``>&-``): the first write is one line, not
+    an answer printed nowhere or a traceback."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise AlignError("standard output is closed: the answer cannot be printed",
+                         "give it somewhere to go: > FILE, | less, or > /dev/null to throw it away")
+
+
+def _closed_stdout() -> None:
+    """A closed fd 1 gets /dev/null (a file opened later must not take fd 1, nor a child write into it)
+    and sys.stdout a writer that refuses (:class:`_ClosedOutput`)."""
+    try:
+        os.fstat(1)
+        return
+    except OSError:
+        pass
+    fd = os.open(os.devnull, os.O_WRONLY)
+    if fd != 1:
+        os.dup2(fd, 1)
+        os.close(fd)
+    sys.stdout = _ClosedOutput()
+
+
+def _broken_pipe(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while handling an EPIPE (a reader such as ``head`` that left early)."""
+    seen = exc.__context__
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.EPIPE:
+            return True
+        seen = seen.__context__
+    return False
+
+
+def _quiet_exit() -> None:
+    """A reader that left early (``| head``) ends the answer, as it ends any CLI tool's: exit 0, no
+    message; what is still buffered for the closed pipe goes to /dev/null."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
+    sys.exit(0)
 
 
 def _engine_errors() -> tuple[type, ...]:
