@@ -172,12 +172,20 @@ class Store:
         return None
 
 
+NAME_PART_MAX = 255 - len("..lock")  # the longest file name most file systems take, less the entry's lock file
+
+
 def check_name(name: str) -> None:
     """An entry name: one or two path parts of letters, digits, '.', '_' and '-', never '.' or '..',
     never a folder the store owns."""
     parts = name.split("/")
     if not _NAME.match(name) or any(p in (".", "..") for p in parts):
         raise AlignError(f"bad profile name {name!r}", "use letters, digits, '.', '_' and '-' (one '/' at most)")
+    longest = max(parts, key=len)
+    if len(longest) > NAME_PART_MAX:
+        raise AlignError(f"profile name {longest[:20]}... is {len(longest)} characters long, over the limit of "
+                         f"{NAME_PART_MAX} (a file name holds 255, and the store adds .<name>.lock)",
+                         f"pick a shorter {arg('name')}")
     if len(parts) == 1 and name in RESERVED:
         raise AlignError(f"profile name {name!r} is a folder the store owns", f"pick another {arg('name')}")
 
@@ -215,6 +223,9 @@ def effective_status(meta: dict) -> str | None:
     return status
 
 
+EXPORT_SUFFIXES = (".sqlite", ".nsys-rep", ".qdrep", ".qdstrm")  # a folder named so was meant as a file
+
+
 def resolve_profile(ref: str | os.PathLike, store: Store | None = None) -> Path:
     """A path to an export: an existing file or folder, else a store entry of that name."""
     p = Path(ref)
@@ -224,6 +235,8 @@ def resolve_profile(ref: str | os.PathLike, store: Store | None = None) -> Path:
         for f in (SQLITE, REPORT):
             if (p / f).exists():
                 return p / f
+        if p.suffix in EXPORT_SUFFIXES:
+            raise AlignError(f"{p} is a folder, not an export file", "pass the export file itself, or a store entry")
         raise AlignError(f"{p} holds no {SQLITE} or {REPORT}", "pass a profile file or a store entry")
     if p.exists():
         return p

@@ -30,8 +30,28 @@ def _sqlite_extension() -> str | None:
 DUCKDB_FROM_BYTES = 8 << 20
 
 
+def in_wal_mode(path: Path) -> bool:
+    """Whether the SQLite file at ``path`` is in WAL mode (bytes 18 and 19 of its header are 2)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(20)[18:20] == b"\x02\x02"
+    except OSError:
+        return False
+
+
+def readonly_uri(path: Path) -> str:
+    """The URI that opens the export read-only; a WAL-mode one (nsys never writes one; a tool that
+    opened it for writing may switch it) as immutable, else SQLite leaves -wal and -shm files beside it."""
+    from urllib.parse import quote
+
+    return f"file:{quote(str(Path(path).resolve()))}?mode=ro" + ("&immutable=1" if in_wal_mode(path) else "")
+
+
 def wants_duckdb(path: Path) -> bool:
-    """``ALIGN_ENGINE`` (auto, sqlite or duckdb), else the export's size."""
+    """``ALIGN_ENGINE`` (auto, sqlite or duckdb), else the export's size; never for a WAL-mode file,
+    beside which DuckDB's SQLite reader would leave -wal and -shm files."""
+    if in_wal_mode(path):
+        return False
     choice = os.environ.get("ALIGN_ENGINE", "auto")
     if choice in ("sqlite", "duckdb"):
         return choice == "duckdb"

@@ -13,13 +13,12 @@ import os
 import re
 import sqlite3
 from pathlib import Path
-from urllib.parse import quote
 
 from align.lazy import np, pd
 
 from align.errors import AlignError, ProfileError
 from align.profile import check
-from align.profile.engine import Engine
+from align.profile.engine import Engine, readonly_uri
 from align.rows import Rows
 from align.profile.schema import (KERNEL_TABLE, NVTX_TABLE, PID_MASK, RUNTIME_TABLE, STRINGS_TABLE, Schema, pid_of,
                                   string_join, tid_of)
@@ -44,9 +43,43 @@ def is_sqlite(path: str | os.PathLike) -> bool:
         return False
 
 
+NSYS_REPORT_MAGIC = b"NVIDIA "  # an .nsys-rep (or .qdrep) opens "NVIDIA Tegra Profiler Report"
+
+
+def check_file(path: Path) -> None:
+    """Raise the one line that says what ``path`` is when it is no SQLite file to read as it lies:
+    missing, a folder, unreadable, empty, an nsys report not yet exported, a broken header, or a
+    write left beside it unfinished (a hot journal, or a WAL file not yet merged)."""
+    export = f"align export {path.with_suffix('.nsys-rep')}"
+    if not path.exists():
+        raise ProfileError(f"{path}: no such file", "pass an nsys SQLite export or .nsys-rep")
+    if path.is_dir():
+        raise ProfileError(f"{path} is a folder, not an export file", "pass the .sqlite file inside it, or its store name")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise ProfileError(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}",
+                           "check the file's permissions (ls -l), or read it as its owner") from None
+    if not head:
+        raise ProfileError(f"{path} is empty (0 bytes): an interrupted export leaves one", f"re-export it: {export}")
+    if head.startswith(NSYS_REPORT_MAGIC):
+        raise ProfileError(f"{path} is an nsys report (.nsys-rep), not its SQLite export",
+                           "give it a name ending in .nsys-rep and pass that (align exports it), or run align export on it")
+    if head != SQLITE_MAGIC:
+        raise ProfileError(f"{path} is not an SQLite file (an interrupted export leaves a broken one)",
+                           f"re-export it: {export}")
+    for suffix, what, fix in (("-journal", "a program is writing it, or stopped mid-write", "roll that write back"),
+                              ("-wal", "it is in WAL mode, with writes not yet merged into it", "merge them")):
+        beside = path.with_name(path.name + suffix)
+        if beside.is_file() and beside.stat().st_size > 0:
+            raise ProfileError(f"{path}: {what} ({beside.name} lies beside it)",
+                               f"wait for the writing program; if none runs, {fix} by opening it once: "
+                               f"sqlite3 {path} 'PRAGMA wal_checkpoint(TRUNCATE)' (or {export})")
+
+
 def _open_readonly(path: Path) -> sqlite3.Connection:
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    conn = sqlite3.connect(readonly_uri(path), uri=True, check_same_thread=False)
     try:
         conn.execute("SELECT sqrt(4.0)")
     except sqlite3.OperationalError:  # SQLite built without its math functions
@@ -59,21 +92,21 @@ class Profile:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        if not self.path.exists():
-            raise ProfileError(f"{self.path}: no such file", "pass an nsys SQLite export or .nsys-rep")
-        if not is_sqlite(self.path):
-            raise ProfileError(
-                f"{self.path} is not an SQLite file (an interrupted export leaves a broken one)",
-                f"re-export it: align export {self.path.with_suffix('.nsys-rep')}",
-            )
+        check_file(self.path)
         check.opened(self.path)
         self.conn = _open_readonly(self.path)
-        self.schema = Schema(self.conn)
-        self.engine = Engine(self.path, self.conn, self.schema.renames)
-        self._strings: pd.Series | None = None
-        if not self.schema.export_meta and not self.schema.has(STRINGS_TABLE):
-            raise ProfileError(f"{self.path} is an SQLite file but not an nsys export",
-                               "export a report with: align export REPORT.nsys-rep")
+        try:
+            self.schema = Schema(self.conn)
+            self.engine = Engine(self.path, self.conn, self.schema.renames)
+            self._strings: pd.Series | None = None
+            self._has_kernels: bool | None = None
+            if not self.schema.export_meta and not self.schema.has(STRINGS_TABLE):
+                raise ProfileError(f"{self.path} is an SQLite file but not an nsys export",
+                                   "export a report with: align export REPORT.nsys-rep")
+            check.validate(self.conn, self.path)
+        except BaseException:
+            self.conn.close()
+            raise
 
     def __enter__(self) -> "Profile":
         return self
@@ -107,7 +140,11 @@ class Profile:
 
     @property
     def has_kernels(self) -> bool:
-        return self.schema.has(KERNEL_TABLE)
+        """Whether the export holds a kernel: nsys writes no table for none, and an emptied one holds none."""
+        if self._has_kernels is None:
+            self._has_kernels = self.schema.has(KERNEL_TABLE) and self.conn.execute(
+                f"SELECT 1 FROM {KERNEL_TABLE} LIMIT 1").fetchone() is not None
+        return self._has_kernels
 
     @property
     def has_nvtx(self) -> bool:

@@ -34,7 +34,7 @@ def expand(inputs: Sequence[str | os.PathLike], store=None) -> list[str]:
     """Each input as the exports it names, in order, without repeats: a file or store entry (as its
     absolute path, so a worker elsewhere opens the same file), a glob, or a folder of exports (a
     ``.nsys-rep`` whose ``.sqlite`` lies beside it counts once). A glob or folder naming nothing is bad input."""
-    from align.store import resolve_profile
+    from align.store import EXPORT_SUFFIXES, resolve_profile
 
     out: list[str] = []
     for item in inputs:
@@ -46,6 +46,8 @@ def expand(inputs: Sequence[str | os.PathLike], store=None) -> list[str]:
                 raise AlignError(f"{text} matches no file", "check the pattern (quote it so the shell leaves it to align)")
         elif what == "folder":
             found = _exports_in(Path(text))
+            if not found and Path(text).suffix in EXPORT_SUFFIXES:
+                raise AlignError(f"{text} is a folder, not an export file", "name the export files, or a folder that holds them")
             if not found:
                 raise AlignError(f"{text} holds no export (*.sqlite, *.nsys-rep)", "name the files or a folder that holds them")
         else:
