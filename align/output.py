@@ -57,6 +57,9 @@ def set_view(wide: bool = False, columns: str | None = None) -> None:
     picked = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     if columns is not None and not picked:
         raise AlignError(f"--columns {columns!r} names no column", "e.g. --columns name,instances,total_ns")
+    twice = sorted({c for c in picked or () if picked.count(c) > 1})
+    if twice:  # a table has one column of a name
+        raise AlignError(f"--columns {columns!r} names {', '.join(twice)} twice", "name each column once")
     VIEW.wide, VIEW.columns = wide, picked
 
 

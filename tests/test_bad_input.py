@@ -19,12 +19,12 @@ def one_line_exit_2(r, says: str) -> None:
 
 
 OPS_FILES = {
-    "nvtx-string": ('[[ops]]\nname = "attention"\nnvtx = "self_attn"\n', "must be a list of strings"),
-    "kernels-string": ('[[ops]]\nname = "x"\n[ops.kernels]\npytorch = "gemm"\n', "must be a list of strings"),
+    "nvtx-string": ('[[ops]]\nname = "attention"\nnvtx = "self_attn"\n', "is not a list of strings"),
+    "kernels-string": ('[[ops]]\nname = "x"\n[ops.kernels]\npytorch = "gemm"\n', "is not a list of strings"),
     "op-path": ('[[ops]]\nname = "../../escape"\nnvtx = ["x"]\n', "no usable name"),
     "op-nameless": ('[[ops]]\nnvtx = ["x"]\n', "no usable name"),
-    "families": ('[[families]]\nmatch = "x"\n', "must be tables of match"),
-    "phases": ('[phases]\ncontext = 3\n', "must map names to regex strings"),
+    "families": ('[[families]]\nmatch = "x"\n', "lacks family"),
+    "phases": ('[phases]\ncontext = 3\n', "is not a regex string"),
     "bad-regex": ('[[ops]]\nname = "x"\nnvtx = ["("]\n', "bad regex"),
 }
 
@@ -45,7 +45,7 @@ CONFIGS = {
     "not-a-number": ('[verdict]\nlatency_ratio = "2"\n', "is not a number"),
     "boolean": ("[verdict]\nextra_share = true\n", "is not a number"),
     "pairing-overlap": ("[pairing]\nmin_family_overlap = 1.5\n", "out of range"),
-    "candidates-float": ("[pairing]\nmax_candidates = 2.5\n", "is not a number"),
+    "candidates-float": ("[pairing]\nmax_candidates = 2.5\n", "is not a whole number"),
     "range-regex": ('[mock]\nrange = "("\n', "is not a regex"),
     "e2e-not-string": ("[e2e]\ndsa = 3\n", "is not a regex string"),
 }

@@ -98,7 +98,7 @@ def test_a_user_entry_adds_an_engine(tmp_path):
                  'source = "a test"\n')
     assert load_hooks(str(f))["mine"].matches(torch.nn.Linear(1, 1))
     f.write_text('[[engines]]\nname = "bad"\n')
-    with pytest.raises(AlignError, match="incomplete or unsupported"):
+    with pytest.raises(AlignError, match="engine 'bad' in top-k hooks file .* lacks class"):
         load_hooks(str(f))
 
 

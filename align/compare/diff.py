@@ -9,6 +9,7 @@ and median latency per forward on each side, their ratio and a status.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +21,7 @@ from align.compare.comparability import Comparability, assess, environment
 from align.compare.pairing import NAMED, Pairing, forward_summary, pair
 from align.compare.side import ProfileSide, as_side
 from align import datafiles
+from align.datafiles import Bool, Num, Regex, Str, Table
 from align.errors import AlignError, arg
 from align.attribute.ops import PHASES, Forwards, OpView
 from align.ops.registry import Registry, load_registry
@@ -28,61 +30,52 @@ from align.loader import load
 
 def load_config(path: str | os.PathLike | None = None) -> dict:
     """Built-in thresholds (align/data/verdict.toml) overridden by ``path`` or ./align-verdict.toml
-    (align.datafiles), value by value inside the built-in sections."""
+    (align.datafiles), value by value inside the built-in sections; the user's file is checked
+    against :data:`SCHEMA` first."""
     cfg = datafiles.builtin("verdict")
     chosen = datafiles.user_file("verdict", path)
     if chosen:
-        user = datafiles.read_user(chosen, "config", "pass a TOML file shaped like align/data/verdict.toml")
+        user = datafiles.read_user(chosen, "config", "pass a TOML file shaped like align/data/verdict.toml", SCHEMA)
+        check_accept(user.get("accept", {}), f"[accept] of config {chosen}")
         for section, values in user.items():
-            if section not in cfg or not isinstance(values, dict):
-                raise AlignError(f"unknown section [{section}] in {chosen}", f"use {', '.join(cfg)}")
-            unknown = set(values) - set(cfg[section])
-            if unknown and section not in ("e2e", "accept"):  # keyed by op name / by family: any key
-                raise AlignError(f"unknown key(s) {', '.join(sorted(unknown))} in [{section}] of {chosen}",
-                                 f"known: {', '.join(cfg[section])}")
             cfg[section].update(values)
-    _check_config(cfg, chosen or "align/data/verdict.toml")
     return cfg
 
 
-# (low, high, low included): what each threshold may be; a value outside would judge nothing sensible
-BOUNDS = {
-    ("diff", "count_tolerance"): (0, None, True), ("diff", "latency_ratio"): (1, None, True),
-    ("verdict", "names_share"): (0, 1, False), ("verdict", "counts_tolerance"): (0, None, True),
-    ("verdict", "latency_ratio"): (1, None, False), ("verdict", "missing_share"): (0, 1, True),
-    ("verdict", "extra_share"): (0, 1, True), ("verdict", "bench_diff_pct"): (0, None, False),
-    ("verdict", "shape_tolerance"): (0, None, True),
-    ("pairing", "min_family_overlap"): (0, 1, True), ("pairing", "shape_weight"): (0, None, True),
-    ("pairing", "latency_split_ratio"): (1, None, False), ("pairing", "max_candidates"): (1, None, True),
-}
+def _op_keys(table: dict, where: str) -> None:
+    """[e2e] is keyed by op name (checked against the registry where it is known, :func:`check_e2e_ops`)."""
+    from align.ops.registry import valid_op_name
+
+    for key in table:
+        if not valid_op_name(key):
+            raise AlignError(f"{key!r} in {where} is not an op name", "key [e2e] by op name: OP = 'REGEX'")
 
 
-def _check_config(cfg: dict, where) -> None:
-    import re
+def check_e2e_ops(cfg: dict, registry: Registry, where: str = "the config") -> None:
+    """Every [e2e] key names an op of the registry: a misspelt one would never be used."""
+    import difflib
 
-    for (section, key), (low, high, closed) in BOUNDS.items():
-        v = cfg[section][key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (key == "max_candidates" and not isinstance(v, int)):
-            raise AlignError(f"[{section}] {key} = {v!r} in {where} is not a number", "write a plain number")
-        if v != v or v in (float("inf"), float("-inf")):
-            # nan compares false with every bound and inf passes every ratio: either would turn a check off
-            raise AlignError(f"[{section}] {key} = {v!r} in {where} is not a finite number",
-                             "write a finite number (a check is turned off only where its key says so, e.g. graph = false)")
-        if (v < low if closed else v <= low) or (high is not None and v > high):
-            span = f"{'>=' if closed else '>'} {low}" + (f" and <= {high}" if high is not None else "")
-            raise AlignError(f"[{section}] {key} = {v!r} in {where} is out of range", f"use a value {span}")
-    check_accept(cfg.get("accept", {}), f"[accept] of {where}")
-    if not isinstance(cfg["verdict"].get("graph", True), bool):
-        raise AlignError(f"[verdict] graph = {cfg['verdict']['graph']!r} in {where} is not true or false",
-                         "write graph = true (check the launch mode) or graph = false")
-    patterns = [("mock", "range", cfg["mock"]["range"])] + [("e2e", k, v) for k, v in cfg["e2e"].items()]
-    for section, key, v in patterns:
-        try:
-            re.compile(v) if isinstance(v, str) else None
-        except re.error as exc:
-            raise AlignError(f"[{section}] {key} in {where} is not a regex: {exc}", "fix the pattern") from None
-        if not isinstance(v, str):
-            raise AlignError(f"[{section}] {key} = {v!r} in {where} is not a regex string", "write it in quotes")
+    for key in cfg.get("e2e", {}):
+        if key not in registry.names():
+            close = difflib.get_close_matches(key, registry.names(), n=1)
+            raise AlignError(f"[e2e] {key} of {where} names no op{f' (did you mean {close[0]!r}?)' if close else ''}",
+                             f"known ops: {', '.join(registry.names())}")
+
+
+# what each threshold may be: a value outside would judge nothing sensible, and inf or nan would
+# turn a check off (align.datafiles.Num: finite numbers only)
+_RANGE = re.IGNORECASE
+SCHEMA = Table({
+    "mock": Table({"range": Regex(flags=_RANGE)}),
+    "e2e": Table(other=Regex(flags=_RANGE), check=_op_keys),
+    "pairing": Table({"min_family_overlap": Num(0, 1), "shape_weight": Num(0), "latency_split_ratio": Num(1, low_open=True),
+                      "max_candidates": Num(1, integer=True)}),
+    "diff": Table({"count_tolerance": Num(0), "latency_ratio": Num(1)}),
+    "verdict": Table({"names_share": Num(0, 1, low_open=True), "counts_tolerance": Num(0),
+                      "latency_ratio": Num(1, low_open=True), "missing_share": Num(0, 1), "extra_share": Num(0, 1),
+                      "bench_diff_pct": Num(0, low_open=True), "shape_tolerance": Num(0), "graph": Bool()}),
+    "accept": Table(other=Str()),
+})
 
 
 def check_accept(accept: dict, where: str) -> None:
@@ -317,6 +310,7 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: in
     esd = as_side(e2e, "e2e", e2e_range, e2e_phase, e2e_select)
     cfg = config if isinstance(config, dict) else load_config(config)
     registry = load_registry(ops_file)
+    check_e2e_ops(cfg, registry, f"config {config}" if isinstance(config, (str, os.PathLike)) else "the config")
     mview = side_view(msd, registry, store)
     eview = side_view(esd, registry, store)
     reason, e2e_range = None, esd.range
@@ -324,6 +318,7 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: in
         op, e2e_range, reason = infer_op(mview, eview, registry, cfg, msd.range)
     m = op_side(mview, "mock", op, msd.range, cfg)
     e = op_side(eview, "e2e", op, e2e_range, cfg)
+    _check_not_itself(m, e)
     pairing = _pair(m, e, cfg["pairing"])
     keys = pairing.keys
     if every_rank and not any(" (" in k for k in keys):
@@ -352,6 +347,32 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: in
     return Comparison(mock=m, e2e=e, table=family_table(m, e, cfg), config=cfg, op=op or e2e_range,
                       pairing=pairing, op_reason=reason, comparability=_comparability(m, e), compiled=compiled,
                       name_cut=name_cut)
+
+
+def same_export(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths are one export: one file (through links or two spellings) or a byte-for-byte
+    copy (read only as far as the first differing byte, and only when the sizes agree)."""
+    import filecmp
+
+    try:
+        return os.path.samefile(a, b) or (os.path.getsize(a) == os.path.getsize(b) and filecmp.cmp(a, b, shallow=False))
+    except OSError:
+        return False
+
+
+def _check_not_itself(m: Side, e: Side) -> None:
+    """A profile compared with itself matches by construction and proves nothing: refuse it. One
+    capture holding both runs is fine, as long as no kernel of it lands on both sides."""
+    if not same_export(m.path, e.path):
+        return
+    key = ["start", "pid", "name"]
+    shared = len(m.items[key].drop_duplicates().merge(e.items[key].drop_duplicates(), on=key))
+    if shared:
+        what = (f"file, {m.path}," if os.path.samefile(m.path, e.path)
+                else f"export ({e.path} is a copy of {m.path})")
+        raise AlignError(f"the mock and the E2E profile are the same {what} and {shared} of its kernels "
+                         "are on both sides: a profile compared with itself always matches",
+                         "pass the mock layer's capture and the model run's capture")
 
 
 def _cut_to_names(m: Side, e: Side, op: str | None, keys: list[str]) -> dict[str, list[str]]:

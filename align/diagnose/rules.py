@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from align import datafiles
+from align.datafiles import Num, Regex, Str, Table, Tables
 from align.errors import AlignError
 
 LISTS = ("dtype.tokens", "implementations", "batch_grids", "subops", "prep")
@@ -100,11 +101,37 @@ def _get(d: dict, dotted: str) -> list:
     return d if isinstance(d, list) else []
 
 
+def _some_match(subop: dict, where: str) -> None:
+    if not subop.get("modules") and not subop.get("kernels"):
+        raise AlignError(f"sub-module {subop['name']!r} in {where} names no modules and no kernels",
+                         "give it modules = ['REGEX'] (its module range) or kernels = ['REGEX'], or both")
+
+
+_RX = Regex(many=True, single=True)  # a regex, or a list of them
+
+
+def schema() -> Table:
+    """What a user's causes file may hold: the sections of align/data/causes.toml, and a [words.KIND]
+    table for each kind of cause the built-in file words."""
+    kinds = datafiles.builtin("causes")["words"]
+    return Table({
+        "dtype": Table({"compute": _RX, "min_share": Num(0, 1, low_open=True),
+                        "tokens": Tables(Table({"dtype": Str(), "width": Num(1, integer=True), "pattern": _RX},
+                                               required=("dtype", "width", "pattern"))),
+                        "torch": Table(other=Str())}),
+        "implementations": Tables(Table({"of": Str(), "name": Str(), "api": Str(), "kernels": _RX},
+                                        required=("of", "name", "api", "kernels"))),
+        "batch_grids": Tables(Table({"kernels": _RX, "dim": Str(choices=("x", "y", "z"))}, required=("kernels", "dim"))),
+        "tokens": Table(other=Table({"what": Str(), "knobs": Str()}, required=("what", "knobs"))),
+        "subops": Tables(Table({"name": Str(), "modules": _RX, "kernels": _RX}, required=("name",), check=_some_match)),
+        "prep": Regex(many=True),
+        "words": Table({kind: Table({w: Str() for w in WORDS}) for kind in kinds}),
+    })
+
+
 def _merge(base: dict, user: dict, source: str) -> dict:
-    """A user's lists in front of the built-in ones; its tables key by key."""
-    unknown = set(user) - set(base)
-    if unknown:
-        raise AlignError(f"unknown section(s) {', '.join(sorted(unknown))} in {source}", f"use {', '.join(base)}")
+    """A user's lists in front of the built-in ones; its tables key by key (``user`` is checked
+    against :func:`schema`)."""
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
     for dotted in LISTS:
         head, _, tail = dotted.partition(".")
@@ -121,9 +148,6 @@ def _merge(base: dict, user: dict, source: str) -> dict:
     out["dtype"]["torch"] = {**base["dtype"]["torch"], **user.get("dtype", {}).get("torch", {})}
     words = {k: dict(v) for k, v in base["words"].items()}
     for kind, table in user.get("words", {}).items():
-        if kind not in words or not isinstance(table, dict) or set(table) - set(WORDS):
-            raise AlignError(f"[words.{kind}] of {source} is not a cause's wording",
-                             f"kinds: {', '.join(words)}; keys: {', '.join(WORDS)}")
         words[kind].update(table)
     out["words"] = words
     out["tokens"] = {**base.get("tokens", {}), **user.get("tokens", {})}
@@ -137,7 +161,7 @@ def load_rules(path: str | os.PathLike | None = None) -> Rules:
     source = str(chosen) if chosen else "align/data/causes.toml"
     if chosen:
         data = _merge(data, datafiles.read_user(chosen, "causes file", "pass a TOML file shaped like "
-                                                "align/data/causes.toml"), source)
+                                                "align/data/causes.toml", schema()), source)
     try:
         dt = data["dtype"]
         tokens = [DtypeToken(str(t["dtype"]), int(t["width"]), _regex(t["pattern"], "[[dtype.tokens]] pattern", source))

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from align import datafiles
+from align import datafiles, regexes
+from align.datafiles import Bool, Regex, Str, Table, Tables
 from align.errors import AlignError, arg
 
 # names are matched on their first MAX_NAME characters: real demangled names stay far below it, and a
@@ -30,11 +32,13 @@ class OpSpec:
     # module ranges that hold the whole op where its own range sits inside one (DSA's indexer in
     # self_attn): such a range around one of the op's ranges is the op's range
     scope: list[str] = field(default_factory=list)
+    source: str = "the built-in registry"
 
     def __post_init__(self) -> None:
-        self._range_re = alternation(self.nvtx, f"op {self.name} nvtx")
-        self._scope_re = alternation(self.scope, f"op {self.name} scope")
-        self._kernel_re = alternation([p for ps in self.kernels.values() for p in ps], f"op {self.name} kernels")
+        self._range_re = _guarded(alternation(self.nvtx, f"op {self.name} nvtx"), f"op {self.name} nvtx", self.source)
+        self._scope_re = _guarded(alternation(self.scope, f"op {self.name} scope"), f"op {self.name} scope", self.source)
+        kernels = alternation([p for ps in self.kernels.values() for p in ps], f"op {self.name} kernels")
+        self._kernel_re = _guarded(kernels, f"op {self.name} kernels", self.source)
 
     def matches_range(self, text: str) -> bool:
         return bool(self._range_re and self._range_re.search(text))
@@ -50,9 +54,10 @@ class OpSpec:
 class FamilyRule:
     match: str
     family: str
+    source: str = "the built-in registry"
 
     def __post_init__(self) -> None:
-        self._re = _compile(self.match, "family rule")
+        self._re = _guarded(_compile(self.match, "family rule"), f"the rule of family {self.family!r}", self.source)
 
 
 @dataclass
@@ -67,9 +72,10 @@ class Registry:
     compiled: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.compiled_re = alternation(self.compiled, "[compiled] kernels")
-        self._phase_re = {k: _compile(v, f"phase {k}") for k, v in self.phases.items()}
-        self._steps = [rx for rx in (_compile(v, f"iteration {k}") for k, v in self.iterations.items())
+        self.compiled_re = _guarded(alternation(self.compiled, "[compiled] kernels"), "[compiled] kernels")
+        self._phase_re = {k: _guarded(_compile(v, f"phase {k}"), f"[phases] {k}") for k, v in self.phases.items()}
+        self._steps = [_guarded(rx, f"[iterations] {k}") for k, rx in
+                       ((k, _compile(v, f"iteration {k}")) for k, v in self.iterations.items())
                        if {"ctx", "gen"} <= set(rx.groupindex)]
         self._variant = lru_cache(maxsize=None)(self._variant_uncached)
         self._family = lru_cache(maxsize=None)(self._family_uncached)
@@ -89,9 +95,10 @@ class Registry:
         return self._kernel_op(kernel_name[:MAX_NAME])
 
     def _kernel_op_uncached(self, kernel_name: str) -> str | None:
-        for o in self.ops:
-            if o.matches_kernel(kernel_name):
-                return o.name
+        with regexes.budget(f"matching {kernel_name[:60]!r} to an op"):
+            for o in self.ops:
+                if o.matches_kernel(kernel_name):
+                    return o.name
         return None
 
     def range_ops(self, text: str) -> list[str]:
@@ -107,11 +114,13 @@ class Registry:
         return self._variant(kernel_name[:MAX_NAME])
 
     def _variant_uncached(self, kernel_name: str) -> str:
-        return _first_rule(self.families, kernel_name) or function_name(kernel_name)
+        with regexes.budget(f"the family of {kernel_name[:60]!r}"):
+            return _first_rule(self.families, kernel_name) or function_name(kernel_name)
 
     def _family_uncached(self, kernel_name: str) -> str:
-        variant = self._variant(kernel_name)
-        return _first_rule(self.variants, variant) or variant
+        with regexes.budget(f"the family of {kernel_name[:60]!r}"):
+            variant = self._variant(kernel_name)
+            return _first_rule(self.variants, variant) or variant
 
     def step_phase(self, text: str) -> str | None:
         """The phase of an engine step range that counts its requests (``[Executor] _forward_step 3:
@@ -185,6 +194,12 @@ def _compile(pattern: str, what: str, fix: str = "fix the ops file") -> re.Patte
         raise AlignError(f"bad regex in {what}: {pattern!r} ({exc})", fix) from None
 
 
+def _guarded(rx: re.Pattern | None, what: str, source: str = "the op registry") -> regexes.Guarded | None:
+    """The registry's regexes search under a time budget (align.regexes): a user's file was checked
+    for backtracking shapes on load, and this stops the ones no shape test sees."""
+    return None if rx is None else regexes.Guarded(rx, what, source)
+
+
 def alternation(patterns: list[str], what: str, fix: str = "fix the ops file") -> re.Pattern | None:
     """One case-insensitive regex matching any of ``patterns`` (None for none); a bad one is named."""
     if not patterns:
@@ -202,54 +217,47 @@ def valid_op_name(name: object) -> bool:
     return isinstance(name, str) and bool(OP_NAME.match(name)) and ".." not in name
 
 
-def _strings(value, what: str, where: str) -> list[str]:
-    """A list of strings, or a clear error: a bare string would be split into characters."""
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise AlignError(f"{what} in {where} must be a list of strings, not {value!r:.60}",
-                         "write it as ['regex', ...]")
-    return value
+def _placeholders(rule: dict, where: str) -> None:
+    """A family names only groups its match captures: ``{kind}`` of no group would name every kernel
+    the rule matches by the same literal text."""
+    groups = set(re.compile(rule["match"]).groupindex)
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(rule["family"]) if f is not None]
+    except ValueError as exc:
+        raise AlignError(f"family {rule['family']!r} in {where} is not a format ({exc})",
+                         "write {group} for a named group of match, {{ and }} for a brace") from None
+    for f in fields:
+        if f not in groups:
+            raise AlignError(f"family {rule['family']!r} in {where} names {{{f}}}, which match {rule['match']!r} "
+                             "does not capture", f"named groups there: {', '.join(sorted(groups)) or 'none'} "
+                             f"(capture it with (?P<{f or 'name'}>...) in match)")
 
 
-def _ops(data: dict, where: str) -> list[OpSpec]:
-    entries = data.get("ops", [])
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise AlignError(f"[[ops]] in {where} must be an array of tables", "write each op as an [[ops]] table")
-    out = []
-    for entry in entries:
-        name = entry.get("name")
-        if not valid_op_name(name):
-            raise AlignError(f"an [[ops]] entry in {where} has no usable name ({name!r})",
-                             "name = \"...\": letters, digits, '_', '.', '-' (it names files, e.g. verdict records)")
-        kernels = entry.get("kernels", {})
-        if not isinstance(kernels, dict):
-            raise AlignError(f"op {name} in {where}: kernels must be a table of pattern lists",
-                             "write [ops.kernels] family = ['regex', ...]")
-        if not isinstance(entry.get("description", ""), str) or not isinstance(entry.get("shared", False), bool):
-            raise AlignError(f"op {name} in {where}: description must be a string and shared true or false",
-                             "fix the ops file")
-        out.append(OpSpec(name=name, description=entry.get("description", ""),
-                          nvtx=list(_strings(entry.get("nvtx", []), f"op {name}: nvtx", where)),
-                          kernels={k: list(_strings(v, f"op {name}: kernels.{k}", where)) for k, v in kernels.items()},
-                          shared=entry.get("shared", False),
-                          scope=list(_strings(entry.get("scope", []), f"op {name}: scope", where))))
-    return out
+_PATTERN = Regex(flags=re.IGNORECASE)
+_PATTERNS = Regex(flags=re.IGNORECASE, many=True)
+_RULES = Tables(Table({"match": _PATTERN, "family": Str()}, required=("match", "family"), check=_placeholders))
+# what a user's ops file may hold ([markers] is read from the built-in file only)
+SCHEMA = Table({
+    "ops": Tables(Table({"name": Str(), "description": Str(), "nvtx": _PATTERNS, "kernels": Table(other=_PATTERNS),
+                         "shared": Bool(), "scope": _PATTERNS}, required=("name",)),
+                  label="op", name_key="name", valid=valid_op_name,
+                  expect="letters, digits, '_', '.', '-' (it names files, e.g. verdict records)"),
+    "families": _RULES,
+    "variants": _RULES,
+    "compiled": Table({"kernels": _PATTERNS}),
+    "phases": Table({"context": _PATTERN, "generation": _PATTERN}),
+    "iterations": Table(other=_PATTERN),
+})
 
 
-def _rules(data: dict, key: str, where: str) -> list[FamilyRule]:
-    rules = data.get(key, [])
-    ok = isinstance(rules, list) and all(isinstance(r, dict) and set(r) == {"match", "family"}
-                                         and all(isinstance(v, str) for v in r.values()) for r in rules)
-    if not ok:
-        raise AlignError(f"[[{key}]] in {where} must be tables of match = 'regex', family = 'name'",
-                         f"see align/data/ops.toml's [[{key}]]")
-    return [FamilyRule(**r) for r in rules]
+def _ops(data: dict, source: str) -> list[OpSpec]:
+    return [OpSpec(name=e["name"], description=e.get("description", ""), nvtx=list(e.get("nvtx", [])),
+                   kernels={k: list(v) for k, v in e.get("kernels", {}).items()}, shared=e.get("shared", False),
+                   scope=list(e.get("scope", [])), source=source) for e in data.get("ops", [])]
 
 
-def _table(data: dict, key: str, where: str) -> dict[str, str]:
-    table = data.get(key, {})
-    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
-        raise AlignError(f"[{key}] in {where} must map names to regex strings", f"see align/data/ops.toml's [{key}]")
-    return dict(table)
+def _rules(data: dict, key: str, source: str) -> list[FamilyRule]:
+    return [FamilyRule(**r, source=source) for r in data.get(key, [])]
 
 
 def load_registry(user_file: str | os.PathLike | None = None) -> Registry:
@@ -260,25 +268,24 @@ def load_registry(user_file: str | os.PathLike | None = None) -> Registry:
     ops = _ops(base, "the built-in registry")
     families = _rules(base, "families", "the built-in registry")
     variants = _rules(base, "variants", "the built-in registry")
-    phases = _table(base, "phases", "the built-in registry")
-    iterations = _table(base, "iterations", "the built-in registry")
+    phases = dict(base.get("phases", {}))
+    iterations = dict(base.get("iterations", {}))
     sources = ["built-in"]
+    compiled = list(base.get("compiled", {}).get("kernels", []))
     path = datafiles.user_file("ops", user_file, "ALIGN_OPS_FILE")
     if path is not None:
         if not path.exists():
             raise AlignError(f"ops file {path} not found", f"pass an existing TOML file as {arg('ops_file')}")
-        user = datafiles.read_user(path, "ops file", "check the TOML syntax")
-        user_ops = _ops(user, str(path))
+        user = datafiles.read_user(path, "ops file", "check the TOML syntax", SCHEMA)
+        user_ops = _ops(user, f"ops file {path}")
         replaced = {o.name for o in user_ops}
         new = [o for o in user_ops if o.name not in {b.name for b in ops}]
         ops = new + [next((u for u in user_ops if u.name == o.name), o) if o.name in replaced else o for o in ops]
-        families = _rules(user, "families", str(path)) + families
-        variants = _rules(user, "variants", str(path)) + variants
-        phases.update(_table(user, "phases", str(path)))
-        iterations.update(_table(user, "iterations", str(path)))
+        families = _rules(user, "families", f"ops file {path}") + families
+        variants = _rules(user, "variants", f"ops file {path}") + variants
+        phases.update(user.get("phases", {}))
+        iterations.update(user.get("iterations", {}))
         sources.append(str(path))
-    compiled = list(_strings(base.get("compiled", {}).get("kernels", []), "[compiled] kernels", "the built-in registry"))
-    if path is not None:
-        compiled = list(_strings(user.get("compiled", {}).get("kernels", []), "[compiled] kernels", str(path))) + compiled
+        compiled = list(user.get("compiled", {}).get("kernels", [])) + compiled
     return Registry(ops=ops, families=families, phases=phases, iterations=iterations, sources=sources,
                     variants=variants, compiled=compiled)

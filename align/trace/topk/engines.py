@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from align import datafiles
+from align.datafiles import Num, Str, Table, Tables
 from align.errors import AlignError
 from align.trace.topk.tracer import TopkTracer
 
@@ -49,13 +50,22 @@ class EngineHook:
         return _class_path(module) == self.cls
 
 
+_ARG = Num(0, integer=True)  # a positional argument's index
+# what a user's hooks file may hold ([[researched]] is read from the built-in file only)
+SCHEMA = Table({"engines": Tables(
+    Table({"name": Str(), "class": Str(), "output": Str(choices=("indices",)), "layer_attr": Str(), "query_arg": _ARG,
+           "position_arg": _ARG, "mask_arg": _ARG, "indices_are": Str(choices=("positions",)), "source": Str()},
+          required=FIELDS),
+    label="engine", name_key="name", valid=lambda n: isinstance(n, str) and bool(n.strip()), expect="a non-empty string")})
+
+
 def load_hooks(path: str | None = None) -> dict[str, EngineHook]:
     """Built-in entries, then a user file's (same shape) replacing or adding by name."""
     entries = list(datafiles.builtin("topk_hooks").get("engines", []))
     chosen = datafiles.user_file("topk_hooks", path)
     if chosen:
         entries += datafiles.read_user(chosen, "top-k hooks file", "write [[engines]] tables shaped like "
-                                       "align/data/topk_hooks.toml").get("engines", [])
+                                       "align/data/topk_hooks.toml", SCHEMA).get("engines", [])
     out = {}
     for e in entries:
         missing = [f for f in FIELDS if f not in e]
