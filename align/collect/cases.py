@@ -26,6 +26,7 @@ class PhaseSpec:
     fields: list[str]
     values: dict[str, list]
     max_tokens: int | None
+    allowed: dict[str, dict] = field(default_factory=dict)  # field -> {min, max, divides, why} (collect.toml)
 
 
 @dataclass
@@ -78,6 +79,9 @@ class Case:
         return f"{self.op}:{self.phase}:{json.dumps(list(self.args))}"
 
 
+RULE_KEYS = ("min", "max", "divides", "why")
+
+
 def load_ops() -> dict[str, OpSpec]:
     data = datafiles.builtin("collect")
     ops = {}
@@ -89,9 +93,15 @@ def load_ops() -> dict[str, OpSpec]:
                       mocks={k: list(v) for k, v in entry.get("mocks", {}).items()})
         for phase, p in entry.items():  # every other sub-table is a phase (context, generation; moe: all)
             if isinstance(p, dict) and phase not in ("frameworks", "from_e2e", "mocks"):
+                allowed = {f: dict(rule) for f, rule in p.get("allowed", {}).items()}
+                for f, rule in allowed.items():
+                    unknown = set(rule) - set(RULE_KEYS)
+                    if f not in p["fields"] or unknown:
+                        raise AlignError(f"collect.toml [ops.{name}.{phase}.allowed] {f}: not a field, or unknown "
+                                         f"key(s) {', '.join(sorted(unknown))}", f"rules: {', '.join(RULE_KEYS)}")
                 spec.phases[phase] = PhaseSpec(op=name, phase=phase, op_name=p["op_name"], perf_file=p["perf_file"],
                                                fields=list(p["fields"]), values={f: list(p[f]) for f in p["fields"]},
-                                               max_tokens=p.get("max_tokens"))
+                                               max_tokens=p.get("max_tokens"), allowed=allowed)
         ops[name] = spec
     return ops
 
@@ -112,7 +122,8 @@ def grid(spec: PhaseSpec, memory_bytes: int | None = None, estimate=None, subset
          ) -> tuple[list[Case], list[tuple[Case, str]]]:
     """(cases to run, [(case, why skipped)]) for one phase. ``subset`` restricts a field to some
     values (``--cases seq=1024,4096 tp=8``); ``estimate(phase, *args)`` gives bytes a case needs."""
-    values = {f: (subset or {}).get(f, spec.values[f]) for f in spec.fields}
+    # each value once: a value named twice would time (and write) its cases twice
+    values = {f: list(dict.fromkeys((subset or {}).get(f, spec.values[f]))) for f in spec.fields}
     run, skipped = [], []
     for combo in itertools.product(*(values[f] for f in spec.fields)):
         args = dict(zip(spec.fields, combo))
@@ -142,11 +153,62 @@ def check_subset(op: OpSpec, phases: list[str], subset: dict | None) -> None:
             if wrong:  # a named value (a distribution) off the grid is a typo, not a new point
                 raise AlignError(f"{arg('subset', f + '=' + ','.join(map(str, wrong)))}: not a value of {op.name}'s grid",
                                  f"choose from {', '.join(names)}")
+            rule = op.phases[p].allowed.get(f) if p in op.phases else None
+            bad = [v for v in (subset or {}).get(f, []) if rule and not _allowed(v, rule)]
+            if bad:  # a number off the grid is a new point, but only one the op can take
+                raise AlignError(f"{arg('subset', f'{f}={bad[0]}')}: {op.name} {p} takes {_rule_text(f, rule)}",
+                                 f"the grid's {f} values: {', '.join(map(str, grid_values))}")
+    for p in phases:
+        if p in op.phases and subset:
+            _check_cap(op.name, op.phases[p], subset)
+
+
+def _allowed(value: Any, rule: dict) -> bool:
+    """Whether ``value`` keeps a rule of ``[ops.<op>.<phase>.allowed]``."""
+    if not isinstance(value, int):
+        return False
+    n = rule.get("divides")
+    return (rule.get("min", 1 if n else value) <= value <= rule.get("max", value)
+            and (not n or (value >= 1 and n % value == 0)))
+
+
+def _rule_text(name: str, rule: dict) -> str:
+    """The values a rule allows, in words: "integer tp values dividing 8 (1, 2, 4, 8; num_heads = 8 / tp)"."""
+    lo, hi, n = rule.get("min"), rule.get("max"), rule.get("divides")
+    parts, notes = [], [rule["why"]] if rule.get("why") else []
+    if n:
+        parts.append(f"dividing {n}")
+        notes.insert(0, ", ".join(str(d) for d in range(1, n + 1) if n % d == 0))
+    if lo is not None and hi is not None:
+        parts.append(f"from {lo} to {hi}")
+    elif lo is not None:
+        parts.append(f"of {lo} or more")
+    elif hi is not None:
+        parts.append(f"of {hi} or less")
+    return f"integer {name} values {' and '.join(parts)}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _check_cap(op: str, spec: PhaseSpec, subset: dict) -> None:
+    """A ``--cases`` restriction whose every case is over the phase's ``max_tokens`` would collect
+    nothing, which is never what was asked."""
+    if grid(spec, subset=subset)[0] or not spec.max_tokens:
+        return
+    values = {f: subset.get(f, spec.values[f]) for f in spec.fields}
+    combos = [dict(zip(spec.fields, c)) for c in itertools.product(*(values[f] for f in spec.fields))]
+    size = next((f for f in ("seq", "tokens", "kv_len") if f in spec.fields), "tokens")
+    asked = " ".join(f"{f}={','.join(map(str, subset[f]))}" for f in spec.fields if f in subset)
+    raise AlignError(f"{arg('subset', asked)} leaves {op} {spec.phase} no case: all {len(combos)} case(s) are over "
+                     f"its cap of {spec.max_tokens} tokens (batch x {size}; the smallest asks "
+                     f"{min(_tokens(spec, c) for c in combos)})",
+                     f"choose smaller values, or raise max_tokens of [ops.{op}.{spec.phase}] in "
+                     "align/data/collect.toml")
 
 
 def parse_subset(items: list[str]) -> dict[str, list[Any]]:
     """``["seq=1024,4096", "tp=8", "distribution=balanced"]`` -> {"seq": [1024, 4096], "tp": [8],
-    "distribution": ["balanced"]}: integers where they parse, names otherwise."""
+    "distribution": ["balanced"]}: integers where they parse, names otherwise. A field given twice
+    adds its values (``tp=1``, ``tp=8``: both); a value named twice is refused (its rows would be
+    written twice, or the user meant another value)."""
     out: dict[str, list[Any]] = {}
     for item in items:
         if "=" not in item:
@@ -155,5 +217,12 @@ def parse_subset(items: list[str]) -> dict[str, list[Any]]:
         values = [x.strip() for x in v.split(",") if x.strip()]
         if not values:
             raise AlignError(f"bad {arg('subset')} item {item!r}: no values", "write FIELD=V1,V2 (e.g. tp=1,8)")
-        out[k.strip()] = [int(x) if x.lstrip("-").isdigit() else x for x in values]
+        key = k.strip()
+        merged = out.setdefault(key, [])
+        for x in (int(x) if x.lstrip("-").isdigit() else x for x in values):
+            if x in merged:
+                raise AlignError(f"{arg('subset')} names {key}={x} more than once",
+                                 "name each value once (a field given twice adds its values: tp=1 and tp=8 ask "
+                                 "for both)")
+            merged.append(x)
     return out

@@ -82,10 +82,12 @@ def check(out: Path, op: str, settings=None, aic_work: Path | None = None) -> Ch
     module = spec.module()
     subsets = [r.get("subset") for r in mine]
     planned_known = all("subset" in r for r in mine)  # runs before align kept --cases did not record it
+    logged = all(r.get("case_log") for r in mine)  # runs that write each case's record before its row
     asked = {p for r in mine for p in (r.get("phases") or spec.phases)}
     folder = _tables(out, spec, settings)
     failed, skipped, log = ck.data.get("failed", {}), ck.data.get("skipped", {}), read_case_log(out)
     counts, missing, flags = [], [], []
+    unrecorded: list[str] = []
     for phase, ps in spec.phases.items():
         if phase not in asked:
             continue  # no run collected this phase (--phase)
@@ -110,6 +112,8 @@ def check(out: Path, op: str, settings=None, aic_work: Path | None = None) -> Ch
                 c["rows"] += 1
                 if case.id in log:
                     measured.append(log[case.id])
+                else:
+                    unrecorded.append(case.id)
                 continue
             if case.id in skipped:
                 c["skipped"] += 1
@@ -158,7 +162,11 @@ def check(out: Path, op: str, settings=None, aic_work: Path | None = None) -> Ch
     if verify is not None and "verdict" in verify and (verify["verdict"] == "drift").any():
         problems.append(f"{int((verify['verdict'] == 'drift').sum())} verified case(s) drifted by 2 % or more "
                         "on two re-runs")
-    if not flags_df.empty and not flags_df["recorded"].sum():
+    if logged and unrecorded:
+        problems.append(f"{len(unrecorded)} row(s) have no record in {out / '.align' / CASES_LOG} (a write failed, "
+                        f"or the log was edited; the first: {unrecorded[0]}): delete those rows from their perf file "
+                        f"and run align collect --op {op} --out {out} --resume to measure them again")
+    elif not flags_df.empty and not flags_df["recorded"].sum():
         notes.append("no per-case records (.align/cases.jsonl): collected before align kept them")
     notes += _seed_notes(op, counts_df)
     aic = None

@@ -73,12 +73,16 @@ def measure_case(spec: OpSpec, module, phase: str, args: tuple, *, device: str, 
 
 def run_case(spec: OpSpec, module, phase: str, args: tuple, path: Path, *, device: str, dtype, gpu: str,
              warmups: int, runs: int, use_graph: bool, measure_power: bool, version: str,
-             before_write: Callable[[], None] | None = None) -> Result:
-    """:func:`measure_case`, then append its row to ``path``."""
+             before_write: Callable[[], None] | None = None,
+             record: Callable[[Result], None] | None = None) -> Result:
+    """:func:`measure_case`, then append its row to ``path``; ``record(result)`` is called just
+    before the row is written (align collect's case log: a row always has its record)."""
     res, row = measure_case(spec, module, phase, args, device=device, dtype=dtype, gpu=gpu, warmups=warmups,
                             runs=runs, use_graph=use_graph, measure_power=measure_power, version=version)
     if before_write is not None:
         before_write()
+    if record is not None:
+        record(res)
     try:
         writers.append_row(path, *row)
     except OSError as exc:

@@ -18,6 +18,7 @@ import queue
 import random
 import re
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from align.collect.benchmark import benchmark
 from align.collect.cases import Case, OpSpec, check_subset, grid, op_spec
 from align.collect.check import CASES_LOG
 from align.collect.contract import RowNotWritten, framework_label, run_case, use_device
-from align.errors import AlignError, arg
+from align.errors import AlignError, Interrupted, arg
 from align.files import WriteFailed, write_text
 
 STATE = ".align"
@@ -202,7 +203,8 @@ def _worker(index: int, device: str, op: str, settings: dict, tasks, results, ou
                 # the same path as the module --export-module writes for aiconfigurator's collect.py
                 res = run_case(spec, module, case.phase, case.args, path, device=device, dtype=dtype, gpu=gpu,
                                warmups=s.warmups, runs=s.runs, use_graph=s.use_graph, measure_power=s.measure_power,
-                               version=s.version, before_write=still_wanted)
+                               version=s.version, before_write=still_wanted,
+                               record=lambda r, cid=case.id: log_case(Path(out), cid, r.to_dict()))
             except RowNotWritten as exc:  # the folder, not the case: never recorded as the case's failure
                 results.put(("unwritten", index, case.id, {"error": str(exc)}))
                 continue
@@ -326,6 +328,11 @@ def plan(op: str, phases: list[str], subset: dict | None, out: Path, settings: S
         if lacking:
             raise AlignError(f"line 1 of {path} lacks column(s) {', '.join(lacking)} of {op} {phase}",
                              writers.FIX_LINE)
+        if fields and len(rows.columns):  # a hand-edited header: said now, not after the first case is timed
+            items = dict.fromkeys([*fields, "latency"])
+            expected = [writers.header_for(items, power) for power in ((True, False) if settings.measure_power
+                                                                       else (False,))]
+            writers.check_header(path, list(rows.columns), expected)
         present = _row_keys(rows, fields) if fields and not rows.empty else []
         if len(present) != len(set(present)):  # a case written twice (a collector run twice at once, say)
             removed = writers.dedupe(path, fields)
@@ -378,6 +385,8 @@ def _collect(op, phases, devices, out, resume, subset, settings, retry_failed, f
         raise AlignError(f"{out} already holds {existing} collected rows of {op}",
                          f"pass {arg('resume', 'True')} to continue it, or another {arg('out')}")
     ck = Checkpoint(out)
+    if existing:
+        same_timing(out, op, ck, settings)
     todo = []
     already = 0
     for c in cases:
@@ -389,18 +398,78 @@ def _collect(op, phases, devices, out, resume, subset, settings, retry_failed, f
             todo.append(c)
     ck.data["runs"].append({"started": writers.now_utc(), "op": op, "phases": phases, "cases": len(cases),
                             "todo": len(todo), "forced": forced, "subset": subset or None,
-                            "settings": settings.__dict__})
+                            "settings": settings.__dict__, "case_log": CASES_LOG})
     ck.data["skipped"] = {c.id: why for c, why in skipped}
     ck.save()
     summary = Summary(out=out, skipped=skipped, already_done=already, repaired=repaired)
-    if todo and address is not None:
-        from align.scale.collect import run_on_dask
+    from align.capture.launch import terminate_as_interrupt
 
-        run_on_dask(op, todo, address, out, settings, ck, summary, progress, spec, done_keys)
-    elif todo:
-        _run(op, todo, devices, out, settings, ck, summary, progress)
+    with terminate_as_interrupt() as stop:
+        try:
+            if todo and address is not None:
+                from align.scale.collect import run_on_dask
+
+                run_on_dask(op, todo, address, out, settings, ck, summary, progress, spec, done_keys)
+            elif todo:
+                _run(op, todo, devices, out, settings, ck, summary, progress)
+        except KeyboardInterrupt:
+            written = _written(out, spec, settings, module, todo)
+            raise interrupted(out, ck, written, len(todo), stop["signal"] or "Ctrl-C") from None
     summary.tables = finalize(out, spec, settings, cases, forced)
     return summary
+
+
+TIMING = ("runs", "warmups", "use_graph", "measure_power", "dtype")
+_TABLE = ("framework", "backend", "version", "system")
+
+
+def same_timing(out: Path, op: str, ck: "Checkpoint", settings: Settings) -> None:
+    """Refuse to resume a table with other timing settings than the newest run that collected it:
+    its rows would be measured two ways in one table, none of them said in the rows."""
+    for run in reversed(ck.data.get("runs", [])):
+        rec = run.get("settings") or {}
+        if run.get("op") != op or not all(k in rec for k in TIMING) or \
+                any(rec.get(k) != getattr(settings, k) for k in _TABLE):
+            continue
+        now = dataclasses.asdict(settings)
+        differ = [k for k in TIMING if rec[k] != now[k]]
+        if differ:
+            raise AlignError(f"{out} was collected with {_timing_words(rec, differ)}, this run asks "
+                             f"{_timing_words(now, differ)}",
+                             f"resume with the same settings, or collect into a new {arg('out')}")
+        return
+
+
+def _timing_words(s: dict, differ: list[str]) -> str:
+    """The timing settings of a run, as the options that set them (runs and warm-ups always)."""
+    words = [arg("runs", str(s["runs"])), arg("warmups", str(s["warmups"]))]
+    if "use_graph" in differ:
+        words.append("CUDA graphs" if s["use_graph"] else arg("eager", "True"))
+    if "measure_power" in differ:
+        words.append(arg("power", "True") if s["measure_power"] else "no power sampling")
+    if "dtype" in differ:
+        words.append(f"dtype {s['dtype']}")
+    return " ".join(words)
+
+
+def interrupted(out: Path, ck: Checkpoint, written: int, todo: int, how: str) -> Interrupted:
+    """The one line of a collection stopped by Ctrl-C or SIGTERM: the rows written stay, the cases
+    not finished are recorded as nothing (neither done nor failed), so a resume runs them."""
+    ck.data["runs"][-1]["interrupted"] = how
+    ck.save()
+    return Interrupted(f"interrupted ({how}) after {written} of {todo} case(s): their rows are kept in {out}",
+                       f"run it again with {arg('resume', 'True')} for the rest")
+
+
+def _written(out: Path, spec: OpSpec, settings: Settings, module, todo: list[Case]) -> int:
+    """How many of ``todo`` have their row in the perf files now (the files are the record: a worker
+    stopped after writing its row had no time to say so)."""
+    keys: dict[str, set] = {}
+    for phase in {c.phase for c in todo}:
+        rows = writers.read_rows(table_dir(out, spec, settings) / spec.phases[phase].perf_file)
+        first = next(c for c in todo if c.phase == phase)
+        keys[phase] = set(_row_keys(rows, list(module.describe(phase, *first.args)))) if not rows.empty else set()
+    return sum(1 for c in todo if _case_key(module, c) in keys[c.phase])
 
 
 def _run(op, todo, devices, out, settings, ck, summary, progress) -> None:
@@ -414,7 +483,32 @@ def _run(op, todo, devices, out, settings, ck, summary, progress) -> None:
     procs = {i: ctx.Process(target=_worker, args=(i, d, op, args, tasks, results, str(out)), daemon=True)
              for i, d in enumerate(devices)}
     for p in procs.values():
-        p.start()
+        _start_deaf(p)
+    try:
+        _gather(op, todo, devices, out, ck, summary, progress, ctx, procs, args, tasks, results)
+    finally:  # stopped (Ctrl-C, a write that failed): no worker goes on writing rows
+        for p in procs.values():
+            if p.is_alive():
+                p.terminate()
+    for p in procs.values():
+        p.join(timeout=30)
+
+
+def _start_deaf(proc) -> None:
+    """Start a worker with SIGINT ignored from its first instruction: a terminal's Ctrl-C reaches the
+    whole process group, and only the collector answers it (it stops the workers), not one
+    KeyboardInterrupt traceback per worker."""
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        proc.start()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, old if old is not None else signal.SIG_DFL)
+
+
+def _gather(op, todo, devices, out, ck, summary, progress, ctx, procs, args, tasks, results) -> None:
+    """The collector's side of :func:`_run`: each case's outcome recorded as it comes, a dead worker replaced."""
     inflight: dict[int, str] = {}
     finished = 0
     with progress_bar(progress) as bar:
@@ -433,7 +527,7 @@ def _run(op, todo, devices, out, settings, ck, summary, progress) -> None:
                         bar.advance(task)
                         procs[i] = ctx.Process(target=_worker, args=(i, devices[i], op, args, tasks, results, str(out)),
                                                daemon=True)
-                        procs[i].start()
+                        _start_deaf(procs[i])
                 continue
             if kind == "start":
                 inflight[idx] = cid
@@ -445,8 +539,6 @@ def _run(op, todo, devices, out, settings, ck, summary, progress) -> None:
             finished += 1
             bar.advance(task)
             record_outcome(out, ck, summary, cid, kind, payload)
-    for p in procs.values():
-        p.join(timeout=30)
 
 
 def progress_bar(enabled: bool):
@@ -458,20 +550,23 @@ def progress_bar(enabled: bool):
                     TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled, transient=False)
 
 
+def log_case(out: Path, cid: str, payload: dict) -> None:
+    """How a case was measured (graph or eager, clocks, throttling, power) in ``.align/cases.jsonl``,
+    written before its row: every row then has its record, which align collect --check holds it to.
+    A record whose row never came (a kill, a full disk) is a case not done: it runs again."""
+    log = Path(out) / STATE / CASES_LOG
+    try:
+        writers.append_jsonl(log, {"case": cid, "time": writers.now_utc(), **payload})
+    except OSError as exc:
+        raise RowNotWritten(f"cannot write {log}: {exc.strerror or exc}") from None
+
+
 def record_outcome(out: Path, ck: Checkpoint, summary: Summary, cid: str, kind: str, payload: dict) -> None:
-    """A finished case in the run's records: ``done`` (its row already in its perf file) goes to the
-    cases log, ``failed`` to the checkpoint."""
+    """A finished case in the checkpoint: ``done`` (its record and row written, :func:`log_case`)
+    clears an earlier failure, ``failed`` is kept with its error."""
     if kind == "done":
         summary.done += 1
         ck.data["failed"].pop(cid, None)
-        # how the row was measured (graph or eager, clocks, throttling, power): align collect --check
-        log = Path(out) / STATE / CASES_LOG
-        try:
-            writers.append_jsonl(log, {"case": cid, "time": writers.now_utc(), **payload})
-        except OSError as exc:
-            raise WriteFailed(f"cannot write {log}: {exc.strerror or exc}",
-                              "free space or fix the folder's rights, then --resume: every row written "
-                              "is kept") from None
     else:
         summary.failed += 1
         ck.data["failed"][cid] = payload

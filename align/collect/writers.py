@@ -2,9 +2,11 @@
 processes, and the parquet + ``collection_meta.yaml`` layout aiconfigurator 0.12 loads.
 
 Every change of a perf file happens under ``flock`` on the file itself: the kernel drops the lock
-when its holder dies, so a killed worker blocks nobody and leaves no lock file behind. A row is one
-``write`` on an ``O_APPEND`` descriptor, fsynced; a write cut short (a full disk) is truncated away
-before the lock is dropped, and a line torn by a kill is cut by :func:`repair` on resume. On NFS,
+when its holder dies, so a killed worker blocks nobody and leaves no lock file behind. A writer
+waits for the lock in a blocking ``flock`` (woken by the kernel, no polling), for at most
+``LOCK_WAIT_S``. A row is one ``write`` on an ``O_APPEND`` descriptor, fsynced; a write cut short
+(a full disk) is truncated away before the lock is dropped, and a line torn by a kill is cut by
+:func:`repair` on resume. On NFS,
 Linux maps ``flock`` to NFS byte-range locks (lockd or NFSv4); appends from several hosts then rely
 on NFS's close-to-open consistency: keep a collection's folder on a local disk, or one writer host
 per folder.
@@ -12,13 +14,14 @@ per folder.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import datetime as dt
 import fcntl
 import io
 import os
-import time
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -40,19 +43,12 @@ class LockTimeout(AlignError):
 def _locked(path: Path) -> Iterator[int]:
     """An ``O_APPEND`` descriptor of ``path`` (created if missing) held under an exclusive flock.
     A file swapped by :func:`dedupe` while we waited is opened again, so no row lands in the old one."""
-    deadline = time.monotonic() + LOCK_WAIT_S
     while True:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise LockTimeout(f"could not lock {path} for {LOCK_WAIT_S:.0f} s",
-                                          "another collector process holds it; wait for it or stop it") from None
-                    time.sleep(0.02)
+            if not _flock_within(fd, LOCK_WAIT_S):
+                raise LockTimeout(f"could not lock {path} for {LOCK_WAIT_S:g} s",
+                                  "another collector process holds it; wait for it or stop it")
             try:
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -62,6 +58,45 @@ def _locked(path: Path) -> Iterator[int]:
                 return
         finally:
             os.close(fd)  # closing drops the lock
+
+
+def _flock_within(fd: int, timeout: float) -> bool:
+    """An exclusive flock of ``fd``, waited for at most ``timeout`` s. The wait is a blocking flock on
+    a helper thread (a signal alarm would work only in the main thread, and Dask runs cases on
+    others), on a duplicate of ``fd`` that shares its lock; a lock the helper gets after we gave up
+    is dropped at once, so a timed-out wait never leaves the file locked."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        pass
+    waiter = os.dup(fd)
+    got, guard, state = threading.Event(), threading.Lock(), {"abandoned": False, "error": None}
+
+    def wait() -> None:
+        try:
+            fcntl.flock(waiter, fcntl.LOCK_EX)
+        except OSError as exc:
+            state["error"] = exc
+        with guard:
+            if state["abandoned"] or state["error"]:
+                if state["abandoned"]:
+                    fcntl.flock(waiter, fcntl.LOCK_UN)  # got after the caller gave up: nobody uses it
+                os.close(waiter)
+                return
+            got.set()
+
+    helper = threading.Thread(target=wait, name="align-flock-wait", daemon=True)
+    helper.start()
+    got.wait(timeout)
+    with guard:
+        if not got.is_set():
+            if state["error"] is not None:
+                raise state["error"]
+            state["abandoned"] = True
+            return False
+    os.close(waiter)  # fd still holds the lock
+    return True
 
 
 def header_for(items: dict, power: bool) -> list[str]:
@@ -89,15 +124,36 @@ def append_row(path: Path, base: dict, items: dict, power: tuple[float, float] |
         else:
             w.writeheader()
         w.writerow(row)
-        data = buf.getvalue().encode()
-        try:
-            while data:
-                data = data[os.write(fd, data):]
-            os.fsync(fd)
-        except OSError:
-            # a full disk wrote part of the line: cut it, or the next row would land on its tail
-            os.ftruncate(fd, size)
-            raise
+        _write_whole(fd, buf.getvalue().encode(), size)
+
+
+def _write_whole(fd: int, data: bytes, size: int) -> None:
+    """``data`` appended to the locked ``fd`` of ``size`` bytes and fsynced, or nothing: a full disk
+    that wrote part of it has that part cut, or the next line would land on its tail."""
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+        os.fsync(fd)
+    except OSError:
+        os.ftruncate(fd, size)
+        raise
+
+
+def check_header(path: Path, found: list[str], expected: list[list[str]]) -> None:
+    """Refuse a perf file whose header is none of ``expected`` (the rows this collection writes),
+    naming the first column that differs: said before any case is timed, since a row appended under
+    another header is misread (swapped or renamed columns)."""
+    if found in expected:
+        return
+    want = next((h for h in expected if len(h) == len(found)), expected[0])
+    at = next((i for i, (a, b) in enumerate(zip(found, want)) if a != b), None)
+    if at is not None:
+        what = f"column {at + 1} is {found[at]!r}, this collection writes {want[at]!r} there"
+    else:
+        what = f"{len(found)} columns, this collection writes {len(want)} ({','.join(want)})"
+    raise AlignError(f"line 1 of {path}: {what}",
+                     f"put back the header and rows as align wrote them, or move the file away to collect its "
+                     f"cases again, or use another {arg('out')}")
 
 
 def repair(path: Path) -> int:
@@ -137,8 +193,16 @@ def read_rows(path: Path, header: list[str] | None = None) -> pd.DataFrame:
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame()
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):  # an editor's mark: it would glue itself to the first column's name
+        raise AlignError(f"{path} starts with a UTF-8 byte-order mark (align writes none)",
+                         f"remove it (sed -i '1s/^\\xEF\\xBB\\xBF//' {path}), then run again")
+    if b"\r" in data:  # Windows line endings: a row appended after them would mix two kinds of line
+        line = data.count(b"\n", 0, data.index(b"\r")) + 1
+        raise AlignError(f"line {line} of {path} ends in CR LF (Windows line endings; align writes LF)",
+                         f"convert the file (sed -i 's/\\r$//' {path}), then run again")
     try:
-        text = path.read_text()
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise AlignError(f"{path} is not text (byte {exc.start} is not UTF-8)", FIX_LINE) from None
     if not text.endswith("\n"):
@@ -238,21 +302,18 @@ def _scalar(v) -> str:
 
 
 def append_jsonl(path: Path, record: dict) -> None:
-    """One JSON line appended (by the collector's one parent process); a line a kill cut short is
-    ended first, so it costs only its own record."""
+    """One JSON line appended under the file's flock (workers append side by side), whole or not at
+    all (a full disk); a line a kill cut short is ended first, so it costs only its own record."""
     import json
 
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as f:
-        if f.tell() and _last_byte(path) != b"\n":
-            f.write(b"\n")
-        f.write((json.dumps(record, default=str) + "\n").encode())
-
-
-def _last_byte(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1)
+    line = (json.dumps(record, default=str) + "\n").encode()
+    with _locked(path) as fd:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        _write_whole(fd, line, size)
 
 
 def now_utc() -> str:

@@ -85,17 +85,51 @@ def check_workers(client: Any) -> dict[str, dict]:
 def run_on_dask(op: str, todo: list, address: str, out: Path, settings: Any, ck: Any, summary: Any,
                 progress: bool, spec: Any, done_keys: dict[str, set]) -> None:
     """Run ``todo`` as one task per case on the cluster at ``address``; append each row the first time
-    its case comes back, record failures (a case whose workers kept dying fails as ``worker died``)."""
-    from distributed import as_completed
-
-    from align.collect import writers
-    from align.collect.runner import _case_key, progress_bar, record_outcome, table_dir
-    from align.files import WriteFailed
-    from align.scale.cluster import dask_client
-
+    its case comes back, record failures (a case whose workers kept dying fails as ``worker died``); a
+    scheduler that goes away is one line (:func:`_lost`), never cases recorded as failed."""
     module = spec.module()
     args = dict(settings.__dict__)
     run_id = uuid.uuid4().hex[:8]
+    try:
+        _run_cases(address, todo, out, settings, ck, summary, progress, spec, done_keys, op, args, run_id, module)
+    except lost_scheduler() as exc:
+        raise _lost(address, exc, out, summary, len(todo)) from None
+
+
+def lost_scheduler() -> tuple[type[BaseException], ...]:
+    """What the Dask client raises once its scheduler has gone away (killed, its host down)."""
+    import asyncio
+    import concurrent.futures
+
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+
+    return (CommClosedError, FutureCancelledError, asyncio.CancelledError, concurrent.futures.CancelledError,
+            ConnectionError, TimeoutError)
+
+
+def _lost(address: str, exc: BaseException | str, out: Path, summary: Any, todo: int) -> AlignError:
+    """One line for a collection whose scheduler went away: the rows that came back are kept, the
+    cases that did not are recorded as nothing (neither done nor failed), so a resume runs them."""
+    from align.errors import ClusterLost
+
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    why = text.rsplit(">: ", 1)[-1][:160]  # the reason, not the comm's repr
+    left = todo - summary.done - summary.failed
+    return ClusterLost(f"lost the Dask scheduler at {address} ({why}) after {summary.done} of {todo} case(s): their "
+                       f"rows are kept in {out}",
+                       f"start it again, then rerun with {arg('resume', 'True')}: the {left} case(s) not run are run then")
+
+
+def _run_cases(address, todo, out, settings, ck, summary, progress, spec, done_keys, op, args, run_id, module) -> None:
+    from distributed import as_completed
+
+    from align.collect import writers
+    from align.collect.contract import RowNotWritten
+    from align.collect.runner import _case_key, log_case, progress_bar, record_outcome, table_dir
+    from align.files import WriteFailed
+    from align.scale.cluster import dask_client
+
     with dask_client(address) as client:
         workers = check_workers(client)
         futures = {client.submit(case_task, c.op, c.phase, list(c.args), args, resources={RESOURCE: 1}, pure=False,
@@ -106,7 +140,11 @@ def run_on_dask(op: str, todo: list, address: str, out: Path, settings: Any, ck:
                 case = futures.pop(fut)
                 bar.advance(task)
                 if fut.status != "finished":
+                    if fut.status == "cancelled":  # never ran: the scheduler that held it is gone
+                        raise _lost(address, "its tasks were cancelled", out, summary, len(todo))
                     exc = fut.exception()
+                    if isinstance(exc, lost_scheduler()):
+                        raise exc
                     why = (f"worker died ({exc})" if type(exc).__name__ == "KilledWorker"
                            else f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
                     record_outcome(out, ck, summary, case.id, "failed", {"error": why})
@@ -116,13 +154,16 @@ def run_on_dask(op: str, todo: list, address: str, out: Path, settings: Any, ck:
                 if key in done_keys[case.phase]:
                     continue  # its row is in the file already: never written twice
                 path = table_dir(out, spec, settings) / spec.phases[case.phase].perf_file
+                payload = {**res["result"], "host": res["host"], "worker_pid": res["pid"],
+                           "cuda_visible_devices": res["visible"]}
+                again = (f"free space or fix the folder's rights, then {arg('resume', 'True')}: "
+                         "that case runs again, every row written is kept")
                 try:
+                    log_case(out, case.id, payload)  # its record first: a row always has one
                     writers.append_row(path, *res["row"])
+                except RowNotWritten as exc:
+                    raise WriteFailed(str(exc), again) from None
                 except OSError as exc:
-                    raise WriteFailed(f"cannot write {path}: {exc.strerror or exc}",
-                                      f"free space or fix the folder's rights, then {arg('resume', 'True')}: "
-                                      "that case runs again, every row written is kept") from None
+                    raise WriteFailed(f"cannot write {path}: {exc.strerror or exc}", again) from None
                 done_keys[case.phase].add(key)
-                record_outcome(out, ck, summary, case.id, "done",
-                               {**res["result"], "host": res["host"], "worker_pid": res["pid"],
-                                "cuda_visible_devices": res["visible"]})
+                record_outcome(out, ck, summary, case.id, "done", payload)
