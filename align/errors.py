@@ -65,6 +65,19 @@ class ServeFailed(AlignError):
     exit_code = 1
 
 
+class Interrupted(AlignError):
+    """Stopped by Ctrl-C, SIGTERM or SIGHUP, with what was done kept (the message says where): exit 130,
+    128 + SIGINT, as a shell reports a program Ctrl-C ended."""
+
+    exit_code = 130
+
+
+class ClusterLost(AlignError):
+    """The Dask scheduler went away mid-run: not bad input, so exit 1."""
+
+    exit_code = 1
+
+
 class ProfileError(AlignError):
     """A file that is not a readable nsys SQLite export."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from align.errors import NsysFailed
 from align.capture.discover import NsysInfo, discover
-from align.capture.run import run_logged
+from align.capture.run import ChildStopped, run_logged
 from align.profile.reader import is_sqlite
 
 
@@ -21,11 +21,21 @@ def import_qdstrm(qdstrm: str | os.PathLike, rep: str | os.PathLike | None = Non
     if not nsys.importer:
         raise NsysFailed(f"nsys left only {qdstrm} and no QdstrmImporter was found next to {nsys.path}",
                          "set NSYS_IMPORTER=/path/to/QdstrmImporter")
-    cmd = [nsys.importer, "-i", str(qdstrm), "-o", str(rep), "-f"]
-    rc = run_logged(cmd, log, title=f"importing {qdstrm.name}")
-    if rc != 0 or not rep.exists():
-        raise NsysFailed(f"QdstrmImporter failed on {qdstrm} (exit {rc})",
-                         f"see {log}" if log else "run it by hand to see why")
+    partial = rep.with_name(rep.name.removesuffix(".nsys-rep") + ".partial.nsys-rep")  # a stopped import leaves none
+    cmd = [nsys.importer, "-i", str(qdstrm), "-o", str(partial), "-f"]
+    try:
+        try:
+            rc = run_logged(cmd, log, title=f"importing {qdstrm.name}")
+        except ChildStopped as exc:
+            if exc.rc == 0 and partial.exists():  # it finished all the same: kept
+                os.replace(partial, rep)
+            raise
+        if rc != 0 or not partial.exists():
+            raise NsysFailed(f"QdstrmImporter failed on {qdstrm} (exit {rc})",
+                             f"see {log}" if log else "run it by hand to see why")
+        os.replace(partial, rep)
+    finally:
+        partial.unlink(missing_ok=True)
     return rep
 
 
@@ -41,7 +51,12 @@ def export_sqlite(rep: str | os.PathLike, out: str | os.PathLike | None = None, 
     partial = out.with_name(out.stem + ".partial.sqlite")
     cmd = [nsys.path, "export", "--type", "sqlite", "--force-overwrite", "true", "--output", str(partial), str(rep)]
     try:
-        rc = run_logged(cmd, log, title=f"exporting {rep.name} to SQLite", quiet=quiet)
+        try:
+            rc = run_logged(cmd, log, title=f"exporting {rep.name} to SQLite", quiet=quiet)
+        except ChildStopped as exc:
+            if exc.rc == 0 and is_sqlite(partial):  # it finished all the same: kept
+                os.replace(partial, out)
+            raise
         if rc != 0 or not is_sqlite(partial):
             raise NsysFailed(f"nsys {nsys.version} could not export {rep} (exit {rc})",
                              f"see {log}" if log else f"run: {subprocess.list2cmdline(cmd)}")

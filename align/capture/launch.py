@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from align.errors import AlignError, NsysFailed, arg
 from align.capture.discover import NsysInfo, discover
 from align.capture.export import export_sqlite, import_qdstrm
 from align.files import write_text
-from align.capture.run import console, run_logged
+from align.capture.run import ChildStopped, console, run_logged
 from align import store as st
 
 CAPTURE_RANGES = ("none", "cudaProfilerApi", "nvtx")
@@ -94,8 +95,30 @@ class ProfileResult:
         return self.status == "ok"
 
 
-def build_command(nsys: NsysInfo, output_base: Path, options: ProfileOptions, cmd: list[str]) -> list[str]:
-    return [nsys.path, "profile", *options.nsys_args(), "--force-overwrite", "true", "--output", str(output_base), *cmd]
+def build_command(nsys: NsysInfo, output_base: Path, options: ProfileOptions, cmd: list[str],
+                  app_tmpdir: str | None = None) -> list[str]:
+    """``nsys profile`` of ``cmd``; ``app_tmpdir``: the program's own TMPDIR where nsys is given another."""
+    args = options.nsys_args()
+    if app_tmpdir:
+        args = with_app_env(args, "TMPDIR", app_tmpdir)
+    return [nsys.path, "profile", *args, "--force-overwrite", "true", "--output", str(output_base), *cmd]
+
+
+def with_app_env(args: list[str], name: str, value: str) -> list[str]:
+    """``args`` setting ``name=value`` for the program too: nsys takes one ``--env-var A=B,C=D`` only,
+    so it joins the one already there (a user's own value of ``name`` wins)."""
+    for i, word in enumerate(args):
+        for flag in ("--env-var", "-e"):
+            if word == flag and i + 1 < len(args):
+                at, given, head = i + 1, args[i + 1], ""
+            elif word.startswith(flag + "=") and flag == "--env-var":
+                at, given, head = i, word[len(flag) + 1:], flag + "="
+            else:
+                continue
+            if any(pair.split("=", 1)[0] == name for pair in given.split(",")):
+                return args
+            return [*args[:at], f"{head}{given},{name}={value}", *args[at + 1:]]
+    return [*args, "--env-var", f"{name}={value}"]
 
 
 def profile(cmd: list[str], kind: str = "mock", name: str | None = None, store: st.Store | None = None,
@@ -107,6 +130,9 @@ def profile(cmd: list[str], kind: str = "mock", name: str | None = None, store: 
     taken as the newest pair of its op)."""
     if not cmd:
         raise AlignError("no command to profile", "put it after --, e.g. align profile mock -- python mock.py")
+    check_program(cmd)
+    if name is not None:
+        st.check_name(name)  # a bad name is said before nsys is looked for
     options = options or ProfileOptions()
     options.validate()
     nsys = nsys or discover()
@@ -116,6 +142,23 @@ def profile(cmd: list[str], kind: str = "mock", name: str | None = None, store: 
             return _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, stop, planted)
     finally:
         store.release(name)
+
+
+def check_program(cmd: list[str]) -> None:
+    """Refuse a program that cannot start before nsys runs it and before an entry is made: nsys
+    only logs "Program not found" and writes no report, which reads as a capture that failed."""
+    prog = cmd[0]
+    if os.sep in prog or (os.altsep and os.altsep in prog):
+        path = Path(prog)
+        if not path.exists():
+            raise AlignError(f"{prog}: no such program", "check the command after --")
+        if path.is_dir():
+            raise AlignError(f"{prog} is a folder, not a program", "check the command after --")
+        if not os.access(path, os.X_OK):
+            raise AlignError(f"{prog} is not executable", f"chmod +x {prog}, or run it through its interpreter")
+    elif shutil.which(prog) is None:
+        raise AlignError(f"{prog}: program not found (not on PATH)",
+                         "check the command after -- (its spelling, or activate the environment that has it)")
 
 
 def new_entry(store: st.Store | None, name: str | None, prefix: str, overwrite: bool
@@ -130,9 +173,9 @@ def new_entry(store: st.Store | None, name: str | None, prefix: str, overwrite: 
 
 @contextlib.contextmanager
 def terminate_as_interrupt():
-    """SIGTERM during a capture ends it as Ctrl-C does (nsys is asked to stop and write what it has,
-    meta.json says ``interrupted``) instead of killing align with its entry left ``running``. Yields
-    a dict whose ``signal`` names the signal once one came."""
+    """SIGTERM or SIGHUP during a capture ends it as Ctrl-C does (nsys is asked to stop and write what
+    it has, meta.json says ``interrupted``) instead of killing align with its entry left ``running``.
+    Yields a dict whose ``signal`` names the signal once one came."""
     state: dict = {"signal": None}
     if threading.current_thread() is not threading.main_thread():
         yield state
@@ -142,17 +185,26 @@ def terminate_as_interrupt():
         state["signal"] = signal.Signals(signum).name
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield state
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+# nsys's own temporary files (the raw capture, session files) go here, inside the entry: what an
+# aborted nsys leaves is kept with its capture, and nothing of it is left in the system's /tmp
+NSYS_TMP = ".nsys-tmp"
 
 
 def _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, stop, planted=None) -> ProfileResult:
     base = entry / Path(st.REPORT).stem
     log = entry / st.LOG
-    nsys_cmd = build_command(nsys, base, options, cmd)
+    tmp = entry / NSYS_TMP
+    app_tmp = os.environ.get("TMPDIR") or "/tmp"
+    private = "," not in app_tmp  # nsys's --env-var takes no comma
+    nsys_cmd = build_command(nsys, base, options, cmd, app_tmpdir=app_tmp if private else None)
     meta = start_meta(name, kind, op, cmd, nsys, nsys_cmd, options, started,
                       **({"planted": planted} if planted else {}))
     write_meta(entry, meta)
@@ -161,29 +213,52 @@ def _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, 
     rc: int | None = None
     report: Path | None = None
     sqlite: Path | None = None
+    stopped: ChildStopped | None = None  # a Ctrl-C, SIGTERM or SIGHUP that nsys (or its export) was stopped by
     try:
         if not quiet:
             console.print(f"[bold]profiling[/] {shlex.join(cmd)} [dim]-> {entry}[/]")
+        if private:
+            tmp.mkdir(exist_ok=True)
         try:
-            rc = run_logged(nsys_cmd, log, title=f"nsys profile ({kind})", quiet=quiet)
+            rc = run_logged(nsys_cmd, log, title=f"nsys profile ({kind})", quiet=quiet,
+                            env={**os.environ, "TMPDIR": str(tmp)} if private else None,
+                            stopping="waiting for nsys to write the report of what it captured")
+        except ChildStopped as exc:
+            stopped, rc = exc, exc.rc
         except OSError as exc:
             raise NsysFailed(f"could not start nsys at {nsys.path}: {exc}", "check NSYS or your install")
         meta["exit_code"] = rc
-        report = find_report(entry, nsys, log)
-        if report is None:
+        keep_raw_capture(tmp, entry)
+        aborted = stopped is not None and stopped.aborted
+        try:
+            report = (entry / st.REPORT if (entry / st.REPORT).exists() else None) if aborted \
+                else find_report(entry, nsys, log)
+        except ChildStopped as exc:  # the import of a raw capture, interrupted: the raw capture is kept
+            stopped = stopped or exc
+        if report is None and stopped is None:
             status = "no-report"
             raise NsysFailed(f"nsys wrote no report (exit {rc})",
                              f"see {log}; with a capture range, check that the program reaches it")
-        meta["files"]["report"] = report.name
-        if export:
+        if report is not None:
+            meta["files"]["report"] = report.name
+        if export and report is not None and not aborted:
             try:
                 sqlite = export_sqlite(report, entry / st.SQLITE, nsys=nsys, log=log, quiet=quiet)
+            except ChildStopped as exc:  # the export interrupted: the report is kept, export it later
+                stopped = stopped or exc
+                sqlite = entry / st.SQLITE if (entry / st.SQLITE).exists() else None  # it finished all the same
             except NsysFailed:
                 status = "export-failed"
                 raise
+        if sqlite is not None:
             meta["files"]["sqlite"] = sqlite.name
             meta.update(contents(sqlite, nsys))
-        if rc not in (0, None):
+        if stopped is not None:
+            status = "interrupted"
+            meta.update(signal=stopped.signal, aborted=stopped.aborted)
+        elif ended_by_duration(rc, options, time.monotonic() - t0):
+            meta["ended_by"] = "duration"  # nsys ended the program as asked: not the program's failure
+        elif rc not in (0, None):
             status = "app-failed"
     except (KeyboardInterrupt, Exception) as exc:
         status = stopped_status(status, exc)
@@ -192,8 +267,45 @@ def _capture(cmd, kind, name, entry, options, nsys, quiet, export, op, started, 
         if stop["signal"]:
             status = "interrupted"
             meta["signal"] = stop["signal"]
+        if (entry / RAW).exists():
+            meta["files"]["raw"] = RAW
+        shutil.rmtree(tmp, ignore_errors=True)
         finish_meta(entry, meta, status, t0)
     return ProfileResult(name=name, path=entry, sqlite=sqlite, report=report, exit_code=rc, status=status, meta=meta)
+
+
+RAW = Path(st.REPORT).with_suffix(".qdstrm").name
+
+
+def ended_by_duration(rc: int | None, options: ProfileOptions, elapsed_s: float) -> bool:
+    """Whether nsys itself ended the program when ``--duration`` ran out: it sends SIGTERM (its
+    ``--kill`` default), so the program exits 143 once delay + duration have passed."""
+    return (rc == 128 + signal.SIGTERM and options.duration is not None
+            and elapsed_s >= (options.delay or 0) + options.duration)
+
+
+def keep_raw_capture(tmp: Path, entry: Path) -> None:
+    """The raw capture (``.qdstrm``) nsys left in its temporary folder, moved into the entry as
+    ``report.qdstrm`` when nsys wrote no report (aborted, or its importer missing)."""
+    if (entry / st.REPORT).exists() or (entry / RAW).exists() or not tmp.is_dir():
+        return
+    raw = sorted(tmp.glob("*.qdstrm"), key=lambda p: p.stat().st_size)
+    if raw:
+        os.replace(raw[-1], entry / RAW)
+
+
+def stopped_line(result: ProfileResult) -> str:
+    """One line on an interrupted capture: what stopped it and what of it was kept, where."""
+    meta, where = result.meta, result.path
+    how = f"{meta.get('signal') or 'SIGINT'}{' twice: aborted' if meta.get('aborted') else ''}"
+    if result.sqlite is not None:
+        return f"interrupted ({how}): the capture of what ran until then is kept in {where}, exported"
+    if result.report is not None:
+        return (f"interrupted ({how}) before the export: the report is kept in {where}; export it with: "
+                f"align export {result.report}")
+    raw = meta.get("files", {}).get("raw")
+    kept = f"its raw capture ({raw}, likely incomplete) and nsys.log" if raw else "nsys.log"
+    return f"interrupted ({how}): nsys wrote no report; {kept} kept in {where}"
 
 
 def stopped_status(status: str, exc: BaseException) -> str:

@@ -27,8 +27,8 @@ from align import datafiles
 from align.errors import AlignError, NsysFailed, ServeFailed, arg
 from align.capture.discover import NsysInfo, discover
 from align.capture.export import export_sqlite
-from align.capture.launch import (ProfileOptions, ProfileResult, build_command, contents, find_report, finish_meta,
-                                  new_entry, start_meta, stopped_status, write_meta)
+from align.capture.launch import (ProfileOptions, ProfileResult, build_command, check_program, contents, find_report,
+                                  finish_meta, new_entry, start_meta, stopped_status, write_meta)
 from align.capture.run import console
 from align import store as st
 from align.capture.load import LoadSpec, send_load, wait_ready
@@ -80,6 +80,8 @@ def port_from(url: str | None) -> int | None:
 
 def check_port_free(port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as servers bind: the TIME_WAIT connections a previous server on this port left are no listener
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -240,6 +242,7 @@ def profile_serve(cmd: list[str], serve: ServeOptions, name: str | None = None, 
     check_port_free(port)
     ready_url = serve.ready_url or f"http://127.0.0.1:{port}/health"
     base_url = re.match(r"(https?://[^/]+)", ready_url).group(1)
+    check_program(cmd)
     nsys = nsys or discover()
     store, name, entry, started = new_entry(store, name, "serve", overwrite)
     try:

@@ -315,6 +315,9 @@ def _profile(kind: str, ctx: typer.Context, name, op, store, trace, sample, cpuc
         print_dict(result.meta, fmt)
     elif not stopped:
         err.print(f"[green]saved[/] {result.path} [dim](status {result.status}, exit code {result.exit_code})[/]")
+        if result.meta.get("ended_by") == "duration":
+            err.print(f"[dim]nsys ended the program when --duration {result.meta['options']['duration']:g} ran out, "
+                      "as asked[/]")
         if result.sqlite:
             err.print(f"next: align {_next_command(result.meta)} {result.path}", markup=False)
     if stopped:
@@ -442,6 +445,7 @@ def export(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="SQLite file (default: next to the report)"),
 ) -> None:
     """Export one report to SQLite."""
+    from align.capture.run import ChildStopped
     from align.files import check_target
     from align.loader import export as do_export
 
@@ -449,7 +453,14 @@ def export(
         raise AlignError(f"{report}: no such file", "pass an existing .nsys-rep")
     if output:
         check_target(output, "--output")
-    out = do_export(report, output, quiet=False)
+    try:
+        out = do_export(report, output, quiet=False)
+    except ChildStopped as exc:
+        from align.errors import Interrupted
+
+        target = output or report.with_suffix(".sqlite")
+        raise Interrupted(f"interrupted ({exc.signal}): {report} was not exported",
+                          f"{target} is as it was" if target.exists() else "nothing was written") from None
     err.print(f"[green]wrote[/] {out}")
 
 

@@ -58,16 +58,23 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
     address = scheduler_address(scheduler)
     if address is not None:
         try:
-            client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+            with _quiet():
+                client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
             why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise AlignError(f"cannot reach the Dask scheduler at {address} ({why[:160]})",
                              f"start one (`dask scheduler`, then `dask worker {address}`) or fix "
                              f"{arg('scheduler')} / ${ENV}") from None
+        saved = _silence()  # a scheduler that goes away mid-run is one line of the command, not the client's log
         try:
             yield client
-        finally:
+        except BaseException:
+            # the client's lost connection ends later, as its loop's thread shuts down, with an ERROR log:
+            # Dask stays quiet for the rest of this process
             client.close()
+            raise
+        client.close()
+        _restore(saved)
         return
     if workers is not None and workers < 1:
         raise AlignError(f"{arg('workers', str(workers))}: no worker would run", f"pass {arg('workers')} 1 or more")
@@ -82,15 +89,28 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Dask's own chatter stays off the user's stderr: a task's error reaches the user as the command's own."""
-    names = ("distributed", "distributed.nanny", "distributed.worker", "distributed.scheduler", "tornado")
-    saved = {n: logging.getLogger(n).level for n in names}
-    for n in names:
-        logging.getLogger(n).setLevel(logging.ERROR)
+    saved = _silence()
     try:
         yield
     finally:
-        for n, level in saved.items():
-            logging.getLogger(n).setLevel(level)
+        _restore(saved)
+
+
+_LOGGERS = ("distributed", "distributed.client", "distributed.nanny", "distributed.worker", "distributed.scheduler",
+            "tornado")
+
+
+def _silence() -> dict[str, int]:
+    """Dask's loggers down to CRITICAL; returns their levels before, for :func:`_restore`."""
+    saved = {n: logging.getLogger(n).level for n in _LOGGERS}
+    for n in _LOGGERS:
+        logging.getLogger(n).setLevel(logging.CRITICAL)
+    return saved
+
+
+def _restore(saved: dict[str, int]) -> None:
+    for n, level in saved.items():
+        logging.getLogger(n).setLevel(level)
 
 
 def unpicklable(exc: BaseException) -> AlignError | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +18,14 @@ from align.trace.topk.records import recompute_summary
 
 # ---- reader --------------------------------------------------------------------------------------
 def read_jsonl(path: Path, bad: list[str] | None = None, required: Mapping[str, type] | None = None,
-               rename: Mapping[str, str] | None = None) -> tuple[list[dict[str, Any]], int]:
+               rename: Mapping[str, str] | None = None,
+               check: Callable[[dict[str, Any]], str | None] | None = None) -> tuple[list[dict[str, Any]], int]:
     """Complete lines of a JSONL file and the number of torn trailing pieces (0 or 1) left out.
 
     A line without its newline can only be the last one, torn by a kill inside a write. Any other
-    line that is not a JSON object with the ``required`` keys (of their types) is corruption: it raises, or, given a
-    ``bad`` list, is left out and its ``file:line`` appended there, so one damaged line costs one
-    record, not the trace."""
+    line that is not a JSON object with the ``required`` keys (of their types), or that ``check``
+    finds a problem in, is corruption: it raises, or, given a ``bad`` list, is left out and its
+    ``file:line (why)`` appended there, so one damaged line costs one record, not the trace."""
     data = Path(path).read_bytes()
     parts = data.split(b"\n")
     torn = 1 if parts[-1] else 0
@@ -42,10 +43,13 @@ def read_jsonl(path: Path, bad: list[str] | None = None, required: Mapping[str, 
                      if not isinstance(rec.get(k), t) or isinstance(rec.get(k), bool)]
             if wrong:
                 raise ValueError(f"missing or mistyped {', '.join(wrong)}")
+            problem = check(rec) if check else None
+            if problem:
+                raise ValueError(problem)
         except (ValueError, UnicodeDecodeError) as exc:
             if bad is None:
                 raise ValueError(f"{path}:{i}: not a record ({exc})") from None
-            bad.append(f"{path}:{i}")
+            bad.append(f"{path}:{i} ({str(exc)[:120]})")
             continue
         out.append(rec)
     return out, torn
@@ -73,13 +77,14 @@ def load_trace(directory: str | Path) -> pd.DataFrame:
         _refuse_packed(directory)
     for path in shards:
         shard = int(path.stem.rsplit("_", 1)[1])
-        recs, cut = read_jsonl(path, bad, REQUIRED, back)
+        recs, cut = read_jsonl(path, bad, REQUIRED, back, record_problem)
         torn += cut
-        hist_ok = [len(r["offset_hist"]) == OFFSET_BINS and all(type(x) is int for x in r["offset_hist"])
-                   for r in recs]
-        bad += [f"{path}: record {i + 1} (offset_hist)" for i, ok in enumerate(hist_ok) if not ok]
-        recs = [r for r, ok in zip(recs, hist_ok) if ok]
         rows.extend({**r, "shard": shard} for r in recs)
+    if bad and not rows:  # every line damaged: a trace of zero records would be a silent zero
+        from align.errors import AlignError
+
+        raise AlignError(f"{directory}: none of its records is readable ({len(bad)} damaged line(s), the first at "
+                         f"{bad[0]})", "it is not a trace align trace topk run wrote; run that again")
     columns = RECORD_COLUMNS + ["shard"]
     df = pd.DataFrame(rows)
     for col in columns:
@@ -89,6 +94,36 @@ def load_trace(directory: str | Path) -> pd.DataFrame:
     df.attrs["torn_lines"] = torn
     df.attrs["bad_lines"] = bad
     return df
+
+
+def record_problem(rec: Mapping[str, Any]) -> str | None:
+    """What makes a record (its REQUIRED keys already typed) unfit to count, or None: its lists of
+    positions, blocks and counts must be lists of integers as long as its counts say, as
+    :func:`~align.trace.topk.records.build_record` writes them; ``scores``, where present, one number
+    (or null) per position."""
+    lengths = {"topk": rec["n_selected"], "blocks": rec["n_blocks"], "tokens_per_block": rec["n_blocks"],
+               "offset_hist": OFFSET_BINS}
+    for name, n in lengths.items():
+        value = rec.get(name)
+        if not isinstance(value, list) or not all(type(x) is int for x in value):
+            return f"{name} is {_json_kind(value)}, not a list of integers"
+        if len(value) != n:
+            return f"{name} holds {len(value)} entries where the record counts {n}"
+    if sum(rec["tokens_per_block"]) != rec["n_selected"] or sum(rec["offset_hist"]) != rec["n_selected"]:
+        return f"tokens_per_block or offset_hist does not add up to n_selected {rec['n_selected']}"
+    scores = rec.get("scores")
+    if scores is not None and not (isinstance(scores, list) and len(scores) == rec["n_selected"] and all(
+            x is None or (isinstance(x, (int, float)) and not isinstance(x, bool)) for x in scores)):
+        return f"scores is not one number per position ({rec['n_selected']})"
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    """A value's JSON kind, as a record's reader names it."""
+    if isinstance(value, list):
+        return "a list holding other values"
+    return {type(None): "null", str: "a string", bool: "a boolean", int: "a number", float: "a number",
+            dict: "an object"}.get(type(value), type(value).__name__)
 
 
 def _refuse_packed(directory: Path) -> None:
