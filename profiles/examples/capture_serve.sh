@@ -27,18 +27,15 @@ servecap() {
   if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
   if late; then echo "skipped $name: past ALIGN_DEADLINE"; return 0; fi
   local dir=$OUT_DIR/$name
-  $PY -m align profile e2e --serve --preset "$preset" --model "$MODELS/llama" --op attention --port 8123 \
-    --delay "$DELAY" --duration "$DURATION" --load "$LOAD" --report-timeout 120 --ready-timeout 240 \
-    --store "$OUT_DIR" --name "$name" --overwrite "$@" || echo "status of $name: $?"
+  local run=($PY -m align profile e2e --serve --preset "$preset" --model "$MODELS/llama" --op attention --port 8123
+    --delay "$DELAY" --duration "$DURATION" --load "$LOAD" --report-timeout 120 --ready-timeout 240
+    --store "$OUT_DIR" --name "$name" --overwrite "$@")
+  "${run[@]}" || echo "status of $name: $?"
   if [ ! -f "$dir/report.sqlite" ]; then
     echo "no SQLite for $name: again without system-wide sampling"
-    $PY -m align profile e2e --serve --preset "$preset" --model "$MODELS/llama" --op attention --port 8123 \
-      --delay "$DELAY" --duration "$DURATION" --load "$LOAD" --report-timeout 120 --ready-timeout 240 \
-      --sample none --cpuctxsw none --store "$OUT_DIR" --name "$name" --overwrite "$@" || echo "status of $name: $?"
+    "${run[@]}" --sample none --cpuctxsw none || echo "status of $name: $?"
   fi
-  [ -f "$dir/report.sqlite" ] && "$NSYS_BIN" stats --force-export=false --format csv --output "$dir/oracle" \
-    --report cuda_gpu_kern_sum --report cuda_gpu_kern_sum:base --report nvtx_gpu_proj_sum \
-    --report nvtx_kern_sum --report nvtx_sum --report cuda_api_sum "$dir/report.sqlite" > "$dir/stats.log" 2>&1
+  [ -f "$dir/report.sqlite" ] && oracles "$dir"
   ls -la "$dir" || true
 }
 
