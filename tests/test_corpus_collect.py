@@ -142,6 +142,17 @@ def test_a_grid_all_over_the_cap_is_refused(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def test_power_where_no_board_power_is_read_is_refused_before_timing(tmp_path):
+    """Before: --power on a machine without NVML power readings timed every case and wrote rows
+    without power columns, exit 0. After: one line before any case runs, nothing written."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: its power may be readable")
+    one_line(_collect(tmp_path / "c", "--power"), 2, "--power samples board power, but the cases run on the CPU")
+    assert not (tmp_path / "c").exists()
+
+
 # ---- resuming -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args,says", [
     (["--runs", "5"], "was collected with --runs 2 --warmups 0, this run asks --runs 5 --warmups 0"),

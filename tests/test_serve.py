@@ -91,9 +91,12 @@ def test_served_profile_window_load_and_processes(nsys, tmp_path):
         nvtx = p.nvtx(marks=False)
         span = p.summary()["session"]
         procs = process_table(p)
-    # the capture lasted the window, and everything the load caused is in it: 8 requests x
-    # (1 prefill + 4 decode steps), each a forward step with layer ranges
-    assert abs(span["duration_ns"] / 1e9 - DURATION) < 2.0
+    # nsys was told the window and kept to it (a loaded machine starts and stops it late by seconds,
+    # so the span is checked against the window loosely), and everything the load caused is in it:
+    # 8 requests x (1 prefill + 4 decode steps), each a forward step with layer ranges
+    told = meta["nsys_command"]
+    assert told[told.index("--duration") + 1] == str(DURATION) and told[told.index("--delay") + 1] == str(DELAY)
+    assert DURATION / 2 < span["duration_ns"] / 1e9 < DURATION + 5
     steps = nvtx[nvtx["text"].str.startswith("[Executor] _forward_step")]
     if "load_warning" in meta:  # a busy machine: the load outlasted the window, and align said so
         assert 0 < len(steps) <= 8 * 5 and "outlasted the capture window" in meta["load_warning"]

@@ -40,6 +40,15 @@ class Result:
         return asdict(self)
 
 
+def power_problem(device: str) -> str | None:
+    """Why board power cannot be sampled on ``device`` (``cuda:N`` or ``cpu``), or None when it can:
+    asked before any case is timed, so ``--power`` never writes rows without their power columns."""
+    if not device.startswith("cuda"):
+        return "the cases run on the CPU (no GPU visible), whose power NVML does not read"
+    monitor = PowerMonitor(int(device.partition(":")[2] or 0))
+    return None if monitor.available else f"NVML gave no power reading for {device} ({monitor.problem})"
+
+
 class PowerMonitor:
     """Samples board power and SM clock every 100 ms on a thread (nvidia-ml-py), when available."""
 
@@ -49,6 +58,7 @@ class PowerMonitor:
         self.clocks: list[int] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.problem = ""
         try:
             import pynvml
 
@@ -57,7 +67,8 @@ class PowerMonitor:
             self._handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
             self.limit = pynvml.nvmlDeviceGetEnforcedPowerLimit(self._handle) / 1000.0
             self.clock_start = pynvml.nvmlDeviceGetClockInfo(self._handle, pynvml.NVML_CLOCK_SM)
-        except Exception:  # no NVML (CPU machine, library missing): no power figures
+        except Exception as exc:  # no NVML (CPU machine, library missing): no power figures
+            self.problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             self._nvml = None
             self.limit = None
             self.clock_start = None

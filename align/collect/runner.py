@@ -368,6 +368,13 @@ def collect(op: str, phases: list[str] | None = None, gpus: int | None = None, o
     if obeyed and say is not None:
         say(obeyed)
     devices = _devices(gpus) if address is None else []  # before anything is written; Dask's workers are its own
+    if settings.measure_power and devices:
+        from align.collect.benchmark import power_problem
+
+        problem = power_problem(devices[0])
+        if problem:
+            raise AlignError(f"{arg('power', 'True')} samples board power, but {problem}",
+                             f"leave out {arg('power', 'True')}, or collect on a GPU machine with nvidia-ml-py")
     with CollectorLock(out):
         summary = _collect(op, phases, devices, out, resume, subset, settings, retry_failed,
                            forced and gated and spec0.gated, progress, address)
