@@ -39,7 +39,7 @@ PHASES = np.array(["all", "context", "generation", "mixed"], dtype=object)  # co
 # what decided an item's phase, strongest first: the user's mapping, phase words in enclosing
 # ranges, engine step ranges that count their requests, the input shapes of layer-wise markers;
 # "none": left to the kernels (compare/pairing)
-EVIDENCE = np.array(["none", "user", "phase ranges", "engine steps", "marker shapes"], dtype=object)
+EVIDENCE = np.array(["none", "user", "phase ranges", "engine steps", "marker shapes", "server batching"], dtype=object)
 ID_BITS = 30  # name ids below 2^30: (shown, demangled) pack into one int64
 
 
@@ -345,7 +345,35 @@ class OpView:
             it_launch, _ = self._lookup(it_outer, it_mark)
             it = it_launch[sel]
             forward = np.where(it >= 0, it << 32, -1)
+        if spec is not None and not range_pattern and not iter_pattern and len(sel) and (forward < 0).all() \
+                and not spec.shared:
+            forward = self._kernel_cut(sel)
         return self._frame(sel, method, op_range=rng, forward=forward)
+
+    def _kernel_cut(self, sel: np.ndarray) -> np.ndarray:
+        """Forward keys for the op's kernels (by name) where no NVTX range holds any of them (a server
+        that writes none, transformers serve say). Per process, in GPU order, a call of the op is a
+        run of its kernels with no other GPU work of the process between them and no family twice:
+        the rest of a layer (its GEMMs, norms) runs between two calls. Keys sit above every range's
+        (the range count, plus the process's index) so none collides."""
+        start = self.items["start"].to_numpy()
+        pid = self.items["pid"].to_numpy()
+        order = np.lexsort((start, pid))
+        pos = np.empty(len(order), np.int64)
+        pos[order] = np.arange(len(order))  # each item's place in its process's GPU order
+        fam = self.names["family_code"].to_numpy()[self.items["code"].to_numpy()]
+        mine = sel[np.lexsort((start[sel], pid[sel]))]
+        call = np.empty(len(mine), np.int64)
+        n, seen, last = -1, set(), None
+        for k, i in enumerate(mine):
+            key = (pid[i], pos[i])
+            if last is None or key[0] != last[0] or key[1] != last[1] + 1 or fam[i] in seen:
+                n, seen = n + 1, set()
+            seen.add(fam[i])
+            call[k], last = n, key
+        step = len(self._texts) + pd.factorize(pid[mine], sort=True)[0].astype(np.int64)
+        fw = pd.Series((step << 32) | (1 << 31) | call, index=mine)
+        return fw.reindex(sel).to_numpy(np.int64)
 
     def named_for(self, op: str, items: pd.DataFrame | None = None) -> np.ndarray:
         """Per item (of ``items``, default all), whether its kernel name belongs to ``op``: the first

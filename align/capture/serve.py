@@ -59,6 +59,16 @@ def presets() -> dict:
     return datafiles.builtin("serve")["presets"]
 
 
+def mixing_steps(meta: dict | None) -> str | None:
+    """What of a served capture's command line a serve.toml [steps] mixed pattern matches (its steps may
+    mix prefill and decode), or None: not served, or batching that keeps phases apart."""
+    if not meta or not meta.get("serve"):
+        return None
+    line = str(meta.get("command_line", ""))
+    found = (re.search(rx, line) for rx in datafiles.builtin("serve").get("steps", {}).get("mixed", []))
+    return next((m.group(0) for m in found if m), None)
+
+
 def preset_command(name: str, model: str | None, tp: int, port: int | None) -> tuple[list[str], dict]:
     """The server command of a preset and its settings (port, ready path, endpoint, env)."""
     all_presets = presets()

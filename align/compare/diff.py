@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from align.compare.side import ProfileSide, as_side
 from align import datafiles
 from align.datafiles import Bool, Num, Regex, Str, Table
 from align.errors import AlignError, arg
-from align.attribute.ops import PHASES, Forwards, OpView
+from align.attribute.ops import EVIDENCE, PHASES, Forwards, OpView
 from align.ops.registry import Registry, load_registry
 from align.loader import load
 
@@ -260,8 +260,11 @@ class Comparison:
     comparability: Comparability | None = None
     # per compared key: (mock, E2E) families a compiler generated around the op's forwards
     compiled: dict | None = None
-    # per key whose E2E forwards are compiled steps cut by kernel names: the families compared
+    # per key whose E2E forwards are cut by kernel names (compiled steps, or no NVTX around the op at
+    # all): the families compared
     name_cut: dict | None = None
+    # the keys of those whose E2E forwards no NVTX range holds at all: cut from the kernel stream
+    kernel_cut: list = field(default_factory=list)
 
     @cached_property
     def launch(self) -> pd.DataFrame:
@@ -270,6 +273,36 @@ class Comparison:
         from align.compare.launch_mode import compare_modes, launch_modes
 
         return compare_modes(launch_modes(self.mock), launch_modes(self.e2e))
+
+    @cached_property
+    def e2e_processes(self) -> list[dict]:
+        """The E2E processes whose forwards were compared: pid, name, rank, kernels, forwards compared,
+        and for a served capture the server's command line (meta.json), so a verdict names the server."""
+        from align.profile.processes import process_table
+
+        fw = self.e2e.items.loc[self.e2e.items["forward"] >= 0, ["pid", "forward"]]
+        per = fw.groupby("pid")["forward"].nunique()
+        table = process_table(self.e2e.view.profile)
+        meta = meta_beside(self.e2e.path) or {}
+        served = str(meta.get("command_line", "")) if meta.get("serve") else None
+        out = []
+        for r in table[table["pid"].isin(per.index)].to_dict(orient="records"):
+            out.append({"pid": int(r["pid"]), "name": r["name"], "rank": None if pd.isna(r["rank"]) else int(r["rank"]),
+                        "kernels": int(r["kernels"]), "forwards": int(per[r["pid"]]), "served_command": served})
+        return out
+
+    def process_line(self, width: int | None = None) -> str:
+        """``E2E process: pid 972 python3 (1,024 forwards); the server: python3 -m ... serve ...``, the
+        server's command cut to ``width`` characters (whole by default)."""
+        parts = [f"pid {p['pid']} {os.path.basename(str(p['name']))} ({p['forwards']:,} forwards)"
+                 for p in self.e2e_processes]
+        if not parts:
+            return ""
+        served = self.e2e_processes[0]["served_command"]
+        if served and width and len(served) > width:
+            served = served[: width - 1] + "…"
+        return (f"E2E process{'es' if len(parts) > 1 else ''}: " + ", ".join(parts) +
+                (f"; the server: {served}" if served else ""))
 
     @cached_property
     def ranks(self) -> pd.DataFrame:
@@ -319,6 +352,10 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: in
     m = op_side(mview, "mock", op, msd.range, cfg)
     e = op_side(eview, "e2e", op, e2e_range, cfg)
     _check_not_itself(m, e)
+    if op is not None and len(e.items) and (e.items["method"].astype(str) == "name").all():
+        # no module range holds any E2E kernel of the op: the mock is paired on the same footing
+        m.items = m.items[m.view.named_for(op, m.items)]
+    mixing = _served_mixed(e)
     pairing = _pair(m, e, cfg["pairing"])
     keys = pairing.keys
     if every_rank and not any(" (" in k for k in keys):
@@ -332,6 +369,14 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: in
             raise AlignError(f"no {phase} forwards to compare in {m.path} and {e.path}",
                              f"phases paired here: {', '.join(present) or 'none'}; pass one of them as {arg('phase')} "
                              f"or map ranges to phases with {arg('mock_phase')}/{arg('e2e_phase')}")
+    if not keys and mixing:
+        mock_phases = sorted(set(m.items["phase"].astype(str)) - {"all"}) or ["none named"]
+        raise AlignError(f"the E2E forwards of {e.path} are steps of a server that batches continuously ({mixing!r} in "
+                         "its command line, serve.toml [steps] mixed) and no NVTX range says which steps mix prefill "
+                         f"and decode; the mock has {', '.join(mock_phases)} only, and a mixed step is never "
+                         "compared as pure context or generation",
+                         f"pass a mock whose iterations run a mixed batch (ranges mapped with {arg('mock_phase')} "
+                         "REGEX=mixed), or profile the server without continuous batching")
     if not keys:
         raise AlignError(f"no mock phase of {m.path} has a plausible partner among the E2E forwards of {e.path} "
                          f"({_unpaired(pairing)})",
@@ -341,12 +386,30 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: in
     compiled = {k: (m.view.compiled_families(m.items[m.items["phase"] == k]),
                     e.view.compiled_families(e.items[e.items["phase"] == k])) for k in keys}
     name_cut = _cut_to_names(m, e, op, keys)
+    kernel_cut = [k for k in name_cut if (e.items.loc[e.items["phase"] == k, "op_range"] < 0).all()]
     for side in (m, e):
         side.forwards = side.view.per_forward(side.items, skip=skip)
         _check_not_empty(side, keys, skip)
     return Comparison(mock=m, e2e=e, table=family_table(m, e, cfg), config=cfg, op=op or e2e_range,
                       pairing=pairing, op_reason=reason, comparability=_comparability(m, e), compiled=compiled,
-                      name_cut=name_cut)
+                      name_cut=name_cut, kernel_cut=kernel_cut)
+
+
+def _served_mixed(e: Side) -> str | None:
+    """E2E forwards no evidence gave a phase, of a server whose steps may mix prefill and decode
+    (capture/serve.py ``mixing_steps``), are mixed: returns the pattern that said so, or None."""
+    from align.capture.serve import mixing_steps
+
+    rx = mixing_steps(meta_beside(e.path))
+    phase = e.items["phase"].astype(str).to_numpy(dtype=object)
+    open_ = phase == "all"
+    if rx is None or not open_.any():
+        return None
+    evidence = e.items["evidence"].astype(str).to_numpy(dtype=object)
+    phase[open_], evidence[open_] = "mixed", "server batching"
+    e.items = e.items.assign(phase=pd.Categorical(phase, categories=PHASES),
+                             evidence=pd.Categorical(evidence, categories=EVIDENCE))
+    return rx
 
 
 def same_export(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -282,7 +282,8 @@ def _comparability_html(cmp) -> str:
         return ""
     head = f"<p class='fail'><b>{_esc(c.headline())}</b></p>" if c.headline() else ""
     warns = "".join(f"<li>{_esc(w)}</li>" for w in c.warnings)
-    return head + f"<p class='meta'>{_esc(c.line())}</p>" + (f"<ul class='meta'>{warns}</ul>" if warns else "")
+    procs = f"<p class='meta'>{_esc(cmp.process_line())}</p>" if cmp.process_line() else ""
+    return head + f"<p class='meta'>{_esc(c.line())}</p>" + procs + (f"<ul class='meta'>{warns}</ul>" if warns else "")
 
 
 def render_markdown(verdict: Verdict) -> str:
