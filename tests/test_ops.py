@@ -179,6 +179,33 @@ def test_name_fallback_and_shared_gemm(tmp_path):
     assert over.loc["gemm", "method"] == "name-shared" and over.loc["attention", "kernels"] == 3
 
 
+def test_calls_are_cut_from_the_kernel_stream_where_no_range_holds_the_op(tmp_path):
+    """No NVTX at all (transformers serve): a call is a run of the op's kernels with no other GPU work
+    of its process between them and no family twice; a shared op (GEMM) is never cut so."""
+    s = Synth(tmp_path / "a.sqlite").enums()
+    flash, cudnn = "flash_fwd_kernel", "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_x"
+    layer = [("nvjet_sm90_tst_64x8_64x16_4x1_v_bz_TNT", 0), (flash, 1), (cudnn, 1),  # one call of two kernels
+             ("nvjet_sm90_tst_64x8_64x16_4x1_v_bz_TNT", 0), (flash, 2), (flash, 3)]  # a family twice: two calls
+    t, c = 0, 0
+    for _ in range(2):
+        for name, _call in layer:
+            c += 1
+            s.runtime(t, t + 5, "cudaLaunchKernel_v7000", corr=c)
+            s.kernel(t + 10, t + 20, name, corr=c)
+            t += 100
+    s.runtime(t, t + 5, "cudaLaunchKernel_v7000", corr=c + 1, pid=4343, tid=4343)  # another process
+    s.kernel(t + 10, t + 20, flash, corr=c + 1, pid=4343)
+    with align.load(s.close()) as p:
+        view = OpView(p)
+        attn = view.op_items("attention")
+        gemm = view.op_items("gemm")
+    sizes = attn.sort_values("start").groupby("forward", sort=False)["code"].size().tolist()
+    assert sizes == [2, 1, 1, 2, 1, 1, 1] and (attn["forward"] >= 0).all() and (attn["op_range"] < 0).all()
+    other = attn[attn["pid"] == 4343]["forward"]
+    assert len(other) == 1 and not set(other) & set(attn[attn["pid"] != 4343]["forward"])
+    assert (gemm["forward"] < 0).all()
+
+
 def test_skip_and_cold_first_forwards(tmp_path):
     s = Synth(tmp_path / "a.sqlite").enums()
     t = 0
