@@ -426,7 +426,8 @@ def _size(ev: Evidence, rules: Rules, claims: _Claims) -> list[Cause]:
             prompt_ratio = None
         else:
             pa = pb = None
-            prompt_ratio = round(rc / (ba / bb), 2) if bb and ba else None
+            # the context grids say the prompt only where identical context kernels were found
+            prompt_ratio = round(rc / (ba / bb), 2) if bb and ba and fc else None
         numbers = {"mock": {"batch": ba, "prompt": pa, "tokens": ta}, "e2e": {"batch": bb, "prompt": pb, "tokens": tb},
                    "context_grid_ratio": rc, "generation_grid_ratio": rg, "from": how}
         out = []
