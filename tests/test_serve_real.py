@@ -168,3 +168,14 @@ def test_deepseek_v32_answers_in_plain_mode_and_is_refused_by_the_paged_cache(st
     answer = json.loads(plain.split("--- answer: ", 1)[1].splitlines()[0])
     assert answer["object"] == "text_completion" and answer["usage"]["completion_tokens"] == 4
     assert "ValueError: Invalid layer type: indexed_attention" in cb and "--- answer: {" not in cb
+
+
+def test_the_report_leads_with_what_the_comparison_rests_on_and_names_the_server(store, tmp_path):
+    html = tmp_path / "r.html"
+    r = run_align("report", str(store / "hf_serve_llama_mock"), str(store / "hf_serve_llama"), "--op", "attention",
+                  "-o", str(html))
+    assert r.returncode == 0, r.stderr
+    page = html.read_text()
+    assert "ONLY THE OP&#x27;S OWN KERNELS COMPARED" in page or "ONLY THE OP'S OWN KERNELS COMPARED" in page
+    assert "E2E process: pid" in page and "transformers.cli.transformers serve" in page
+

@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 from align.compare.diff import Comparison
-from align.compare.verdict import Verdict, pairing_view
+from align.compare.verdict import Verdict, kernel_cut_headline, pairing_view
 
 COLORS = {"mock": "#d1495b", "e2e": "#00798c"}
 STATUS_COLORS = {"match": "#2e7d32", "pass": "#2e7d32", "missing": "#c62828", "extra": "#c62828", "FAIL": "#c62828",
@@ -280,7 +280,8 @@ def _comparability_html(cmp) -> str:
     c = cmp.comparability
     if c is None:
         return ""
-    head = f"<p class='fail'><b>{_esc(c.headline())}</b></p>" if c.headline() else ""
+    lines = [x for x in (c.headline(), kernel_cut_headline(cmp)) if x]
+    head = "".join(f"<p class='fail'><b>{_esc(x)}</b></p>" for x in lines)
     warns = "".join(f"<li>{_esc(w)}</li>" for w in c.warnings)
     procs = f"<p class='meta'>{_esc(cmp.process_line())}</p>" if cmp.process_line() else ""
     return head + f"<p class='meta'>{_esc(c.line())}</p>" + procs + (f"<ul class='meta'>{warns}</ul>" if warns else "")
