@@ -276,20 +276,18 @@ class Comparison:
 
     @cached_property
     def e2e_processes(self) -> list[dict]:
-        """The E2E processes whose forwards were compared: pid, name, rank, kernels, forwards compared,
+        """The E2E processes whose forwards were compared: pid, name, kernels, forwards compared,
         and for a served capture the server's command line (meta.json), so a verdict names the server."""
-        from align.profile.processes import process_table
-
         fw = self.e2e.items.loc[self.e2e.items["forward"] >= 0, ["pid", "forward"]]
         per = fw.groupby("pid")["forward"].nunique()
-        table = process_table(self.e2e.view.profile)
+        every = self.e2e.view.items
+        kernels = every.loc[every["kind"] == 0, "pid"].value_counts()  # the view's items: no second read
+        names = dict(zip(*self.e2e.view.profile.processes(all=True)[["pid", "name"]].to_numpy().T)) \
+            if len(per) else {}
         meta = meta_beside(self.e2e.path) or {}
         served = str(meta.get("command_line", "")) if meta.get("serve") else None
-        out = []
-        for r in table[table["pid"].isin(per.index)].to_dict(orient="records"):
-            out.append({"pid": int(r["pid"]), "name": r["name"], "rank": None if pd.isna(r["rank"]) else int(r["rank"]),
-                        "kernels": int(r["kernels"]), "forwards": int(per[r["pid"]]), "served_command": served})
-        return out
+        return [{"pid": int(pid), "name": names.get(pid), "kernels": int(kernels.get(pid, 0)), "forwards": int(n),
+                 "served_command": served} for pid, n in per.items()]
 
     def process_line(self, width: int | None = None) -> str:
         """``E2E process: pid 972 python3 (1,024 forwards); the server: python3 -m ... serve ...``, the
