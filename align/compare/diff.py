@@ -395,7 +395,7 @@ def compare(mock, e2e, op: str | None = None, phase: str | None = None, skip: in
 
 def _served_mixed(e: Side) -> str | None:
     """E2E forwards no evidence gave a phase, of a server whose steps may mix prefill and decode
-    (capture/serve.py ``mixing_steps``), are mixed: returns the pattern that said so, or None."""
+    (capture/serve.py ``mixing_steps``), are mixed: returns the command-line text that said so, or None."""
     from align.capture.serve import mixing_steps
 
     rx = mixing_steps(meta_beside(e.path))

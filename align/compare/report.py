@@ -283,7 +283,8 @@ def _comparability_html(cmp) -> str:
     lines = [x for x in (c.headline(), kernel_cut_headline(cmp)) if x]
     head = "".join(f"<p class='fail'><b>{_esc(x)}</b></p>" for x in lines)
     warns = "".join(f"<li>{_esc(w)}</li>" for w in c.warnings)
-    procs = f"<p class='meta'>{_esc(cmp.process_line())}</p>" if cmp.process_line() else ""
+    line = cmp.process_line()
+    procs = f"<p class='meta'>{_esc(line)}</p>" if line else ""
     return head + f"<p class='meta'>{_esc(c.line())}</p>" + procs + (f"<ul class='meta'>{warns}</ul>" if warns else "")
 
 
